@@ -1,0 +1,7 @@
+"""``python -m resnets`` (also what ``torchrun -m resnets`` runs)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,104 @@
+"""``keras.applications``-style constructors: ``ResNet50(include_top=True, weights=..., ...)``.
+
+They return the same :class:`~resnets.networks.ResNet` modules as :func:`resnets.create_model`,
+configured the way Keras users expect: probabilities out of the top, or features without it.
+Input is NCHW float tensors (``predict`` also accepts Keras' NHWC numpy batches).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from .networks import ResNet
+from .registry import create_model
+
+POOLINGS = (None, "avg", "max")
+
+
+def _check_input_shape(input_shape: Sequence[int] | None) -> tuple[int, int, int] | None:
+    """Accept Keras' ``(H, W, 3)`` or PyTorch's ``(3, H, W)``; return ``(3, H, W)``."""
+    if input_shape is None:
+        return None
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3:
+        raise ValueError(f"input_shape must have 3 entries, (H, W, 3) or (3, H, W); got {input_shape}")
+    if shape[-1] == 3:
+        h, w = shape[:2]
+    elif shape[0] == 3:
+        h, w = shape[1:]
+    else:
+        raise ValueError(f"the input must have 3 channels; received input_shape={input_shape}")
+    if h < 32 or w < 32:
+        raise ValueError(f"input size must be at least 32x32; received input_shape={input_shape}")
+    return (3, h, w)
+
+
+def keras_resnet(
+    depth: int,
+    include_top: bool = True,
+    weights: str | os.PathLike | None = None,
+    input_shape: Sequence[int] | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    dropout_rate: float = 0.0,
+    **kwargs,
+) -> ResNet:
+    """Build ``resnet{depth}`` with Keras-application semantics and argument checks."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be None, 'avg' or 'max'; received pooling={pooling!r}")
+    if weights == "imagenet" and include_top and classes != 1000:
+        raise ValueError(
+            "if using weights='imagenet' with include_top=True, classes should be 1000; "
+            f"received classes={classes}"
+        )
+    if isinstance(weights, str) and weights != "imagenet" and "." not in weights and not os.path.exists(weights):
+        raise ValueError(
+            "weights must be None (random initialization), 'imagenet' (pre-training on ImageNet), "
+            f"a registry name or the path to a weights file; received weights={weights!r}"
+        )
+    if include_top:
+        kwargs.update(num_classes=classes, global_pool="avg", classifier_activation=classifier_activation)
+    else:
+        kwargs.update(num_classes=0, global_pool=pooling or "")
+    model = create_model(f"resnet{depth}", weights=weights, drop_rate=dropout_rate, **kwargs)
+    shape = _check_input_shape(input_shape)
+    if shape is not None:
+        model.input_size = shape
+    return model
+
+
+def ResNet18(include_top: bool = True, weights=None, input_shape=None, pooling=None, classes: int = 1000,
+             classifier_activation: str | None = "softmax", dropout_rate: float = 0.0, **kwargs) -> ResNet:
+    """ResNet-18 the Keras way (see :func:`keras_resnet`)."""
+    return keras_resnet(18, include_top, weights, input_shape, pooling, classes, classifier_activation,
+                        dropout_rate, **kwargs)
+
+
+def ResNet34(include_top: bool = True, weights=None, input_shape=None, pooling=None, classes: int = 1000,
+             classifier_activation: str | None = "softmax", dropout_rate: float = 0.0, **kwargs) -> ResNet:
+    """ResNet-34 the Keras way (see :func:`keras_resnet`)."""
+    return keras_resnet(34, include_top, weights, input_shape, pooling, classes, classifier_activation,
+                        dropout_rate, **kwargs)
+
+
+def ResNet50(include_top: bool = True, weights=None, input_shape=None, pooling=None, classes: int = 1000,
+             classifier_activation: str | None = "softmax", dropout_rate: float = 0.0, **kwargs) -> ResNet:
+    """ResNet-50 the Keras way (see :func:`keras_resnet`)."""
+    return keras_resnet(50, include_top, weights, input_shape, pooling, classes, classifier_activation,
+                        dropout_rate, **kwargs)
+
+
+def ResNet101(include_top: bool = True, weights=None, input_shape=None, pooling=None, classes: int = 1000,
+              classifier_activation: str | None = "softmax", dropout_rate: float = 0.0, **kwargs) -> ResNet:
+    """ResNet-101 the Keras way (see :func:`keras_resnet`)."""
+    return keras_resnet(101, include_top, weights, input_shape, pooling, classes, classifier_activation,
+                        dropout_rate, **kwargs)
+
+
+def ResNet152(include_top: bool = True, weights=None, input_shape=None, pooling=None, classes: int = 1000,
+              classifier_activation: str | None = "softmax", dropout_rate: float = 0.0, **kwargs) -> ResNet:
+    """ResNet-152 the Keras way (see :func:`keras_resnet`)."""
+    return keras_resnet(152, include_top, weights, input_shape, pooling, classes, classifier_activation,
+                        dropout_rate, **kwargs)
