@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -28,7 +29,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
-    return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    # DataParallel prefixes, and the CIFAR reference code's ``linear`` classifier name.
+    renamed = {re.sub(r"^linear\.", "fc.", k.removeprefix("module.")): v for k, v in obj.items()}
+    return {k: v for k, v in renamed.items() if isinstance(v, torch.Tensor)}
 
 
 def create_with_weights(name: str, weights: str | os.PathLike, **kwargs) -> ResNet:
