@@ -15,6 +15,9 @@ from .registry import (
     resnet1202,
 )
 from .summary import summarize
+from .classes import decode_predictions
+from .data.images import array_to_img, img_to_array, load_img
+from .preprocess import Preprocessing, preprocess_input
 
 __all__ = [
     "BasicBlock", "Bottleneck", "PadShortcut", "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101",
@@ -23,4 +26,5 @@ __all__ = [
     "plain18", "plain20", "plain32", "plain34", "plain44", "plain50", "plain56", "plain101", "plain110", "plain152",
     "resnet18", "resnet20", "resnet32", "resnet34", "resnet44", "resnet50", "resnet56", "resnet101", "resnet110",
     "resnet152", "resnet1202",
+    "Preprocessing", "array_to_img", "decode_predictions", "img_to_array", "load_img", "preprocess_input",
 ]

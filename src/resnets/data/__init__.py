@@ -1,0 +1,11 @@
+"""Image data: files to RGB pixels (``images``) and small labelled data sets (``cifar``)."""
+
+from .images import (
+    IMAGE_EXTENSIONS, ImageBatch, ImageFiles, ImageLoadError, ImageSample, array_to_img, collate_images,
+    find_images, img_to_array, load_img, to_rgb,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "ImageBatch", "ImageFiles", "ImageLoadError", "ImageSample", "array_to_img",
+    "collate_images", "find_images", "img_to_array", "load_img", "to_rgb",
+]

@@ -1,0 +1,70 @@
+"""Class lists of the pretrained models, and top-k decoding of their predictions into names.
+
+The ImageNet list ships inside the package (``assets/imagenet_classes.tsv``: ``wnid<TAB>name`` in
+index order, the order of torchvision's and Keras' checkpoints), so decoding needs no network.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from importlib import resources
+
+import numpy as np
+import torch
+
+#: CIFAR-10 in label order (alphabetical, the official order).
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+
+ClassList = str | Sequence[str] | Sequence[tuple[str, str]] | None
+
+
+@functools.cache
+def _imagenet_table() -> tuple[tuple[str, str], ...]:
+    text = resources.files("resnets").joinpath("assets", "imagenet_classes.tsv").read_text(encoding="utf-8")
+    rows = tuple(tuple(line.split("\t")) for line in text.splitlines() if line)
+    if len(rows) != 1000 or any(len(row) != 2 for row in rows):
+        raise RuntimeError("resnets/assets/imagenet_classes.tsv is damaged: expected 1000 'wnid<TAB>name' lines")
+    return rows
+
+
+def imagenet_classes() -> list[tuple[str, str]]:
+    """The 1000 ImageNet-1k classes as ``(wnid, name)`` in index order (0 = ``n01440764 tench``)."""
+    return list(_imagenet_table())
+
+
+def _id_name_pairs(classes: ClassList) -> tuple[str, list[tuple[str, str]]]:
+    """``(label for messages, [(id, name), ...])`` for any accepted form of class list."""
+    if classes is None or classes == "imagenet":
+        return "ImageNet", imagenet_classes()
+    if classes == "cifar10":
+        return "CIFAR-10", [(str(i), name) for i, name in enumerate(CIFAR10_CLASSES)]
+    if isinstance(classes, str):
+        raise ValueError(f"unknown class list {classes!r}: use 'imagenet', 'cifar10' or a sequence of names")
+    pairs = [(str(i), c) if isinstance(c, str) else (str(c[0]), str(c[1])) for i, c in enumerate(classes)]
+    return "the given", pairs
+
+
+def decode_predictions(preds: np.ndarray | torch.Tensor, top: int = 5,
+                       classes: ClassList = None) -> list[list[tuple[str, str, float]]]:
+    """Top-``top`` classes per row of ``preds`` (N, C), as Keras: ``[(id, name, score), ...]``, best first.
+
+    ``classes``: ``None``/``"imagenet"`` (id is the wnid), ``"cifar10"``, a sequence of names (id is
+    the index as a string) or of ``(id, name)`` pairs. Scores are reported as given (apply softmax
+    first for probabilities); ties go to the lower class index.
+    """
+    if isinstance(preds, torch.Tensor):
+        preds = preds.detach().to("cpu", torch.float64).numpy()
+    preds = np.asarray(preds, dtype=np.float64)
+    if preds.ndim != 2:
+        raise ValueError(f"decode_predictions expects predictions of shape (N, C), got shape {preds.shape}")
+    label, pairs = _id_name_pairs(classes)
+    if preds.shape[1] != len(pairs):
+        raise ValueError(f"predictions have {preds.shape[1]} classes (shape {preds.shape}) but {label} class "
+                         f"list has {len(pairs)}: pass the model's classes=")
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    order = np.argsort(-preds, axis=1, kind="stable")[:, :top]
+    return [[(*pairs[i], float(row[i])) for i in idx] for row, idx in zip(preds, order)]

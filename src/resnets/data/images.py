@@ -1,0 +1,301 @@
+"""Image files in, RGB pixels out: Keras-style ``load_img``/``img_to_array``, and a fault-tolerant Dataset.
+
+Every image PIL can decode comes out as 8-bit RGB whatever its mode (16-bit, float, CMYK, palette,
+alpha), upright (EXIF orientation applied), and every way a file can fail (missing, empty, not an
+image, truncated, a decompression bomb) raises one error type, :class:`ImageLoadError`, naming the
+file, so a batch job can report and skip bad files instead of dying on them.
+
+Decisions (documented, tested):
+
+* Transparency (RGBA, LA, P or L/RGB with a transparency key) is composited on **white**, as an image
+  viewer shows it; dropping the alpha band instead would expose whatever colour the invisible pixels
+  hold (often black), which is not what the image looks like.
+* 16-bit modes (``I;16*``) are scaled by 255/65535. ``I`` (32-bit int) is taken as 16-bit data when
+  any value exceeds 255, as 8-bit otherwise; ``F`` (float) as 0..1 when its maximum is at most 1, as
+  0..255 otherwise. Values outside the range are clipped.
+* ``color_mode="grayscale"`` always gives 8-bit ``L`` (Keras keeps 16-bit grayscale as is), so
+  :func:`img_to_array` is always in 0..255, the range ``preprocess_input`` expects.
+* Decompression bombs: an image over ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (PIL's default:
+  89,478,485, about 9459 x 9459, or 3.6 x a 48-megapixel phone photo) is refused: PIL's warning at that
+  size is turned into an error. Raise ``PIL.Image.MAX_IMAGE_PIXELS`` to accept larger images.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
+)
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "hamming": Image.Resampling.HAMMING,
+    "box": Image.Resampling.BOX,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+COLOR_MODES = ("rgb", "grayscale", "rgba")
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
+
+PathOrFile = str | os.PathLike | io.BytesIO
+
+
+class ImageLoadError(ValueError):
+    """An image file that cannot be used; ``path`` names it and ``reason`` says why."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # keep (path, reason) across DataLoader worker processes
+        return type(self), (self.path, self.reason)
+
+
+def _open_and_decode(path: PathOrFile) -> Image.Image:
+    """Fully decoded, upright image; every failure becomes an :class:`ImageLoadError`."""
+    name = "<bytes>" if isinstance(path, io.BytesIO) else path
+    if not isinstance(path, io.BytesIO):
+        try:
+            if os.path.getsize(path) == 0:
+                raise ImageLoadError(name, "empty file (0 bytes)")
+        except FileNotFoundError:
+            raise ImageLoadError(name, "file not found") from None
+        except OSError as e:
+            raise ImageLoadError(name, f"cannot read file: {e.strerror or e}") from e
+        if os.path.isdir(path):
+            raise ImageLoadError(name, "is a directory, not an image file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return ImageOps.exif_transpose(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageLoadError(name, f"refused as a possible decompression bomb: {e} "
+                                   "(raise PIL.Image.MAX_IMAGE_PIXELS to accept it)") from e
+    except Image.UnidentifiedImageError as e:
+        raise ImageLoadError(name, "not an image file (PIL cannot identify its format)") from e
+    except PermissionError as e:
+        raise ImageLoadError(name, f"cannot read file: {e.strerror}") from e
+    except Exception as e:  # noqa: BLE001 - PIL's decoders fail with OSError, SyntaxError, ValueError, EOFError...
+        raise ImageLoadError(name, f"corrupt or truncated image: {type(e).__name__}: {e}") from e
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """8-bit ``L`` for 16-bit, 32-bit int and float images (PIL's convert would clip them), alpha un-premultiplied."""
+    if img.mode in ("La", "RGBa"):  # premultiplied alpha: PIL converts these only to their straight-alpha twin
+        return img.convert(img.mode[:-1] + "A")
+    if img.mode.startswith("I;16"):
+        scale = 255 / 65535
+        pixels = np.asarray(img.convert("I"), dtype=np.float64)
+    elif img.mode == "I":
+        pixels = np.asarray(img, dtype=np.float64)
+        scale = 255 / 65535 if pixels.size and pixels.max() > 255 else 1.0
+    elif img.mode == "F":
+        pixels = np.asarray(img, dtype=np.float64)
+        scale = 255.0 if pixels.size and pixels.max() <= 1.0 else 1.0
+    else:
+        return img
+    return Image.fromarray(np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8))
+
+
+def _flatten(img: Image.Image) -> Image.Image:
+    """8-bit ``L`` or ``RGB`` without transparency, transparent pixels composited on white."""
+    gray = img.mode in _GRAY_MODES or img.mode.startswith("I;16")
+    img = _to_8bit(img)
+    if img.has_transparency_data:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba).convert("RGB")
+    if gray:
+        return img.convert("L")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB, correctly scaled from any PIL mode, transparency composited on white."""
+    img = _flatten(img)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _convert(img: Image.Image, color_mode: str) -> Image.Image:
+    if color_mode == "rgb":
+        return to_rgb(img)
+    if color_mode == "grayscale":
+        return _flatten(img).convert("L")
+    rgba = _to_8bit(img)  # "rgba": keep the alpha band
+    return rgba if rgba.mode == "RGBA" else rgba.convert("RGBA")
+
+
+def _resize(img: Image.Image, target_size: tuple[int, int], interpolation: str,
+            keep_aspect_ratio: bool) -> Image.Image:
+    """Keras' resize: to (height, width) exactly, optionally center-cropping to the target's aspect ratio."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation {interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
+    height, width = (int(v) for v in target_size)
+    if img.size == (width, height):
+        return img
+    box = None
+    if keep_aspect_ratio:
+        w, h = img.size
+        crop_h, crop_w = min(h, w * height // width), min(w, h * width // height)
+        left, top = (w - crop_w) // 2, (h - crop_h) // 2
+        box = (left, top, left + crop_w, top + crop_h)
+    return img.resize((width, height), INTERPOLATIONS[interpolation], box=box)
+
+
+def load_img(path: PathOrFile, target_size: tuple[int, int] | None = None, color_mode: str = "rgb",
+             interpolation: str = "nearest", keep_aspect_ratio: bool = False) -> Image.Image:
+    """Load an image file like ``keras.utils.load_img``, robust to every PIL mode and to bad files.
+
+    ``target_size`` is ``(height, width)``; ``color_mode`` is ``"rgb"``, ``"grayscale"`` or ``"rgba"``;
+    ``interpolation`` one of :data:`INTERPOLATIONS` (Keras' default ``"nearest"``). Unlike Keras, the
+    EXIF orientation is applied and transparency is composited on white (see the module docstring).
+    Raises :class:`ImageLoadError` naming the file for any file that cannot be used.
+    """
+    if isinstance(target_size, str):
+        raise TypeError(f"target_size must be (height, width), got {target_size!r}; pass color_mode= by keyword")
+    if color_mode not in COLOR_MODES:
+        raise ValueError(f"color_mode {color_mode!r} is not one of {', '.join(COLOR_MODES)}")
+    img = _open_and_decode(path)
+    try:
+        img = _convert(img, color_mode)
+    except (ValueError, OSError) as e:
+        raise ImageLoadError(path, f"cannot convert PIL mode {img.mode} to {color_mode}: {e}") from e
+    if target_size is not None:
+        img = _resize(img, target_size, interpolation, keep_aspect_ratio)
+    return img
+
+
+def img_to_array(img: Image.Image, data_format: str = "channels_last", dtype: str | np.dtype = "float32") -> np.ndarray:
+    """Pixels of ``img`` as a 3-D array, HWC (or CHW with ``data_format="channels_first"``), as Keras does."""
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
+    x = np.asarray(img, dtype=dtype)
+    if x.ndim == 2:
+        x = x[:, :, None]
+    elif x.ndim != 3:
+        raise ValueError(f"unsupported image shape {x.shape} (PIL mode {img.mode})")
+    return x.transpose(2, 0, 1) if data_format == "channels_first" else x
+
+
+def array_to_img(x: np.ndarray, data_format: str = "channels_last", scale: bool = True,
+                 dtype: str | np.dtype = "float32") -> Image.Image:
+    """A 3-D array as a PIL image (``L``, ``RGB``, ``RGBA``, or ``I`` above 255), as ``keras.utils.array_to_img``.
+
+    With ``scale`` the values are stretched to 0..255 (min to 0, max to 255) first.
+    """
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
+    x = np.array(x, dtype=dtype)
+    if x.ndim != 3:
+        raise ValueError(f"expected a single image of rank 3, got an array of shape {x.shape}")
+    if data_format == "channels_first":
+        x = x.transpose(1, 2, 0)
+    if scale:
+        x = x - x.min()
+        if x.max() != 0:
+            x = x / x.max()
+        x = x * 255
+    channels = x.shape[2]
+    if channels in (3, 4):
+        return Image.fromarray(x.astype(np.uint8))
+    if channels == 1:
+        if x.max() > 255:
+            return Image.fromarray(x[:, :, 0].astype(np.int32))
+        return Image.fromarray(x[:, :, 0].astype(np.uint8))
+    raise ValueError(f"unsupported number of channels {channels} in an array of shape {x.shape}")
+
+
+def find_images(paths_or_dirs: str | os.PathLike | Iterable[str | os.PathLike], recursive: bool = True) -> list[Path]:
+    """Image files named by ``paths_or_dirs``: files as given, directories expanded in sorted order.
+
+    Inside directories only names ending in :data:`IMAGE_EXTENSIONS` (any case) count, and hidden
+    files and folders (``.name``, e.g. macOS ``._photo.jpg`` resource forks) are skipped. A file
+    named explicitly is kept whatever its extension, so that loading it reports what is wrong.
+    """
+    if isinstance(paths_or_dirs, (str, os.PathLike)):
+        paths_or_dirs = [paths_or_dirs]
+    found: dict[Path, None] = {}
+    for entry in map(Path, paths_or_dirs):
+        if entry.is_dir():
+            candidates = entry.rglob("*") if recursive else entry.iterdir()
+            for p in sorted(candidates):
+                hidden = any(part.startswith(".") for part in p.relative_to(entry).parts)
+                if not hidden and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+                    found[p] = None
+        elif entry.exists():
+            found[entry] = None
+        else:
+            raise FileNotFoundError(f"no such file or directory: {entry}")
+    return list(found)
+
+
+class ImageSample(NamedTuple):
+    """One item of :class:`ImageFiles`: ``image`` is None and ``error`` says why when the file is bad."""
+
+    image: torch.Tensor | None
+    index: int
+    error: str | None
+
+
+class ImageBatch(NamedTuple):
+    """The good images of a batch, stacked, their dataset ``indices``, and ``(index, message)`` per bad file."""
+
+    images: torch.Tensor
+    indices: torch.Tensor
+    errors: list[tuple[int, str]]
+
+
+def _pixels_chw(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files as tensors for a DataLoader that keeps going past bad files.
+
+    Each item is an :class:`ImageSample` ``(image, index, error)``: the RGB image through ``transform``
+    (default: uint8 CHW pixels), or ``None`` with the :class:`ImageLoadError` text. Batch with
+    :func:`collate_images`, e.g. ``DataLoader(ImageFiles(paths, IMAGENET_TORCH), batch_size=64,
+    num_workers=4, collate_fn=collate_images)``; map ``indices`` back to ``dataset.paths``.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike],
+                 transform: Callable[[Image.Image], torch.Tensor] | None = None) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.transform = transform if transform is not None else _pixels_chw
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> ImageSample:
+        try:
+            img = load_img(self.paths[index])
+        except ImageLoadError as e:
+            return ImageSample(None, index, str(e))
+        return ImageSample(self.transform(img), index, None)
+
+
+def collate_images(samples: Sequence[ImageSample]) -> ImageBatch:
+    """Stack the good samples; the bad ones go to ``errors`` so one bad file never drops the batch."""
+    good = [s for s in samples if s.error is None]
+    errors = [(s.index, s.error) for s in samples if s.error is not None]
+    indices = torch.tensor([s.index for s in good], dtype=torch.long)
+    if not good:
+        return ImageBatch(torch.empty(0), indices, errors)
+    shapes = {tuple(s.image.shape) for s in good}
+    if len(shapes) > 1:
+        raise ValueError(f"images in one batch differ in shape {sorted(shapes)}: use a transform with a fixed "
+                         "crop size, or batch_size=1")
+    return ImageBatch(torch.stack([s.image for s in good]), indices, errors)

@@ -1,0 +1,122 @@
+"""Turn images into network inputs exactly as each set of pretrained weights expects.
+
+:class:`Preprocessing` describes one recipe (resize, crop, scale, channel order, mean/std) and applies
+it to PIL images with torchvision's functional ops, reproducing torchvision's own ImageNet transforms;
+:func:`preprocess_input` is the Keras-compatible array version (``caffe``, ``tf``, ``torch`` modes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data.images import to_rgb
+
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """One input recipe: ``(pixels * scale, reordered to channel_order, - mean) / std``.
+
+    ``mean`` and ``std`` are given in ``channel_order``; ``scale`` multiplies the 0..255 pixels
+    (``1/255`` for torchvision-style weights, ``1`` for Caffe-style ones). ``resize_size`` is the
+    shorter side after resizing (aspect ratio kept, antialiased) and ``crop_size`` the side of the
+    centre crop; ``None`` skips that step.
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    scale: float = 1 / 255
+    channel_order: str = "RGB"
+    resize_size: int | None = None
+    crop_size: int | None = None
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean and std need 3 values each, got mean={self.mean} std={self.std}")
+        if any(s == 0 for s in self.std):
+            raise ValueError(f"std must not contain 0, got {self.std}")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation {self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
+        for field in ("resize_size", "crop_size"):
+            value = getattr(self, field)
+            if value is not None and value < 1:
+                raise ValueError(f"{field} must be a positive int or None, got {value}")
+
+    def __call__(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
+        """A float32 CHW tensor from a PIL image (any mode) or a uint8 RGB CHW tensor."""
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as F
+
+        if isinstance(img, Image.Image):
+            img = to_rgb(img)
+        if self.resize_size is not None:
+            img = F.resize(img, self.resize_size, interpolation=InterpolationMode(self.interpolation), antialias=True)
+        if self.crop_size is not None:
+            img = F.center_crop(img, [self.crop_size, self.crop_size])
+        if isinstance(img, Image.Image):
+            img = F.pil_to_tensor(img)
+        return self.normalize(img)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Scale, reorder and normalise a (N)CHW RGB tensor of 0..255 pixels, on its own device.
+
+        Lets a caller move uint8 batches to the GPU and normalise there. Integer input gives float32;
+        a floating input keeps its dtype.
+        """
+        if x.ndim not in (3, 4) or x.shape[-3] != 3:
+            raise ValueError(f"expected an RGB image tensor of shape (3, H, W) or (N, 3, H, W), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            x = x.to(torch.float32)
+        if self.scale != 1:
+            x = x * self.scale
+        if self.channel_order == "BGR":
+            x = x.flip(-3)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(3, 1, 1)
+        return (x - mean) / std
+
+
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+#: torchvision's ImageNet recipe (and Keras' ``torch`` mode): RGB in [0, 1], ImageNet mean/std.
+IMAGENET_TORCH = Preprocessing(_IMAGENET_MEAN, _IMAGENET_STD, resize_size=256, crop_size=224)
+#: Caffe's (original ResNet, Keras ResNet50) recipe: BGR 0..255 minus the mean pixel, no std.
+IMAGENET_CAFFE = Preprocessing((103.939, 116.779, 123.68), (1.0, 1.0, 1.0), scale=1.0, channel_order="BGR",
+                               resize_size=256, crop_size=224)
+#: Keras' ``tf`` mode (e.g. Keras ResNet50V2): RGB scaled to [-1, 1].
+IMAGENET_TF = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), resize_size=256, crop_size=224)
+#: The shared CIFAR-10 checkpoints' recipe (ImageNet mean/std on [0, 1]). 32x32 images pass unchanged;
+#: larger photos are shrunk to 32 on the shorter side and centre-cropped, the scale the networks know.
+CIFAR10 = Preprocessing(_IMAGENET_MEAN, _IMAGENET_STD, resize_size=32, crop_size=32)
+
+KERAS_MODES = {"caffe": IMAGENET_CAFFE, "tf": IMAGENET_TF, "torch": IMAGENET_TORCH}
+
+
+def preprocess_input(x: np.ndarray | torch.Tensor, mode: str = "caffe") -> np.ndarray | torch.Tensor:
+    """Keras' ``imagenet_utils.preprocess_input``: 0..255 RGB pixels to network input, never in place.
+
+    NumPy arrays are channels-last (NHWC or HWC) as in Keras and come back in that layout; torch
+    tensors are channels-first (NCHW or CHW), the PyTorch convention. ``mode``: ``caffe`` (RGB->BGR,
+    minus the BGR mean pixel 103.939, 116.779, 123.68), ``tf`` (to [-1, 1]) or ``torch`` (/255, then
+    ImageNet mean/std). Float input keeps its dtype; integer input becomes float32.
+    """
+    if mode not in KERAS_MODES:
+        raise ValueError(f"mode must be one of {', '.join(KERAS_MODES)}, got {mode!r}")
+    recipe = KERAS_MODES[mode]
+    if isinstance(x, torch.Tensor):
+        return recipe.normalize(x)
+    array = np.asarray(x)
+    if array.ndim not in (3, 4) or array.shape[-1] != 3:
+        raise ValueError(f"expected channels-last RGB pixels of shape (H, W, 3) or (N, H, W, 3), got {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+    channels_first = torch.from_numpy(np.ascontiguousarray(array)).movedim(-1, -3)
+    return recipe.normalize(channels_first).movedim(-3, -1).numpy()
