@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import models
+from . import models, weights
 
-COMMAND_MODULES = [models]
+COMMAND_MODULES = [models, weights]
 
 
 class UsageError(Exception):

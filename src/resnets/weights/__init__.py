@@ -1,5 +1,16 @@
-"""Pretrained weights: loading checkpoints into models."""
+"""Pretrained weights: the registry of published files, a verified download cache, and safe loading.
 
-from .loading import create_with_weights, load_state_dict
+``resnets.create_model("resnet50", weights="imagenet")`` goes through :func:`create_with_weights`.
+"""
 
-__all__ = ["create_with_weights", "load_state_dict"]
+from .checkpoint import Checkpoint, detect_format, read_checkpoint
+from .convert import convert_to_safetensors, save_safetensors
+from .download import ChecksumError, DownloadError, OfflineError, cache_dir, cached_file, is_cached
+from .loading import create_with_weights, resolve_weights
+from .registry import WEIGHTS, WeightsEntry, get_weights, list_weights
+
+__all__ = [
+    "WEIGHTS", "Checkpoint", "ChecksumError", "DownloadError", "OfflineError", "WeightsEntry", "cache_dir",
+    "cached_file", "convert_to_safetensors", "create_with_weights", "detect_format", "get_weights", "is_cached",
+    "list_weights", "read_checkpoint", "resolve_weights", "save_safetensors",
+]

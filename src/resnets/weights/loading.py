@@ -1,44 +1,116 @@
-"""Read a checkpoint file into a state dict and build a model around it, safely."""
+"""Build a model around pretrained weights: a registry name or a local file.
+
+The architecture variant comes from the registry entry or from the file itself (a Keras file
+means stride-in-1x1 and Keras' BN epsilon, a CIFAR checkpoint means option-A shortcuts, the
+classifier size is the file's); the caller's keyword arguments override both.  A file that does
+not fit is reported by its first offending tensor, with both shapes.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..networks import ResNet
+from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TORCH
 from ..registry import model_builder
+from .checkpoint import SUFFIXES, Checkpoint, read_checkpoint
+from .download import cached_file
+from .registry import WEIGHTS, WeightsEntry, get_weights
+
+_DEFAULT_NAMES = ("imagenet", "cifar10")
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` or PyTorch pickle file, never executing code from it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a loadable weights file (only tensors are accepted, no code): {e}") from e
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
-    # DataParallel prefixes, and the CIFAR reference code's ``linear`` classifier name.
-    renamed = {re.sub(r"^linear\.", "fc.", k.removeprefix("module.")): v for k, v in obj.items()}
-    return {k: v for k, v in renamed.items() if isinstance(v, torch.Tensor)}
+def resolve_weights(model: str, weights: str | os.PathLike) -> WeightsEntry | Path:
+    """A registry entry for a name (``"imagenet"``, ``"resnet50.tv_in1k_v2"``), else a local file path."""
+    if isinstance(weights, str) and (weights in WEIGHTS or weights in _DEFAULT_NAMES):
+        return get_weights(weights, model)
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return path
+    if isinstance(weights, str) and os.sep not in weights and path.suffix.lower() not in SUFFIXES:
+        return get_weights(weights, model)  # not a file name: let the registry say which names exist
+    raise FileNotFoundError(
+        f"weights {str(weights)!r} are neither a registry name ('resnets weights list') nor an existing file"
+    )
 
 
-def create_with_weights(name: str, weights: str | os.PathLike, **kwargs) -> ResNet:
-    """Build model ``name`` and load ``weights`` (a local file) into it, strictly."""
-    if not os.path.exists(weights):
-        raise ValueError(f"weights {str(weights)!r}: pretrained weights by name are not available yet; "
-                         "pass the path to a local weights file")
-    model = model_builder(name)(**kwargs)
-    model.load_state_dict(load_state_dict(weights), strict=True)
+def entry_for_file(path: Path, model: str, ckpt: Checkpoint, model_kwargs: dict[str, Any]) -> WeightsEntry:
+    """What a local file is, as far as it tells: its format, variant, likely preprocessing and classes."""
+    if ckpt.entry is not None:
+        return dataclasses.replace(ckpt.entry, source=f"{path} ({ckpt.entry.source})")
+    num_classes = int(model_kwargs.get("num_classes", 0))
+    cifar = ckpt.state_dict["conv1.weight"].shape[-1] == 3 if "conv1.weight" in ckpt.state_dict else False
+    if ckpt.file_format == "keras_h5":
+        preprocessing = IMAGENET_CAFFE
+    else:
+        preprocessing = CIFAR10 if cifar else IMAGENET_TORCH
+    classes: str | tuple[str, ...] = tuple(str(i) for i in range(num_classes))
+    if num_classes in (0, 10) and cifar:
+        classes = "cifar10"
+    elif num_classes in (0, 1000) and not cifar:
+        classes = "imagenet"
+    return WeightsEntry(
+        name=path.name, model=model, url=None, sha256=None, file_format=ckpt.file_format,
+        model_kwargs=model_kwargs, preprocessing=preprocessing, classes=classes,
+        source=str(path), license="unknown (local file)",
+    )
+
+
+def check_fits(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Raise ``ValueError`` naming the first tensor where ``state_dict`` and ``model`` disagree."""
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state_dict:
+            if key.endswith("num_batches_tracked"):
+                continue
+            raise ValueError(f"{what}: the model's {key} {tuple(tensor.shape)} is missing from the weights")
+        if state_dict[key].shape != tensor.shape:
+            raise ValueError(
+                f"{what}: {key} has shape {tuple(state_dict[key].shape)} in the weights "
+                f"but {tuple(tensor.shape)} in the model"
+            )
+    extra = [k for k in state_dict if k not in expected]
+    if extra:
+        raise ValueError(
+            f"{what}: the weights' {extra[0]} {tuple(state_dict[extra[0]].shape)} has no place in the model"
+            + (f" (and {len(extra) - 1} more unexpected tensors)" if len(extra) > 1 else "")
+        )
+
+
+def create_with_weights(
+    model_name: str,
+    weights: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    **kwargs: Any,
+) -> ResNet:
+    """Build ``model_name`` with pretrained ``weights`` (registry name or local file) loaded strictly.
+
+    ``num_classes=0`` (Keras' ``include_top=False``) drops the file's classifier; other keyword
+    arguments go to the model and override the variant the weights imply.  The returned model's
+    ``pretrained_cfg`` is the :class:`WeightsEntry` describing the weights.
+    """
+    builder = model_builder(model_name)
+    resolved = resolve_weights(model_name, weights)
+    entry = resolved if isinstance(resolved, WeightsEntry) else None
+    path = cached_file(entry, cache_dir, progress=progress) if entry else resolved
+    ckpt = read_checkpoint(path, fold_bias=not kwargs.get("conv_bias", False))
+    if ckpt.model is not None and ckpt.model != model_name and entry is None:
+        described = f"{path} (a {ckpt.model} checkpoint)"
+    else:
+        described = str(path)
+    model_kwargs = {**ckpt.model_kwargs, **(entry.model_kwargs if entry else {}), **kwargs}
+    model = builder(**model_kwargs)
+    state_dict = ckpt.state_dict
+    if not model.num_classes:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+    check_fits(model, state_dict, f"weights {described} do not fit {model_name}")
+    model.load_state_dict(state_dict, strict=True)
+    model.pretrained_cfg = entry or entry_for_file(Path(path), model_name, ckpt, model_kwargs)
     return model

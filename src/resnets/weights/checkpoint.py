@@ -1,0 +1,136 @@
+"""Read any supported weights file into a state dict, and work out which network it belongs to.
+
+Formats are told apart by their first bytes (HDF5 signature, zip/pickle, safetensors header),
+falling back on the suffix.  PyTorch files are unpickled with ``weights_only=True``: a file that
+would need to run code is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..registry import list_models
+from .registry import FileFormat, WeightsEntry
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+META_KEY = "resnets.weights_entry"  # safetensors metadata key holding a WeightsEntry as JSON
+SUFFIXES: dict[str, FileFormat] = {
+    ".h5": "keras_h5", ".hdf5": "keras_h5", ".keras": "keras_h5", ".safetensors": "safetensors",
+    ".pth": "torch", ".pt": "torch", ".th": "torch", ".tar": "torch", ".bin": "torch", ".ckpt": "torch",
+}
+
+
+@dataclass
+class Checkpoint:
+    """A file's tensors (resnets/torchvision names) and what the file says about its network."""
+
+    state_dict: dict[str, torch.Tensor]
+    file_format: FileFormat
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    entry: WeightsEntry | None = None  # the entry a converted safetensors file carries
+
+
+def detect_format(path: str | os.PathLike) -> FileFormat:
+    """``"keras_h5"``, ``"safetensors"`` or ``"torch"``, from the file's first bytes or else its suffix."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(HDF5_SIGNATURE):
+        return "keras_h5"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip, or a legacy pickle
+        return "torch"
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    try:
+        return SUFFIXES[path.suffix.lower()]
+    except KeyError:
+        raise ValueError(
+            f"{path}: unrecognised weights format; expected a PyTorch (.pth/.pt/.th), "
+            "Keras HDF5 (.h5) or .safetensors file"
+        ) from None
+
+
+def _load_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path}: refused to load: the file holds Python objects other than tensors, and unpickling "
+            f"them could run arbitrary code (torch.load weights_only=True): {str(e).splitlines()[0]}"
+        ) from None
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable PyTorch weights file: {e}") from e
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    # DataParallel prefixes, and the CIFAR reference code's ``linear`` classifier name.
+    renamed = {re.sub(r"^linear\.", "fc.", k.removeprefix("module.")): v for k, v in obj.items()}
+    return {k: v for k, v in renamed.items() if isinstance(v, torch.Tensor)}
+
+
+def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], WeightsEntry | None]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as e:
+        raise ValueError(f"{path}: not a readable safetensors file: {e}") from e
+    return tensors, WeightsEntry.from_json(meta[META_KEY]) if META_KEY in meta else None
+
+
+def infer_model_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The architecture options a state dict pins down: classifier size, conv biases, shortcut type."""
+    kwargs: dict[str, Any] = {"num_classes": int(state_dict["fc.weight"].shape[0]) if "fc.weight" in state_dict else 0}
+    if "conv1.bias" in state_dict:
+        kwargs["conv_bias"] = True
+    if any(re.match(r"layer\d+\.[1-9]\d*\.downsample\.", k) for k in state_dict):
+        kwargs["shortcut"] = "C"  # projections on identity blocks too
+    elif "layer2.0.conv1.weight" in state_dict and "layer2.0.downsample.0.weight" not in state_dict:
+        kwargs["shortcut"] = "A"  # shape changes without a projection: zero-padding shortcut
+    return kwargs
+
+
+def infer_model_name(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """The registered network whose depth the state dict has (``resnet50``, ``resnet20``...), if any."""
+    blocks = {m.group(1, 2) for k in state_dict if (m := re.match(r"(layer\d+)\.(\d+)\.", k))}
+    if not blocks:
+        return None
+    layers_per_block = 3 if "layer1.0.conv3.weight" in state_dict else 2
+    name = f"resnet{len(blocks) * layers_per_block + 2}"
+    return name if name in list_models() else None
+
+
+def read_checkpoint(path: str | os.PathLike, fold_bias: bool = True) -> Checkpoint:
+    """Read a ``.pth/.pt/.th``, Keras ``.h5`` or ``.safetensors`` file without running code from it.
+
+    ``fold_bias`` (Keras files only) folds the conv biases into the following batch norms.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    fmt = detect_format(path)
+    if fmt == "keras_h5":
+        from .keras_h5 import read_keras_h5
+
+        ck = read_keras_h5(path, fold_bias=fold_bias)
+        return Checkpoint(ck.state_dict, fmt, dict(ck.model_kwargs), f"resnet{ck.depth}")
+    entry = None
+    if fmt == "safetensors":
+        state_dict, entry = _load_safetensors(path)
+    else:
+        state_dict = _load_torch(path)
+    kwargs = infer_model_kwargs(state_dict)
+    if entry is not None:
+        kwargs.update(entry.model_kwargs)
+    return Checkpoint(state_dict, fmt, kwargs, entry.model if entry else infer_model_name(state_dict), entry)

@@ -1,0 +1,68 @@
+"""Write weights as ``.safetensors``: no pickle, memory-mappable, with the entry describing them.
+
+The converted file carries its :class:`WeightsEntry` (variant, preprocessing, classes, metrics)
+as JSON metadata, so that loading it rebuilds exactly the network it came from, including what
+tensors cannot show (Keras' stride-in-1x1 and BN epsilon).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .checkpoint import META_KEY, read_checkpoint
+from .download import cached_file
+from .loading import entry_for_file, resolve_weights
+from .registry import WeightsEntry
+
+
+def save_safetensors(
+    state_dict: dict[str, torch.Tensor], path: str | os.PathLike, entry: WeightsEntry | None = None
+) -> Path:
+    """Write ``state_dict`` (and ``entry`` as metadata) to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    metadata = {META_KEY: entry.to_json()} if entry is not None else None
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def convert_to_safetensors(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[Path, WeightsEntry | None]:
+    """Convert a weights file (or registry name, downloaded if needed) to ``dst``; returns it and its entry."""
+    if Path(src).expanduser().is_file():
+        path, registered = Path(src).expanduser(), None
+    else:
+        registered = resolve_weights(str(src).split(".")[0], str(src))
+        path = cached_file(registered, cache_dir, progress=progress)
+    ckpt = read_checkpoint(path)
+    if registered is not None:
+        entry: WeightsEntry | None = registered
+    elif ckpt.entry is not None:
+        entry = ckpt.entry
+    elif ckpt.model is not None:
+        entry = entry_for_file(path, ckpt.model, ckpt, ckpt.model_kwargs)
+    else:
+        entry = None
+    if entry is not None:
+        # The new file has its own bytes: the old hashes and URL no longer describe it.
+        entry = dataclasses.replace(entry, url=None, sha256=None, md5=None, asset=None, file_format="safetensors",
+                                    model_kwargs={**ckpt.model_kwargs, **entry.model_kwargs}, file_size_mb=None)
+    return save_safetensors(ckpt.state_dict, dst, entry), entry
