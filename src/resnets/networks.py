@@ -92,15 +92,14 @@ class ResNet(nn.Module):
         self.input_size = (3, 224, 224) if stem == "imagenet" else (3, 32, 32)
 
         stem_ch = widths[0]
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, stem_ch, 7, stride=2, padding=3, bias=conv_bias)
-            self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
-        elif stem == "cifar":
-            self.conv1 = nn.Conv2d(in_chans, stem_ch, 3, stride=1, padding=1, bias=conv_bias)
-            self.maxpool = nn.Identity()
         else:
-            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+            self.conv1 = nn.Conv2d(in_chans, stem_ch, 3, stride=1, padding=1, bias=conv_bias)
         self.bn1 = nn.BatchNorm2d(stem_ch, eps=bn_eps)
+        self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
 
         block_kwargs = dict(
             shortcut=shortcut, residual=residual, conv_bias=conv_bias, bn_eps=bn_eps, stride_in_1x1=stride_in_1x1

@@ -114,7 +114,7 @@ def format_summary(s: Summary, title: str, output_shape: tuple[int, ...]) -> str
         f"Total params: {s.total_params:,}",
         f"Trainable params: {s.trainable_params:,}",
         f"Non-trainable params: {s.non_trainable_params:,}",
-        f"Multiply-adds: {s.macs / 1e9:.3f} G",
+        f"Multiply-adds: {s.macs / 1e9:.3f} G" if s.macs >= 1e9 else f"Multiply-adds: {s.macs / 1e6:.2f} M",
         rule,
     ]
     return "\n".join(lines)

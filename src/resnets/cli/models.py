@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from ..registry import create_model, list_models
 
 
@@ -32,7 +34,8 @@ def run_list(args: argparse.Namespace) -> int:
         return 1
     rows = []
     for name in names:
-        model = create_model(name)
+        with torch.device("meta"):  # shapes and counts only: no memory, no compute
+            model = create_model(name)
         s = summarize(model, model.input_size, print_fn=None, depth=1)
         rows.append((name, f"{s.total_params / 1e6:.2f} M", f"{s.macs / 1e9:.3f} G", f"{model.input_size[-1]}"))
     header = ("model", "params", "mult-adds", "input")

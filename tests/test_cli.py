@@ -1,0 +1,58 @@
+"""The resnets command line: commands exit 0, bad usage exits 2, errors have no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+import resnets
+from resnets.cli import main
+
+
+def test_console_script_version():
+    out = subprocess.run(["resnets", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"resnets {resnets.__version__}"
+
+
+def test_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "resnets", "list", "resnet2*"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[0] for line in out.stdout.splitlines()[1:]] == ["resnet20"]
+
+
+def test_list(capsys):
+    assert main(["list", "resnet*"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert set(rows) == set(resnets.list_models("resnet*"))
+    assert rows["resnet50"][1:3] == ["25.56", "M"]
+
+
+def test_summary(capsys):
+    assert main(["summary", "resnet50", "--input-size", "224"]) == 0
+    out = capsys.readouterr().out
+    assert "Total params: 25,557,032" in out and "Multiply-adds: 4.089 G" in out
+
+
+@pytest.mark.parametrize("argv", [[], ["summary"], ["summary", "resnet51"], ["summary", "resnet50", "--input-size", "x"],
+                                  ["frobnicate"]])
+def test_bad_usage_exits_2(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        code = main(argv)
+        raise SystemExit(code)
+    assert e.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_runtime_error_is_one_line_without_traceback():
+    out = subprocess.run(["resnets", "summary", "resnet20", "--input-size", "0"], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.startswith("resnets summary: error:") and "Traceback" not in out.stderr
+    debug = subprocess.run(["resnets", "--debug", "summary", "resnet20", "--input-size", "0"],
+                           capture_output=True, text=True)
+    assert "Traceback" in debug.stderr
+
+
+def test_subcommand_help():
+    out = subprocess.run(["resnets", "summary", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--input-size" in out.stdout
