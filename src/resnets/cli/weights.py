@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import torch
 
 from ..registry import list_models, model_builder
-from ..weights import WeightsEntry, cached_file, convert_to_safetensors, get_weights, is_cached, list_weights
+from ..weights import WeightsEntry, cached_file, cached_path, convert_to_safetensors, get_weights, is_cached, list_weights
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,11 +38,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=run_convert)
 
 
-def _param_count(entry: WeightsEntry) -> int:
-    """Parameters of the entry's network, counted on the meta device (no memory, no init cost)."""
+@functools.lru_cache(maxsize=None)
+def _param_count(model_name: str, kwargs: tuple[tuple[str, object], ...]) -> int:
+    """Parameters of a network, counted on the meta device (no memory); cached per variant."""
     with torch.device("meta"):
-        model = model_builder(entry.model)(**entry.model_kwargs)
+        model = model_builder(model_name)(**dict(kwargs))
     return sum(p.numel() for p in model.parameters())
+
+
+def _file_size(entry: WeightsEntry, cache: str | None) -> str:
+    """The published size, else the cached file's own size, else unknown."""
+    size = entry.file_size_mb
+    if size is None and is_cached(entry, cache):
+        size = cached_path(entry, cache).stat().st_size / 1e6
+    return f"{size:.1f} MB" if size else "-"
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -57,7 +67,7 @@ def run_list(args: argparse.Namespace) -> int:
     rows = [
         (
             e.name, e.model, f"{e.metrics['top1']:.2f}" if "top1" in e.metrics else "-",
-            f"{_param_count(e) / 1e6:.2f} M", f"{e.file_size_mb:.1f} MB" if e.file_size_mb else "-",
+            f"{_param_count(e.model, tuple(sorted(e.model_kwargs.items()))) / 1e6:.2f} M", _file_size(e, args.cache_dir),
             "yes" if is_cached(e, args.cache_dir) else "no",
         )
         for e in entries

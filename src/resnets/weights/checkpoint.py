@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,13 @@ def detect_format(path: str | os.PathLike) -> FileFormat:
         head = f.read(16)
     if head.startswith(HDF5_SIGNATURE):
         return "keras_h5"
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip, or a legacy pickle
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip, or a Keras 3 .keras archive
+        try:
+            with zipfile.ZipFile(path) as z:
+                return "keras_h5" if "model.weights.h5" in z.namelist() else "torch"
+        except zipfile.BadZipFile as e:
+            raise ValueError(f"{path}: damaged weights file (truncated download?): {e}") from None
+    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
         return "torch"
     if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
         return "safetensors"

@@ -13,12 +13,13 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from .registry import WeightsEntry, asset_path
+from .registry import WeightsEntry, list_weights
 
 CHUNK = 1 << 20
 
@@ -117,9 +118,14 @@ def cached_file(
     verify: bool = True,
 ) -> Path:
     """Local path of the entry's file: the packaged asset, the verified cache copy, or a fresh download."""
+    dest = cached_path(entry, cache)
     if entry.asset:
-        return asset_path(entry)
-    dest = cache_dir(cache) / entry.filename
+        if not dest.is_file():
+            alternatives = ", ".join(e.name for e in list_weights(entry.model) if e.url)
+            raise FileNotFoundError(
+                f"weights {entry.name!r} are not shipped in this build ({dest} is missing); use one of: {alternatives}"
+            )
+        return dest
     if dest.is_file():
         if verify:
             try:
@@ -135,12 +141,13 @@ def cached_file(
     return download(entry, dest, progress=progress)
 
 
+def cached_path(entry: WeightsEntry, cache: str | os.PathLike | None = None) -> Path:
+    """Where the entry's file is (packaged) or belongs (cache), whether or not it is there."""
+    if entry.asset:
+        return Path(str(resources.files("resnets") / "assets" / entry.asset))
+    return cache_dir(cache) / entry.filename
+
+
 def is_cached(entry: WeightsEntry, cache: str | os.PathLike | None = None) -> bool:
     """Whether the entry's file is available without a download (not re-hashed)."""
-    if entry.asset:
-        try:
-            asset_path(entry)
-        except FileNotFoundError:
-            return False
-        return True
-    return (cache_dir(cache) / entry.filename).is_file()
+    return cached_path(entry, cache).is_file()

@@ -11,8 +11,6 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TORCH, Preprocessing
@@ -192,12 +190,3 @@ def get_weights(name: str, model: str | None = None) -> WeightsEntry:
     return entry
 
 
-def asset_path(entry: WeightsEntry) -> Path:
-    """Where a packaged weights file lives; raises if this build does not ship it."""
-    path = Path(str(resources.files("resnets") / "assets" / entry.asset))
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"weights {entry.name!r} are not shipped in this build ({path} is missing); "
-            f"use one of: {', '.join(e.name for e in list_weights(entry.model) if e.url)}"
-        )
-    return path
