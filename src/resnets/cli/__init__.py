@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import models, weights
+from . import models, predict, train, weights
 
-COMMAND_MODULES = [models, weights]
+COMMAND_MODULES = [models, weights, predict, train]
 
 
 class UsageError(Exception):

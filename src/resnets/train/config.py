@@ -1,0 +1,126 @@
+"""Training configuration: one dataclass, and the named recipes that fill it in."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..preprocess import CIFAR10
+
+# The normalisation of the CIFAR-10 reference checkpoints, so that models trained here share their
+# preprocessing (and ``resnets.preprocess.CIFAR10`` feeds them correctly).
+CIFAR_MEAN, CIFAR_STD = CIFAR10.mean, CIFAR10.std
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as ``config.json`` in the run directory."""
+
+    model: str = "resnet20"
+    data: str = ""
+    out: str = "runs/resnet20"
+    recipe: str = "fast-cifar"
+    # schedule: ``epochs`` or ``max_steps`` (iterations, as in the paper) decides the length
+    epochs: int | None = 10
+    max_steps: int | None = None
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: str = "step"  # "step" | "onecycle" | "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run (step schedule)
+    gamma: float = 0.1
+    warmup_fraction: float = 0.0  # linear warm-up share (onecycle/cosine)
+    warmup_lr: float | None = None  # constant lr until the training error falls below warmup_until_error
+    warmup_until_error: float = 0.8
+    label_smoothing: float = 0.0
+    # data
+    normalize: str = "channel"  # "channel" (mean/std) | "pixel" (per-pixel mean subtraction, the paper)
+    mean: tuple[float, float, float] = CIFAR_MEAN
+    std: tuple[float, float, float] = CIFAR_STD
+    augment: bool = True
+    val_split: int = 0  # hold out this many training images and evaluate on them instead of the test set
+    train_subset: int | None = None
+    test_subset: int | None = None
+    image_size: int = 32
+    cache_dir: str | None = None
+    # model
+    weights: str | None = None
+    num_classes: int | None = None
+    freeze: str = "none"  # "none" | "backbone" (train the head only) | "bn" (BN statistics frozen)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    # execution
+    precision: str = "fp32"  # "fp32" | "bf16" | "fp16"
+    channels_last: bool = True
+    compile: bool = False
+    sync_bn: bool = False
+    device: str = "auto"
+    threads: int | None = None
+    seed: int = 0
+    deterministic: bool = False
+    eval_batch_size: int = 500
+    checkpoint_every_steps: int = 0
+    progress: bool = True
+    resume: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # Section 4.2: SGD, batch 128, lr 0.1 / 10 at 32k and 48k iterations, stop at 64k,
+    # weight decay 1e-4, momentum 0.9, per-pixel mean subtraction, pad-4 crop + flip.
+    "paper-cifar": dict(
+        epochs=None, max_steps=64_000, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4,
+        schedule="step", milestones=(0.5, 0.75), gamma=0.1, normalize="pixel", label_smoothing=0.0,
+        precision="fp32",
+    ),
+    # A short modern schedule for CPU budgets: one-cycle, Nesterov, label smoothing, bf16.
+    "fast-cifar": dict(
+        epochs=10, max_steps=None, batch_size=256, lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
+        schedule="onecycle", warmup_fraction=0.15, label_smoothing=0.1, normalize="channel", precision="bf16",
+    ),
+    # From pretrained weights to a new class count.
+    "finetune": dict(
+        epochs=5, max_steps=None, batch_size=128, lr=0.01, momentum=0.9, weight_decay=1e-4,
+        schedule="cosine", warmup_fraction=0.0, label_smoothing=0.0, normalize="channel",
+    ),
+}
+
+
+def make_config(recipe: str = "fast-cifar", **overrides: Any) -> TrainConfig:
+    """A config from a named recipe, with ``overrides`` (``None`` values are ignored) on top."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    values: dict[str, Any] = {"recipe": recipe, **RECIPES[recipe]}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    model = values.get("model", TrainConfig.model)
+    values.setdefault("out", str(Path("runs") / f"{model}-{recipe}"))
+    if recipe == "paper-cifar" and _depth(model) >= 110 and "warmup_lr" not in overrides:
+        values["warmup_lr"] = 0.01  # "we use 0.01 to warm up the training until the training error is below 80%"
+    if recipe == "finetune" and not values.get("weights"):
+        raise ValueError("the finetune recipe needs pretrained weights (--weights FILE)")
+    return TrainConfig.from_dict(values)
+
+
+def _depth(model: str) -> int:
+    digits = model.lstrip("abcdefghijklmnopqrstuvwxyz_")
+    return int(digits) if digits.isdigit() else 0
