@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import models, predict, train, weights
+from . import infer, models, predict, train, weights
 
-COMMAND_MODULES = [models, weights, predict, train]
+COMMAND_MODULES = [models, weights, predict, train, infer]
 
 
 class UsageError(Exception):

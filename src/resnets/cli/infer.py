@@ -1,0 +1,176 @@
+"""``resnets export`` and ``resnets bench``: deployable files and honest speed numbers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+from ..inference.export import FORMATS
+from ..inference.optimize import DTYPES, PRECISIONS
+
+# Default --tolerance per precision: max |exported - eager| relative to max |eager|.
+TOLERANCES = {"fp32": 1e-4, "bf16": 5e-2, "int8": 0.1}
+
+
+def _csv(kind: type, choices: tuple[str, ...] | None = None):
+    def parse(text: str) -> list:
+        items = [kind(t) for t in text.split(",") if t.strip()]
+        bad = [t for t in items if choices is not None and t not in choices]
+        if not items or bad:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(choices or ['ints'])}")
+        return items
+    return parse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a model to ONNX or a torch.export program",
+                       description="Export MODEL with a dynamic batch size and check the file against eager "
+                                   "PyTorch (exit 1 when the difference exceeds the tolerance).")
+    p.add_argument("model", metavar="MODEL", help="a name from 'resnets list'")
+    p.add_argument("--weights", default=None, help="registry name or local weights file (default: random init)")
+    p.add_argument("--format", choices=FORMATS, required=True, help="onnx or exported-program (.pt2)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (onnx and exported-program), bf16 or int8 (exported-program) (default: fp32)")
+    p.add_argument("--input-size", type=int, default=None, help="square input side (default: the model's)")
+    p.add_argument("--calibration", metavar="DIR", default=None,
+                   help="int8: folder of images to calibrate on (default: random inputs, with a warning)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="max |exported - eager| / max |eager| accepted (default: 1e-4 fp32, 0.05 bf16, 0.1 int8)")
+    p.add_argument("-o", "--output", required=True, help="file to write")
+    p.set_defaults(func=run_export)
+
+    p = sub.add_parser("bench", help="images/s and latency per precision against torchvision eager fp32",
+                       description="Benchmark optimised inference (resnets.optimize) against torchvision's eager "
+                                   "fp32 model in the same process, interleaving the runs.")
+    p.add_argument("--model", default="resnet50", help="model name (default: resnet50)")
+    p.add_argument("--weights", default=None, help="registry name or local weights file (default: random init)")
+    p.add_argument("--batch", type=_csv(int), default=[1, 16, 64], help="batch sizes (default: 1,16,64)")
+    p.add_argument("--precision", type=_csv(str, PRECISIONS), default=list(PRECISIONS),
+                   help="precisions (default: fp32,bf16,int8)")
+    p.add_argument("--input-size", type=int, default=None, help="square input side (default: the model's)")
+    p.add_argument("--runs", type=int, default=None, help="timed rounds (default: 50 at batch 1, else 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per mode first (default: 2)")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (int8 is then left out)")
+    p.add_argument("--end-to-end", metavar="DIR", default=None,
+                   help="also time JPEG decode + resize + inference over the images in DIR")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for --end-to-end (default: 2)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--save", metavar="FILE", default=None, help="also write the JSON to FILE")
+    p.set_defaults(func=run_bench)
+
+
+def _calibration_batches(folder: str, recipe, batches: int = 8, batch_size: int = 16) -> list:
+    """Up to ``batches`` batches of the images in ``folder``, preprocessed by ``recipe``."""
+    import torch
+
+    from ..data.images import ImageFiles, collate_images, find_images
+
+    paths = find_images(folder)[: batches * batch_size]
+    if not paths:
+        raise FileNotFoundError(f"--calibration {folder}: no image files found")
+    loader = torch.utils.data.DataLoader(ImageFiles(paths, recipe), batch_size=batch_size, collate_fn=collate_images)
+    return [b.images for b in loader if len(b.images)]
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..inference.export import export_onnx, export_program, max_abs_diff
+    from ..inference.optimize import prepare
+    from ..pipeline import load_inference
+    from . import UsageError
+
+    if args.format == "onnx" and args.precision != "fp32":
+        raise UsageError("ONNX export is fp32 only; use --format exported-program for bf16 or int8")
+    if args.calibration and args.precision != "int8":
+        raise UsageError("--calibration only applies to --precision int8")
+    inf = load_inference(args.model, args.weights)
+    model = inf.model
+    size = args.input_size or model.input_size[-1]
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    calibration = _calibration_batches(args.calibration, inf.preprocessing) if args.calibration else None
+    net = prepare(model, args.precision, example, calibration)
+    if args.format == "onnx":
+        export_onnx(net, args.output, example)
+    else:
+        export_program(net, args.output, example.to(DTYPES[args.precision]))
+    # Real images when there are some: int8 scales fit them, not noise.
+    check = calibration[0][:3] if calibration else torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
+    diff, scale = max_abs_diff(args.output, args.format, model, check)
+    tolerance = TOLERANCES[args.precision] if args.tolerance is None else args.tolerance
+    print(f"wrote {args.output} ({args.format}, {args.precision}, dynamic batch)")
+    print(f"max abs diff vs eager fp32 on a batch of {len(check)}: {diff:.3g} (max |output| {scale:.3g}, "
+          f"relative {diff / max(scale, 1e-12):.3g}, tolerance {tolerance:g})")
+    if diff > tolerance * max(scale, 1e-12):
+        print(f"resnets export: error: {args.output} differs from eager PyTorch by more than the tolerance")
+        return 1
+    return 0
+
+
+def _baseline(name: str, model):
+    """torchvision's eager fp32 model of the same architecture and weights, or ``None``."""
+    try:
+        import torchvision
+    except ImportError:
+        return None
+    builder = getattr(torchvision.models, name, None)
+    if builder is None:
+        return None
+    tv = builder(num_classes=model.num_classes or 1000)
+    try:
+        tv.load_state_dict(model.state_dict())
+    except RuntimeError:
+        return None
+    return tv.eval()
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..inference import optimize
+    from ..inference.bench import compare, end_to_end, format_table, machine
+    from ..inference.export import atomic_path
+    from ..registry import create_model
+    from . import UsageError
+
+    if min(args.batch) < 1 or (args.runs is not None and args.runs < 1) or args.workers < 0:
+        raise UsageError("--batch and --runs must be >= 1 and --workers >= 0")
+    model = create_model(args.model, weights=args.weights).eval()
+    size = args.input_size or model.input_size[-1]
+    gen = torch.Generator().manual_seed(0)
+    inputs = {b: torch.randn(b, 3, size, size, generator=gen) for b in args.batch}
+
+    reference = _baseline(args.model, model)
+    base_name = "torchvision eager fp32" if reference is not None else "resnets eager fp32"
+    models = {base_name: reference if reference is not None else model}
+    precisions = [p for p in args.precision if not (args.no_compile and p == "int8")]
+    calibration = [inputs[max(args.batch)]]
+    for precision in precisions:
+        models[f"resnets {precision}"] = optimize(model, precision, example_inputs=calibration[0],
+                                                  calibration=calibration, compile=not args.no_compile)
+
+    results = []
+    for b in args.batch:
+        runs = args.runs or (50 if b == 1 else 10)
+        results += compare(models, inputs[b], base_name, runs, args.warmup)
+        if args.end_to_end and b > 1:
+            for precision in precisions:
+                r = end_to_end(models[f"resnets {precision}"], args.end_to_end, b, size, args.workers,
+                               f"end-to-end {precision}")
+                model_only = next(x for x in results if x.mode == f"resnets {precision}" and x.batch == b)
+                r.note += f"; {r.images_per_s / model_only.images_per_s:.0%} of model-only"
+                results.append(r)
+
+    report = {"model": args.model, "input_size": size, "baseline": base_name, "machine": machine(),
+              "results": [asdict(r) for r in results]}
+    if args.save:
+        with atomic_path(args.save) as tmp:
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        m = report["machine"]
+        print(f"{args.model} {size}x{size}, {m['cpu']}, {m['threads']} threads, torch {m['torch']}")
+        print(format_table(results))
+    return 0

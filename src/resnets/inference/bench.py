@@ -1,0 +1,155 @@
+"""Measure inference speed fairly on a shared machine: interleaved rounds, ratios per round.
+
+Other processes make absolute timings on a shared CPU swing by 2-3x within minutes.  Each
+round therefore calls the baseline and every candidate once, back to back, and a mode's
+speed-up is the median over rounds of ``baseline time / mode time``: load that comes and
+goes hits both sides of each ratio alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class BenchResult:
+    """One mode at one batch size: throughput, latency per call and speed-up over the baseline."""
+
+    mode: str
+    batch: int
+    images_per_s: float
+    latency_ms_median: float
+    latency_ms_p90: float
+    ratio: float | None = None
+    note: str = ""
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-quantile (0..1) of ``values``, linearly interpolated."""
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def interleaved_times(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per call of each function, ``runs`` rounds that call every function once in turn."""
+    with torch.inference_mode():
+        for fn in fns.values():
+            for _ in range(warmup):
+                fn()
+        times: dict[str, list[float]] = {name: [] for name in fns}
+        for _ in range(runs):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def compare(
+    models: dict[str, nn.Module],
+    batch: torch.Tensor,
+    baseline: str | None,
+    runs: int,
+    warmup: int = 2,
+) -> list[BenchResult]:
+    """Benchmark ``models`` (name -> module) on one input batch; ratios are against ``models[baseline]``."""
+    times = interleaved_times({name: (lambda m=m: m(batch)) for name, m in models.items()}, runs, warmup)
+    n = len(batch)
+    results = []
+    for name, ts in times.items():
+        ratio = None
+        if baseline is not None:
+            ratio = statistics.median(b / t for b, t in zip(times[baseline], ts))
+        median = statistics.median(ts)
+        results.append(BenchResult(name, n, n / median, 1e3 * median, 1e3 * percentile(ts, 0.9), ratio))
+    return results
+
+
+def end_to_end(
+    model: nn.Module,
+    folder: str | os.PathLike,
+    batch_size: int,
+    input_size: int,
+    workers: int,
+    mode: str,
+) -> BenchResult:
+    """Throughput of JPEG decode + resize + crop + inference over the images in ``folder``.
+
+    DataLoader workers decode the next batches while the model runs, as ``resnets predict``
+    does.  The first batch (model warm-up, compilation) is not timed; a short last batch is
+    dropped so a compiled model is not recompiled for it.
+    """
+    from ..data.images import ImageFiles, collate_images, find_images
+    from ..preprocess import IMAGENET_TORCH
+
+    paths = find_images(folder)
+    if len(paths) < 2 * batch_size:
+        raise ValueError(f"{folder}: {len(paths)} images, need at least {2 * batch_size} for batch {batch_size}")
+    recipe = dataclasses.replace(IMAGENET_TORCH, resize_size=round(input_size * 256 / 224), crop_size=input_size)
+    loader = torch.utils.data.DataLoader(
+        ImageFiles(paths, recipe), batch_size=batch_size, num_workers=workers, collate_fn=collate_images,
+        drop_last=True, prefetch_factor=4 if workers else None,
+    )
+    images, start, latencies = 0, 0.0, []
+    with torch.inference_mode():
+        for i, batch in enumerate(loader):
+            t = time.perf_counter()
+            model(batch.images)
+            if i == 0:
+                start = time.perf_counter()
+                continue
+            latencies.append(time.perf_counter() - t)
+            images += len(batch.images)
+    elapsed = time.perf_counter() - start
+    note = f"{images} images from {folder}, {workers} workers"
+    return BenchResult(mode, batch_size, images / elapsed, 1e3 * statistics.median(latencies),
+                       1e3 * percentile(latencies, 0.9), None, note)
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "capability": torch.backends.cpu.get_cpu_capability(), "amx_int8": _cpu_flag("amx_int8"),
+        "amx_bf16": _cpu_flag("amx_bf16"), "python": platform.python_version(),
+    }
+
+
+def _cpu_flag(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(flag in line.split() for line in f if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+def format_table(results: Sequence[BenchResult]) -> str:
+    """A plain-text table, one row per result."""
+    header = ("mode", "batch", "img/s", "median ms", "p90 ms", "x baseline", "note")
+    rows = [
+        (r.mode, str(r.batch), f"{r.images_per_s:.1f}", f"{r.latency_ms_median:.1f}", f"{r.latency_ms_p90:.1f}",
+         "" if r.ratio is None else f"{r.ratio:.2f}", r.note)
+        for r in results
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i in (0, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in [header, *rows]]
+    return "\n".join(line.rstrip() for line in lines)

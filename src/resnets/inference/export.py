@@ -1,0 +1,98 @@
+"""Export a model to ONNX or a ``torch.export`` program, with a dynamic batch size, and check the file.
+
+The check runs the saved file (onnxruntime, or ``torch.export.load``) on a batch of a size
+other than the one exported with, so a batch size baked into the graph is caught too.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# ONNX opset 18: the dynamo exporter's native opset, run by every onnxruntime since 1.14.
+ONNX_OPSET = 18
+FORMATS = ("onnx", "exported-program")
+
+
+def export_dynamic_batch(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """``torch.export`` with a dynamic batch dimension, so one graph serves every batch size."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file next to ``path`` that replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"ONNX export needs onnx, onnxscript and onnxruntime ({e.name} is missing): "
+                          "pip install 'resnets[onnx]'") from e
+    return onnxruntime
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor) -> Path:
+    """Write ``model`` (eval mode, float32) as ONNX with input ``images`` and a dynamic batch size."""
+    _require_onnx()
+    path = Path(path)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        model, (example,), dynamo=True, opset_version=ONNX_OPSET, input_names=["images"], output_names=["output"],
+        dynamic_shapes=({0: batch},), external_data=False, verbose=False,
+    )
+    with atomic_path(path) as tmp:
+        program.save(str(tmp))
+    return path
+
+
+def export_program(model: nn.Module, path: str | os.PathLike, example: torch.Tensor) -> Path:
+    """Write ``model`` as a ``torch.export`` program (``.pt2``) with a dynamic batch size."""
+    path = Path(path)
+    program = export_dynamic_batch(model, example)
+    with atomic_path(path) as tmp:
+        torch.export.save(program, tmp)
+    return path
+
+
+def run_exported(path: str | os.PathLike, x: torch.Tensor, fmt: str) -> torch.Tensor:
+    """Outputs of an exported file on ``x``: onnxruntime for ONNX, ``torch.export.load`` otherwise."""
+    if fmt == "onnx":
+        ort = _require_onnx()
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return torch.from_numpy(session.run(None, {name: x.float().numpy()})[0])
+    program = torch.export.load(str(path))
+    dtype = next((p.dtype for p in program.parameters()), torch.float32)
+    with torch.no_grad():
+        return program.module()(x.to(dtype).contiguous(memory_format=torch.channels_last)).float()
+
+
+def max_abs_diff(path: str | os.PathLike, fmt: str, reference: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """Max abs difference between the exported file and ``reference`` (eager) on ``x``, and max |reference|."""
+    with torch.no_grad():
+        expected = reference.eval()(x).float()
+    got = run_exported(path, x, fmt)
+    if got.shape != expected.shape:
+        raise ValueError(f"{path}: output shape {tuple(got.shape)} differs from eager {tuple(expected.shape)}")
+    return (got - expected).abs().max().item(), expected.abs().max().item()
