@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import tarfile
 from pathlib import Path
@@ -70,7 +71,7 @@ def test_cifar10_recipe_on_cifar_jpegs():
     reference = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
                             v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
     with tarfile.open(tar_path) as tar:
-        members = [m for m in tar if m.isfile() and m.name.endswith(".jpg")][:8]
+        members = list(itertools.islice((m for m in tar if m.name.endswith(".jpg")), 8))
         images = [Image.open(tar.extractfile(m)) for m in members]
         for img in images:
             img.load()

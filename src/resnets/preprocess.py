@@ -73,15 +73,13 @@ class Preprocessing:
         """
         if x.ndim not in (3, 4) or x.shape[-3] != 3:
             raise ValueError(f"expected an RGB image tensor of shape (3, H, W) or (N, 3, H, W), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            x = x.to(torch.float32)
-        if self.scale != 1:
-            x = x * self.scale
         if self.channel_order == "BGR":
             x = x.flip(-3)
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(3, 1, 1)
-        return (x - mean) / std
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        # One fused pass, x * (scale / std) - mean / std, instead of three over the whole batch.
+        gain = torch.tensor([self.scale / s for s in self.std], dtype=dtype, device=x.device).view(3, 1, 1)
+        bias = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=dtype, device=x.device).view(3, 1, 1)
+        return torch.addcmul(bias, x.to(dtype), gain)
 
 
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
