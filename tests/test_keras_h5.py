@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from keras_reference import caffe_input, caffe_old_name, h5py, keras, keras_resnet, write_legacy_h5
+from keras_reference import caffe_input, caffe_old_name, h5py, keras_resnet, write_legacy_h5
 from resnets import create_model
 from resnets.weights.keras_h5 import read_keras_h5
 
@@ -141,9 +141,14 @@ def test_errors_name_file_and_layer(legacy50, tmp_path):
         read_keras_h5(bad)
 
 
-def test_rejects_non_resnet_layers(tmp_path):
-    """A ResNetV2 (pre-activation) file is a different network: refuse it by layer name."""
-    v2 = keras.applications.ResNet50V2(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
-    path = write_legacy_h5(v2, tmp_path / "v2.h5")
+def test_rejects_layers_of_other_networks(legacy50, tmp_path):
+    """E.g. ResNetV2's ``conv2_block1_preact_bn``: a different network, refused by layer name."""
+
+    def rename(f):
+        f.attrs["layer_names"] = [n.replace("conv2_block1_1_bn", "conv2_block1_preact_bn")
+                                  for n in f.attrs["layer_names"]]
+        f.move("conv2_block1_1_bn", "conv2_block1_preact_bn")
+
+    path = _edit_copy(legacy50, tmp_path / "v2.h5", rename)
     with pytest.raises(ValueError, match=r"v2\.h5: layer 'conv2_block1_preact_bn' is not part of"):
         read_keras_h5(path)

@@ -71,35 +71,31 @@ def _attr_list(group, name: str) -> list[str]:
 
 
 def _legacy_layers(group) -> Iterator[tuple[str, list[np.ndarray]]]:
-    """(layer name, weights in saved order) of a legacy group; nested models are flattened.
+    """(layer name, weights in saved order) of a legacy group, as Keras reads it: by position.
 
-    A weight named ``conv1_conv/kernel:0`` belongs to layer ``conv1_conv`` even when it is saved
-    under an enclosing model's group; names without a ``/`` (Keras 1) belong to their group.
+    Weight names are not trusted (TF1-era files can say ``conv1_conv_1/kernel:0`` for ``conv1_conv``).
     """
     for layer_name in _attr_list(group, "layer_names"):
         if layer_name not in group:
             raise ValueError(f"layer {layer_name!r} is listed in 'layer_names' but has no group")
         layer = group[layer_name]
-        owners: dict[str, list[np.ndarray]] = {}
-        for weight_name in _attr_list(layer, "weight_names"):
-            parts = weight_name.split("/")
-            owners.setdefault(parts[-2] if len(parts) > 1 else layer_name, []).append(layer[weight_name][()])
-        yield from owners.items()
+        if weight_names := _attr_list(layer, "weight_names"):
+            yield layer_name, [layer[w][()] for w in weight_names]
 
 
-def _keras3_layers(group) -> Iterator[tuple[str, list[np.ndarray]]]:
+def _keras3_layers(group) -> list[tuple[str, list[np.ndarray]]]:
     """(layer name, weights in saved order) of a Keras 3 ``.weights.h5`` ``layers`` group."""
     found: list[tuple[str, list[np.ndarray]]] = []
 
     def visit(path: str, obj) -> None:
         if path.rsplit("/", 1)[-1] == "vars" and len(obj):
             if "name" not in obj.attrs:
-                raise ValueError(f"layer group {obj.name!r} has no 'name' attribute (saved by an old Keras 3); "
-                                 "re-save the model with Keras >= 3.10 or as legacy .h5")
+                raise ValueError(f"layer group {obj.name!r} has no 'name' attribute (saved by an older Keras 3); "
+                                 "re-save it with a recent Keras, or as a legacy .h5 file")
             found.append((str(obj.attrs["name"]), [obj[k][()] for k in sorted(obj, key=int)]))
 
     group.visititems(visit)
-    return iter(found)
+    return found
 
 
 def _read_layers(h5) -> dict[str, list[np.ndarray]]:
