@@ -18,6 +18,7 @@ from .summary import summarize
 from .classes import decode_predictions
 from .data.images import array_to_img, img_to_array, load_img
 from .preprocess import Preprocessing, preprocess_input
+from .weights import WeightsEntry, get_weights, list_weights
 
 __all__ = [
     "BasicBlock", "Bottleneck", "PadShortcut", "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101",
@@ -27,4 +28,5 @@ __all__ = [
     "resnet18", "resnet20", "resnet32", "resnet34", "resnet44", "resnet50", "resnet56", "resnet101", "resnet110",
     "resnet152", "resnet1202",
     "Preprocessing", "array_to_img", "decode_predictions", "img_to_array", "load_img", "preprocess_input",
+    "WeightsEntry", "get_weights", "list_weights",
 ]
