@@ -137,7 +137,8 @@ def test_errors_name_file_and_layer(legacy50, tmp_path):
         f["conv2_block1_2_conv/conv2_block1_2_conv/kernel:0"] = np.zeros((3, 3, 32, 64), np.float32)
 
     bad = _edit_copy(legacy50, tmp_path / "shape.h5", widen_kernel)
-    with pytest.raises(ValueError, match=r"shape\.h5: layer 'conv2_block1_2_conv': .*\(64, 32, 3, 3\).*\(64, 64, 3, 3\)"):
+    shapes = r"\(64, 32, 3, 3\).*\(64, 64, 3, 3\)"
+    with pytest.raises(ValueError, match=rf"shape\.h5: layer 'conv2_block1_2_conv': .*{shapes}"):
         read_keras_h5(bad)
 
 

@@ -270,10 +270,11 @@ def read_keras_h5(path: str | os.PathLike, fold_bias: bool = True) -> KerasCheck
             raise ValueError("missing layer 'conv1_conv' (or 'conv1'): not a ResNet weights file")
         depth = _infer_depth(set(keras_name))
         num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 0
+        kwargs = dict(stride_in_1x1=True, bn_eps=KERAS_BN_EPS, conv_bias=True, num_classes=num_classes)
+        _check_against_model(state, kwargs, depth, keras_name)
         if fold_bias:
             _fold_biases(state, [m for m in keras_name if _kind(m) == "conv"])
-        kwargs = dict(stride_in_1x1=True, bn_eps=KERAS_BN_EPS, conv_bias=not fold_bias, num_classes=num_classes)
-        _check_against_model(state, kwargs, depth, keras_name)
+            kwargs["conv_bias"] = False
     except (ValueError, KeyError, OSError) as e:
         raise ValueError(f"{path}: {e}") from e
     return KerasCheckpoint(state, depth, num_classes > 0, num_classes, kwargs)
