@@ -7,7 +7,6 @@ import io
 import shutil
 import tarfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -244,7 +243,8 @@ def test_cifar_checkpoint_by_path_and_by_name(depth, tmp_path, monkeypatch, cifa
     damaged = bytearray(path.read_bytes())
     damaged[-100] ^= 0xFF
     (tmp_path / path.name).write_bytes(bytes(damaged))
-    with pytest.raises(ChecksumError, match=f"sha256 is .*expected {get_weights(f'resnet{depth}.akamaster_cifar10').sha256}"):
+    prefix = get_weights(f"resnet{depth}.akamaster_cifar10").sha256
+    with pytest.raises(ChecksumError, match=f"sha256 is .*expected {prefix}"):
         create_model(f"resnet{depth}", weights="cifar10", cache_dir=tmp_path)
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 
 from ..registry import list_models, model_builder
-from ..weights import WeightsEntry, cached_file, cached_path, convert_to_safetensors, get_weights, is_cached, list_weights
+from ..weights import (
+    WeightsEntry, cached_file, cached_path, convert_to_safetensors, get_weights, is_cached, list_weights,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,8 +69,8 @@ def run_list(args: argparse.Namespace) -> int:
     rows = [
         (
             e.name, e.model, f"{e.metrics['top1']:.2f}" if "top1" in e.metrics else "-",
-            f"{_param_count(e.model, tuple(sorted(e.model_kwargs.items()))) / 1e6:.2f} M", _file_size(e, args.cache_dir),
-            "yes" if is_cached(e, args.cache_dir) else "no",
+            f"{_param_count(e.model, tuple(sorted(e.model_kwargs.items()))) / 1e6:.2f} M",
+            _file_size(e, args.cache_dir), "yes" if is_cached(e, args.cache_dir) else "no",
         )
         for e in entries
     ]

@@ -5,12 +5,14 @@
 
 from .checkpoint import Checkpoint, detect_format, read_checkpoint
 from .convert import convert_to_safetensors, save_safetensors
-from .download import ChecksumError, DownloadError, OfflineError, cache_dir, cached_file, cached_path, is_cached
+from .download import (
+    ChecksumError, DownloadError, OfflineError, cache_dir, cached_file, cached_path, is_cached,
+)
 from .loading import create_with_weights, resolve_weights
 from .registry import WEIGHTS, WeightsEntry, get_weights, list_weights
 
 __all__ = [
     "WEIGHTS", "Checkpoint", "ChecksumError", "DownloadError", "OfflineError", "WeightsEntry", "cache_dir",
-    "cached_file", "cached_path", "convert_to_safetensors", "create_with_weights", "detect_format", "get_weights", "is_cached",
-    "list_weights", "read_checkpoint", "resolve_weights", "save_safetensors",
+    "cached_file", "cached_path", "convert_to_safetensors", "create_with_weights", "detect_format", "get_weights",
+    "is_cached", "list_weights", "read_checkpoint", "resolve_weights", "save_safetensors",
 ]

@@ -44,7 +44,7 @@ def entry_for_file(path: Path, model: str, ckpt: Checkpoint, model_kwargs: dict[
     if ckpt.entry is not None:
         return dataclasses.replace(ckpt.entry, source=f"{path} ({ckpt.entry.source})")
     num_classes = int(model_kwargs.get("num_classes", 0))
-    cifar = ckpt.state_dict["conv1.weight"].shape[-1] == 3 if "conv1.weight" in ckpt.state_dict else False
+    cifar = "conv1.weight" in ckpt.state_dict and ckpt.state_dict["conv1.weight"].shape[-1] == 3
     if ckpt.file_format == "keras_h5":
         preprocessing = IMAGENET_CAFFE
     else:
