@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..train.config import RECIPES, TrainConfig, make_config
@@ -68,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--threads", type=int)
     p.add_argument("--device")
+    p.add_argument("--cache-dir")
     p.add_argument("--no-progress", action="store_const", const=False)
     p.set_defaults(func=run_experiment)
 
@@ -93,7 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..train import train
 
     result = train(config_from_args(args))
-    if result.get("epoch"):
+    if result.get("epoch") and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(f"done: {result['eval_split']} error {result['eval_error']:.2%} after {result['epoch']} epochs; "
               f"run directory {result['run_dir']}")
     return 0
@@ -116,6 +118,6 @@ def run_experiment(args: argparse.Namespace) -> int:
         raise UsageError(f"--depths must be comma-separated integers, got {args.depths!r}") from None
     csv_path, png = run_degradation(args.data, args.out, depths, args.preset, epochs=args.epochs,
                                     train_subset=args.train_subset, precision=args.precision, threads=args.threads,
-                                    device=args.device, progress=args.no_progress)
+                                    device=args.device, progress=args.no_progress, cache_dir=args.cache_dir)
     print(f"{csv_path}\n{png}")
     return 0

@@ -1,0 +1,38 @@
+"""torchrun: a 2-process gloo DDP run follows the 1-process run with the same global batch, and writes once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from resnets.train import make_config, train
+from resnets.train.metrics import read_metrics
+from test_cifar_data import write_fake_cifar
+
+
+def test_two_process_gloo_run_matches_one_process(tmp_path):
+    write_fake_cifar(tmp_path, per_batch=52, n_test=64)
+    # BatchNorm statistics are per process under DDP (SyncBatchNorm needs GPUs), so freeze them
+    # ("--freeze bn"): then the 2 x 32 images of each step give exactly the gradient of the 64.
+    args = dict(model="resnet20", epochs=2, batch_size=64, lr=0.02, precision="fp32", freeze="bn", threads=1,
+                cache_dir=str(tmp_path / "cache"))
+    train(make_config("fast-cifar", data=str(tmp_path), out=str(tmp_path / "one"), progress=False, **args))
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "resnets",
+           "train", "--data", str(tmp_path), "--out", str(tmp_path / "two"), "--no-progress",
+           *[x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("done:") == 1  # only rank 0 reports
+
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        for key in ("train_loss", "eval_loss"):
+            assert b[key] == pytest.approx(a[key], rel=1e-3), (key, a, b)
+    assert [r["step"] for r in two] == [r["step"] for r in one] == [4, 8]
+    assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
