@@ -1,0 +1,116 @@
+"""``resnets predict``, ``resnets features`` and ``resnets eval``: pretrained models on the user's images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..pipeline import PRECISIONS
+
+
+def _model_options(p: argparse.ArgumentParser, default_model: str = "resnet50") -> None:
+    p.add_argument("--model", default=default_model, help=f"model name from 'resnets list' (default: {default_model})")
+    p.add_argument("--weights", default="imagenet",
+                   help="registry name from 'resnets weights list', 'imagenet', or a local file (default: imagenet)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="inference precision (default: fp32)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding images (default: 2)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify images with a pretrained model",
+                       description="Print the top classes of each image (files or folders).")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    _model_options(p)
+    p.add_argument("--top", type=int, default=5, help="classes shown per image (default: 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    p.set_defaults(func=run_predict)
+
+    p = sub.add_parser("features", help="write one feature vector per image",
+                       description="Extract pooled features of every image under DIR into OUT (.npz, .npy or "
+                                   ".parquet). Resumable: rerun the same command after an interruption.")
+    p.add_argument("inputs", nargs="+", metavar="DIR")
+    p.add_argument("-o", "--output", required=True, help="output file: .npz, .npy (+ .paths.txt) or .parquet")
+    _model_options(p)
+    p.add_argument("--pooling", choices=("avg", "max"), default="avg", help="global pooling (default: avg)")
+    p.add_argument("--layer", type=int, default=None,
+                   help="stage whose output to pool, 1..4 = C2..C5 (default: the last)")
+    p.set_defaults(func=run_features)
+
+    p = sub.add_parser("eval", help="top-1/top-5 accuracy on a labelled data set",
+                       description="Evaluate on an image folder (DATA/<class>/*, or its val/ or test/ split), "
+                                   "a .tar of one, or CIFAR-10 python batches.")
+    p.add_argument("data", metavar="DATA")
+    _model_options(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run_eval)
+
+
+def _check_sizes(args: argparse.Namespace) -> None:
+    from . import UsageError
+
+    if args.batch_size < 1 or args.workers < 0:
+        raise UsageError("--batch-size must be >= 1 and --workers >= 0")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from ..data.images import find_images
+    from ..pipeline import load_inference
+    from ..predict import predict_files
+
+    _check_sizes(args)
+    paths = find_images(args.inputs)
+    if not paths:
+        print("resnets predict: no image files found", file=sys.stderr)
+        return 1
+    inf = load_inference(args.model, args.weights, args.precision)
+    failed = 0
+    for pred in predict_files(inf, paths, args.top, args.batch_size, args.workers):
+        if args.json:
+            print(json.dumps(pred.to_dict()), flush=True)
+        elif pred.error is None:
+            print(pred.path)
+            for wnid, name, prob in pred.top:
+                print(f"  {prob:7.2%}  {name}" + (f"  ({wnid})" if wnid != name and not wnid.isdigit() else ""))
+        if pred.error is not None:
+            failed += 1
+            print(f"resnets predict: skipped {pred.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_features(args: argparse.Namespace) -> int:
+    from ..data.images import find_images
+    from ..features import extract_features
+    from ..pipeline import load_inference
+
+    _check_sizes(args)
+    paths = find_images(args.inputs)
+    if not paths:
+        print("resnets features: no image files found", file=sys.stderr)
+        return 1
+    inf = load_inference(args.model, args.weights, args.precision, features=(args.pooling, args.layer))
+    job = {k: getattr(args, k) for k in ("model", "weights", "precision", "pooling", "layer")}
+    run = extract_features(inf, paths, args.output, args.batch_size, args.workers, job=job)
+    print(f"wrote {run.images} x {run.dim} features to {run.out}"
+          + (f" ({run.resumed} done in an earlier run)" if run.resumed else ""))
+    if run.errors:
+        print(f"{len(run.errors)} unreadable images listed in {run.out}.errors.tsv", file=sys.stderr)
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate
+    from ..pipeline import load_inference
+
+    _check_sizes(args)
+    inf = load_inference(args.model, args.weights, args.precision)
+    acc = evaluate(inf, args.data, args.batch_size, args.workers)
+    if args.json:
+        print(json.dumps({"model": args.model, "weights": args.weights, **acc.to_dict()}))
+    else:
+        print(f"{args.model} ({args.weights}) on {args.data}: top-1 {acc.top1:.2f}%  top-5 {acc.top5:.2f}%  "
+              f"({acc.images} images)")
+        for path, error in acc.errors:
+            print(f"resnets eval: skipped {error}", file=sys.stderr)
+    return 0

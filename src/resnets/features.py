@@ -1,0 +1,165 @@
+"""Turn a folder of images into one feature vector per file, resumably.
+
+Work is written in shards (``OUT.parts/part-NNNNNN.npz``, each atomic) as it is done; a rerun of
+the same job skips every file already in a shard, so a killed run loses at most one shard.  When
+all files are done the shards are joined into ``OUT`` (``.npz``, ``.npy`` + ``.paths.txt``, or
+``.parquet``) in input order, unreadable files are listed in ``OUT.errors.tsv``, and the shards go.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .pipeline import Inference, file_batches, run_model
+
+FORMATS = (".npz", ".npy", ".parquet")
+
+
+@dataclass
+class FeatureRun:
+    out: Path
+    images: int
+    dim: int
+    errors: list[tuple[str, str]]
+    resumed: int
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename into place, so ``path`` is either complete or absent."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_meta(parts: Path, meta: dict) -> None:
+    file = parts / "meta.json"
+    if file.exists():
+        old = json.loads(file.read_text())
+        if old != meta:
+            changed = sorted(k for k in meta if old.get(k) != meta[k])
+            raise ValueError(f"{parts} holds partial results of a different job (differs in {', '.join(changed)}); "
+                             "rerun with the same options, or delete it to start over")
+    else:
+        parts.mkdir(parents=True, exist_ok=True)
+        _atomic_write(file, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+
+
+def _read_parts(parts: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    done: dict[str, np.ndarray] = {}
+    errors: dict[str, str] = {}
+    for shard in sorted(parts.glob("part-*.npz")):
+        with np.load(shard, allow_pickle=False) as z:
+            done.update(zip(z["paths"].tolist(), z["features"]))
+            errors.update(zip(z["error_paths"].tolist(), z["error_messages"].tolist()))
+    return done, errors
+
+
+def _write_shard(parts: Path, number: int, paths: list[str], feats: list[np.ndarray],
+                 errors: list[tuple[str, str]], dim: int) -> None:
+    arrays = {
+        "paths": np.array(paths, dtype=str),
+        "features": np.stack(feats) if feats else np.zeros((0, dim), np.float32),
+        "error_paths": np.array([p for p, _ in errors], dtype=str),
+        "error_messages": np.array([e for _, e in errors], dtype=str),
+    }
+    _atomic_write(parts / f"part-{number:06d}.npz", lambda tmp: np.savez(tmp, **arrays))
+
+
+def _write_output(out: Path, paths: list[str], features: np.ndarray) -> None:
+    if out.suffix == ".npz":
+        _atomic_write(out, lambda tmp: np.savez(tmp, features=features, paths=np.array(paths, dtype=str)))
+    elif out.suffix == ".npy":
+        _atomic_write(out, lambda tmp: np.save(tmp, features))
+        index = out.with_suffix(".paths.txt")
+        _atomic_write(index, lambda tmp: Path(tmp).write_text("".join(p + "\n" for p in paths)))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({"path": paths, "features": list(features)})
+        _atomic_write(out, lambda tmp: pq.write_table(table, tmp))
+
+
+def extract_features(
+    inf: Inference,
+    paths: Sequence[Path],
+    out: str | os.PathLike,
+    batch_size: int = 32,
+    workers: int = 2,
+    shard_size: int = 1024,
+    progress: bool = True,
+    job: dict | None = None,
+) -> FeatureRun:
+    """Features of ``paths`` through ``inf.model`` (a feature extractor) into ``out``; resumable.
+
+    ``job`` describes the options (model, weights, pooling, layer...) so that a rerun with other
+    options refuses to mix its results with the partial ones on disk.
+    """
+    out = Path(out)
+    if out.suffix not in FORMATS:
+        raise ValueError(f"output {out} must end in one of {', '.join(FORMATS)}")
+    if out.suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ValueError("writing .parquet needs pyarrow (pip install pyarrow); or use .npz or .npy") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parts = out.with_name(out.name + ".parts")
+    keys = [str(p) for p in paths]
+    _check_meta(parts, {"job": job or {}, "files": len(keys)})
+    done, errors = _read_parts(parts)
+    resumed = len(done) + len(errors)
+    todo = [Path(k) for k in keys if k not in done and k not in errors]
+
+    number = len(list(parts.glob("part-*.npz")))
+    dim = next(iter(done.values())).shape[0] if done else 0
+    shard_paths: list[str] = []
+    shard_feats: list[np.ndarray] = []
+    shard_errors: list[tuple[str, str]] = []
+    bar = tqdm(total=len(keys), initial=resumed, unit="img", disable=not progress, desc="features")
+    for batch, all_paths in file_batches(todo, inf.preprocessing, batch_size, workers):
+        shard_errors += [(str(all_paths[i]), e) for i, e in batch.errors]
+        if len(batch.indices):
+            feats = run_model(inf.model, batch.images).numpy()
+            dim = feats.shape[1]
+            shard_paths += [str(all_paths[i]) for i in batch.indices.tolist()]
+            shard_feats += list(feats)
+        bar.update(len(batch.indices) + len(batch.errors))
+        if len(shard_paths) + len(shard_errors) >= shard_size:
+            _write_shard(parts, number, shard_paths, shard_feats, shard_errors, dim)
+            done.update(zip(shard_paths, shard_feats))
+            errors.update(shard_errors)
+            number, shard_paths, shard_feats, shard_errors = number + 1, [], [], []
+    bar.close()
+    if shard_paths or shard_errors:
+        _write_shard(parts, number, shard_paths, shard_feats, shard_errors, dim)
+        done.update(zip(shard_paths, shard_feats))
+        errors.update(shard_errors)
+
+    good = [k for k in keys if k in done]
+    if not good:
+        raise ValueError(f"none of the {len(keys)} images could be read; see the errors in {parts}")
+    _write_output(out, good, np.stack([done[k] for k in good]).astype(np.float32))
+    error_file = out.with_name(out.name + ".errors.tsv")
+    bad = [(k, errors[k]) for k in keys if k in errors]
+    if bad:
+        _atomic_write(error_file, lambda tmp: Path(tmp).write_text(
+            "path\terror\n" + "".join(f"{p}\t{' '.join(e.split())}\n" for p, e in bad)))
+    else:
+        error_file.unlink(missing_ok=True)
+    shutil.rmtree(parts)
+    return FeatureRun(out, len(good), dim, bad, resumed)

@@ -1,0 +1,105 @@
+"""What predict, features and eval share: a model with its preprocessing and classes, and batches of files.
+
+The preprocessing and class list come from the weights (``model.pretrained_cfg``), so that a user
+never pairs a checkpoint with the wrong input recipe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.images import ImageBatch, ImageFiles, collate_images
+from .preprocess import CIFAR10, IMAGENET_TORCH, Preprocessing
+from .networks import ResNet
+from .registry import create_model
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+@dataclass
+class Inference:
+    """A model ready for inference, the input recipe it expects and the names of its outputs."""
+
+    model: nn.Module
+    preprocessing: Preprocessing
+    classes: Any  # "imagenet", "cifar10" or a sequence of names, as resnets.classes.decode_predictions takes
+    name: str
+    weights: str | None
+
+
+class StageFeatures(nn.Module):
+    """Pooled output of one stage (1-based; ``None`` = the last): a feature extractor as a plain module."""
+
+    def __init__(self, model: ResNet, stage: int | None, pooling: str) -> None:
+        super().__init__()
+        if pooling not in ("avg", "max"):
+            raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
+        self.model, self.pooling = model, pooling
+        self.stage = len(model.stage_names) if stage is None else stage
+        self.model.forward_intermediates(torch.zeros(1, 3, 32, 32), [self.stage])  # validates the index early
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fmap = self.model.forward_intermediates(x, [self.stage])[0]
+        pooled = F.adaptive_avg_pool2d(fmap, 1) if self.pooling == "avg" else F.adaptive_max_pool2d(fmap, 1)
+        return pooled.flatten(1)
+
+
+def load_inference(
+    model_name: str,
+    weights: str | os.PathLike | None,
+    precision: str = "fp32",
+    features: tuple[str, int | None] | None = None,
+    **model_kwargs: Any,
+) -> Inference:
+    """Build ``model_name`` with ``weights`` in eval mode, optimised for ``precision`` when not fp32.
+
+    ``features=(pooling, stage)`` makes it a feature extractor (see :class:`StageFeatures`).
+    Without weights the recipe and classes default to the model family's (ImageNet or CIFAR-10).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    model: nn.Module = create_model(model_name, weights=weights, **model_kwargs).eval()
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is not None:
+        preprocessing, classes = cfg.preprocessing, cfg.classes
+    elif model.stem_type == "cifar":
+        preprocessing, classes = CIFAR10, "cifar10"
+    else:
+        preprocessing, classes = IMAGENET_TORCH, "imagenet"
+    size = preprocessing.crop_size or model.input_size[-1]
+    if features is not None:
+        model = StageFeatures(model, features[1], features[0]).eval()
+    if precision != "fp32":
+        from .inference import optimize
+
+        model = optimize(model, precision=precision, example_inputs=torch.zeros(1, 3, size, size))
+    return Inference(model, preprocessing, classes, model_name, None if weights is None else str(weights))
+
+
+def file_batches(
+    paths: Sequence[Path], preprocessing: Preprocessing, batch_size: int = 32, workers: int = 2
+) -> Iterator[tuple[ImageBatch, Sequence[Path]]]:
+    """Decoded, preprocessed batches of ``paths``; bad files come back in ``batch.errors``, never dropped."""
+    dataset = ImageFiles(paths, preprocessing)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_images,
+        persistent_workers=False, prefetch_factor=4 if workers else None,
+    )
+    for batch in loader:
+        yield batch, dataset.paths
+
+
+@torch.inference_mode()
+def run_model(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Float32 outputs of ``model`` on a batch (empty batches allowed)."""
+    if not len(images):
+        return images.new_zeros((0,))
+    return model(images).float()

@@ -1,0 +1,40 @@
+"""Classify image files: top-k classes with probabilities, per file, bad files reported not dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .classes import decode_predictions
+from .pipeline import Inference, file_batches, run_model
+
+
+@dataclass
+class Prediction:
+    """The answer for one file: ``top`` as ``(id, name, probability)``, or ``error`` when it could not be read."""
+
+    path: Path
+    top: list[tuple[str, str, float]]
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        if self.error is not None:
+            return {"path": str(self.path), "error": self.error}
+        return {"path": str(self.path),
+                "predictions": [{"id": i, "name": n, "probability": round(p, 6)} for i, n, p in self.top]}
+
+
+def predict_files(inf: Inference, paths: Sequence[Path], top: int = 5, batch_size: int = 32,
+                  workers: int = 2) -> Iterator[Prediction]:
+    """Predictions for ``paths`` in order of completion (each batch in file order)."""
+    for batch, all_paths in file_batches(paths, inf.preprocessing, batch_size, workers):
+        for index, message in batch.errors:
+            yield Prediction(all_paths[index], [], message)
+        if not len(batch.indices):
+            continue
+        probs = run_model(inf.model, batch.images)
+        if getattr(inf.model, "classifier_activation", None) is None:
+            probs = probs.softmax(dim=1)
+        for index, answer in zip(batch.indices.tolist(), decode_predictions(probs, top, inf.classes)):
+            yield Prediction(all_paths[index], answer)
