@@ -14,6 +14,10 @@ from .networks import ResNet
 from .registry import create_model
 
 POOLINGS = (None, "avg", "max")
+# Depths with Keras' own ImageNet weights (the paper's Caffe models): ``weights="imagenet"`` picks those,
+# so that the Keras flow (caffe ``preprocess_input``) gives Keras' answers.  ResNet-18/34 get torchvision's
+# weights, which want ``preprocess_input(x, mode="torch")``; ``model.pretrained_cfg`` always says which.
+KERAS_DEPTHS = (50, 101, 152)
 
 
 def _check_input_shape(input_shape: Sequence[int] | None) -> tuple[int, int, int] | None:
@@ -58,6 +62,8 @@ def keras_resnet(
             "weights must be None (random initialization), 'imagenet' (pre-training on ImageNet), "
             f"a registry name or the path to a weights file; received weights={weights!r}"
         )
+    if weights == "imagenet" and depth in KERAS_DEPTHS:
+        weights = f"resnet{depth}.keras_in1k" + ("" if include_top else "_notop")
     if include_top:
         kwargs.update(num_classes=classes, global_pool="avg", classifier_activation=classifier_activation)
     else:
