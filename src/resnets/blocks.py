@@ -71,7 +71,24 @@ def make_shortcut(
     return nn.Sequential(conv1x1(in_ch, out_ch, stride, bias), nn.BatchNorm2d(out_ch, eps=bn_eps))
 
 
-class BasicBlock(nn.Module):
+class ResidualBlock(nn.Module):
+    """What both blocks share: the shortcut branch and the final add + ReLU."""
+
+    expansion = 1
+
+    def init_shortcut(self, in_ch: int, out_ch: int, stride: int, shortcut: Shortcut, residual: bool,
+                      conv_bias: bool, bn_eps: float) -> None:
+        self.residual = residual
+        self.downsample = make_shortcut(in_ch, out_ch, stride, shortcut, conv_bias, bn_eps) if residual else None
+
+    def merge(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Add the shortcut (unless plain) and apply the block's final ReLU."""
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return F.relu(out)
+
+
+class BasicBlock(ResidualBlock):
     """Two 3x3 convs (ResNet-18/34 and the CIFAR nets); ``residual=False`` gives the plain block."""
 
     expansion = 1
@@ -95,21 +112,18 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(width, eps=bn_eps)
         self.conv2 = conv3x3(width, out_ch, 1, conv_bias)
         self.bn2 = nn.BatchNorm2d(out_ch, eps=bn_eps)
-        self.residual = residual
-        self.downsample = make_shortcut(in_ch, out_ch, stride, shortcut, conv_bias, bn_eps) if residual else None
+        self.init_shortcut(in_ch, out_ch, stride, shortcut, residual, conv_bias, bn_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        return F.relu(out)
+        return self.merge(out, x)
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn2
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
     """1x1 reduce, 3x3, 1x1 expand (x4) (ResNet-50/101/152).
 
     ``stride_in_1x1=True`` puts the stride on the first 1x1 conv as in the paper, the
@@ -140,16 +154,13 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(width, eps=bn_eps)
         self.conv3 = conv1x1(width, out_ch, 1, conv_bias)
         self.bn3 = nn.BatchNorm2d(out_ch, eps=bn_eps)
-        self.residual = residual
-        self.downsample = make_shortcut(in_ch, out_ch, stride, shortcut, conv_bias, bn_eps) if residual else None
+        self.init_shortcut(in_ch, out_ch, stride, shortcut, residual, conv_bias, bn_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        return F.relu(out)
+        return self.merge(out, x)
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn3

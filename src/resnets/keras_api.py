@@ -75,36 +75,20 @@ def keras_resnet(
     return model
 
 
-def ResNet18(include_top: bool = True, weights=None, input_shape=None, pooling=None, classes: int = 1000,
-             classifier_activation: str | None = "softmax", dropout_rate: float = 0.0, **kwargs) -> ResNet:
-    """ResNet-18 the Keras way (see :func:`keras_resnet`)."""
-    return keras_resnet(18, include_top, weights, input_shape, pooling, classes, classifier_activation,
-                        dropout_rate, **kwargs)
-
-
-def ResNet34(include_top: bool = True, weights=None, input_shape=None, pooling=None, classes: int = 1000,
-             classifier_activation: str | None = "softmax", dropout_rate: float = 0.0, **kwargs) -> ResNet:
-    """ResNet-34 the Keras way (see :func:`keras_resnet`)."""
-    return keras_resnet(34, include_top, weights, input_shape, pooling, classes, classifier_activation,
-                        dropout_rate, **kwargs)
-
-
-def ResNet50(include_top: bool = True, weights=None, input_shape=None, pooling=None, classes: int = 1000,
-             classifier_activation: str | None = "softmax", dropout_rate: float = 0.0, **kwargs) -> ResNet:
-    """ResNet-50 the Keras way (see :func:`keras_resnet`)."""
-    return keras_resnet(50, include_top, weights, input_shape, pooling, classes, classifier_activation,
-                        dropout_rate, **kwargs)
-
-
-def ResNet101(include_top: bool = True, weights=None, input_shape=None, pooling=None, classes: int = 1000,
+def _constructor(depth: int):
+    def build(include_top: bool = True, weights: str | os.PathLike | None = None,
+              input_shape: Sequence[int] | None = None, pooling: str | None = None, classes: int = 1000,
               classifier_activation: str | None = "softmax", dropout_rate: float = 0.0, **kwargs) -> ResNet:
-    """ResNet-101 the Keras way (see :func:`keras_resnet`)."""
-    return keras_resnet(101, include_top, weights, input_shape, pooling, classes, classifier_activation,
-                        dropout_rate, **kwargs)
+        return keras_resnet(depth, include_top, weights, input_shape, pooling, classes, classifier_activation,
+                            dropout_rate, **kwargs)
+
+    build.__name__ = build.__qualname__ = f"ResNet{depth}"
+    build.__doc__ = f"ResNet-{depth} the Keras way: ``keras.applications.ResNet{depth}`` arguments (see :func:`keras_resnet`)."
+    return build
 
 
-def ResNet152(include_top: bool = True, weights=None, input_shape=None, pooling=None, classes: int = 1000,
-              classifier_activation: str | None = "softmax", dropout_rate: float = 0.0, **kwargs) -> ResNet:
-    """ResNet-152 the Keras way (see :func:`keras_resnet`)."""
-    return keras_resnet(152, include_top, weights, input_shape, pooling, classes, classifier_activation,
-                        dropout_rate, **kwargs)
+ResNet18 = _constructor(18)
+ResNet34 = _constructor(34)
+ResNet50 = _constructor(50)
+ResNet101 = _constructor(101)
+ResNet152 = _constructor(152)

@@ -54,16 +54,22 @@ def _check_sizes(args: argparse.Namespace) -> None:
         raise UsageError("--batch-size must be >= 1 and --workers >= 0")
 
 
-def run_predict(args: argparse.Namespace) -> int:
+def _images(args: argparse.Namespace) -> list:
+    """The image files named on the command line; none at all is an error."""
     from ..data.images import find_images
-    from ..pipeline import load_inference
-    from ..predict import predict_files
 
     _check_sizes(args)
     paths = find_images(args.inputs)
     if not paths:
-        print("resnets predict: no image files found", file=sys.stderr)
-        return 1
+        raise ValueError(f"no image files found in {' '.join(args.inputs)}")
+    return paths
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from ..pipeline import load_inference
+    from ..predict import predict_files
+
+    paths = _images(args)
     inf = load_inference(args.model, args.weights, args.precision)
     failed = 0
     for pred in predict_files(inf, paths, args.top, args.batch_size, args.workers):
@@ -80,15 +86,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_features(args: argparse.Namespace) -> int:
-    from ..data.images import find_images
     from ..features import extract_features
     from ..pipeline import load_inference
 
-    _check_sizes(args)
-    paths = find_images(args.inputs)
-    if not paths:
-        print("resnets features: no image files found", file=sys.stderr)
-        return 1
+    paths = _images(args)
     inf = load_inference(args.model, args.weights, args.precision, features=(args.pooling, args.layer))
     job = {k: getattr(args, k) for k in ("model", "weights", "precision", "pooling", "layer")}
     run = extract_features(inf, paths, args.output, args.batch_size, args.workers, job=job)
