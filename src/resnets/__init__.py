@@ -6,6 +6,7 @@ Every model is an ordinary ``torch.nn.Module`` taking NCHW float tensors.
 __version__ = "0.1.0"
 
 from .blocks import BasicBlock, Bottleneck, PadShortcut, convolutional_block, identity_block, make_shortcut
+from .inference import optimize
 from .keras_api import ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from .networks import ResNet, make_stage
 from .registry import create_model, list_models, register_model
@@ -23,7 +24,7 @@ from .weights import WeightsEntry, get_weights, list_weights
 __all__ = [
     "BasicBlock", "Bottleneck", "PadShortcut", "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101",
     "ResNet152", "convolutional_block", "create_model", "identity_block", "list_models", "make_shortcut",
-    "make_stage", "register_model", "summarize",
+    "make_stage", "optimize", "register_model", "summarize",
     "plain18", "plain20", "plain32", "plain34", "plain44", "plain50", "plain56", "plain101", "plain110", "plain152",
     "resnet18", "resnet20", "resnet32", "resnet34", "resnet44", "resnet50", "resnet56", "resnet101", "resnet110",
     "resnet152", "resnet1202",

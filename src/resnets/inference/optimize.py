@@ -17,6 +17,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch._inductor import config as inductor_config
 
 from .fold import fold_batchnorm
 from .quantize import quantize_int8
@@ -50,7 +51,12 @@ class InferenceModel(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
         x = x.to(dtype=self.dtype, memory_format=torch.channels_last)
-        return self.net(x).to(torch.float32).contiguous()
+        if not self.compiled:
+            return self.net(x).to(torch.float32).contiguous()
+        # Compilation happens lazily, inside this call.  Freezing must be set in the global inductor
+        # config (torch.compile's options= does not reach the constant folding that pre-packs int8 weights).
+        with inductor_config.patch(freezing=True):
+            return self.net(x).to(torch.float32).contiguous()
 
     def extra_repr(self) -> str:
         return f"precision={self.precision}, compiled={self.compiled}"
@@ -89,7 +95,7 @@ def optimize(
     net = prepare(model, precision, _example_batch(model, example_inputs), calibration,
                   calibrate_on_example=example_inputs is not None)
     if compile:
-        net = torch.compile(net, options={"freezing": True})
+        net = torch.compile(net)
     return InferenceModel(net, precision, bool(compile))
 
 

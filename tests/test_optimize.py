@@ -1,0 +1,180 @@
+"""optimize(): exact BN folding on every kind of model, and the accuracy guards on the real CIFAR checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import resnets
+from resnets.inference import InferenceModel, fold_batchnorm, optimize
+from resnets.preprocess import CIFAR10
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+CHECKPOINT = SHARED / "weights" / "cifar10" / "resnet20-12fca82f.th"
+TEST_TAR = SHARED / "data" / "cifar10-jpeg" / "test.tar"
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+PER_CLASS = 250  # 2,500 images: the first 50 per class calibrate int8, the other 2,000 are evaluated
+
+
+@functools.lru_cache(maxsize=1)
+def cifar_test_subset() -> tuple[torch.Tensor, torch.Tensor]:
+    """The first PER_CLASS test images of every class, normalised as the checkpoint was trained."""
+    if not TEST_TAR.is_file() or not CHECKPOINT.is_file():
+        pytest.skip(f"shared CIFAR data not found under {SHARED}")
+    images, labels = [], []
+    with tarfile.open(TEST_TAR) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) != 3 or int(Path(parts[2]).stem) >= PER_CLASS:
+                continue
+            img = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
+            images.append(torch.from_numpy(np.array(img)).permute(2, 0, 1))
+            labels.append(CLASSES.index(parts[1]))
+    return CIFAR10.normalize(torch.stack(images)), torch.tensor(labels)
+
+
+def split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(calibration images, evaluation images, evaluation labels), disjoint."""
+    x, y = cifar_test_subset()
+    calib = torch.zeros(len(x), dtype=torch.bool)
+    for c in range(10):
+        calib[torch.nonzero(y == c).flatten()[:50]] = True
+    return x[calib], x[~calib], y[~calib]
+
+
+def logits(model: nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([model(chunk).float() for chunk in x.split(batch)])
+
+
+def top1(out: torch.Tensor, y: torch.Tensor) -> float:
+    return 100.0 * (out.argmax(1) == y).float().mean().item()
+
+
+@pytest.fixture(scope="module")
+def cifar_model() -> nn.Module:
+    if not CHECKPOINT.is_file():
+        pytest.skip(f"{CHECKPOINT} not found")
+    return resnets.create_model("resnet20", weights=CHECKPOINT).eval()
+
+
+def randomize_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics and affine parameters, so that a wrong fold shows."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+    return model.eval()
+
+
+def small(block, **kwargs) -> nn.Module:
+    """A one-block-per-stage ImageNet-style net: every layer type of the big ones, a fraction of the cost."""
+    return resnets.ResNet(block, (1, 1, 1, 1), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "build, size",
+    [
+        (lambda: resnets.create_model("resnet20"), 32),  # option A shortcuts
+        (lambda: resnets.create_model("plain20"), 32),
+        (lambda: resnets.create_model("resnet18", conv_bias=True), 32),  # conv biases are folded too
+        (lambda: small(resnets.Bottleneck, shortcut="C", stride_in_1x1=True, bn_eps=1.001e-5), 64),
+        (lambda: small(resnets.Bottleneck, num_classes=0), 64),  # pooled features
+        (lambda: small(resnets.BasicBlock, num_classes=0, global_pool=""), 64),  # feature map
+    ],
+    ids=["resnet20", "plain20", "resnet18-bias", "bottleneck-C-v1", "features", "feature-map"],
+)
+def test_fp32_optimized_matches_eager(build, size: int) -> None:
+    model = randomize_bn(build())
+    before = copy.deepcopy(model.state_dict())
+    x = torch.randn(3, 3, size, size)
+    with torch.no_grad():
+        expected = model(x)
+    fast = optimize(model, "fp32", compile=False)
+    got = fast(x)
+    assert isinstance(fast, InferenceModel)
+    assert got.dtype == torch.float32 and got.shape == expected.shape and got.is_contiguous()
+    assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules()), "a BatchNorm was left unfolded"
+    # The original is untouched: same weights, BN modules still there, NCHW.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0
+    assert model.conv1.weight.is_contiguous()
+
+
+def test_fold_counts_every_batchnorm() -> None:
+    model = resnets.create_model("resnet50").eval()
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert fold_batchnorm(model) == n_bn == 53
+
+
+def test_fold_refuses_training_mode() -> None:
+    with pytest.raises(ValueError, match="eval"):
+        fold_batchnorm(resnets.create_model("resnet20"))
+
+
+def test_bad_precision() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        optimize(resnets.create_model("resnet20"), "fp16")
+
+
+@pytest.fixture(scope="module")
+def eager_logits(cifar_model: nn.Module) -> torch.Tensor:
+    return logits(cifar_model, split()[1])
+
+
+def test_fp32_cifar_logits_within_1e4(cifar_model: nn.Module, eager_logits: torch.Tensor) -> None:
+    got = logits(optimize(cifar_model, "fp32", compile=False), split()[1])
+    rel = ((got - eager_logits).abs().max() / eager_logits.abs().max()).item()
+    assert rel < 1e-4
+
+
+def test_fp32_compiled_matches_eager() -> None:
+    # Compiling takes long: a small CIFAR net (one block per stage) stands in for the big ones.
+    model = randomize_bn(resnets.ResNet(resnets.BasicBlock, (1, 1, 1), (16, 32, 64), stem="cifar", num_classes=10))
+    x = torch.randn(8, 3, 32, 32)
+    expected = logits(model, x)
+    fast = optimize(model, "fp32")  # the default compiles
+    assert fast.compiled
+    got = fast(x)
+    assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4
+
+
+def test_bf16_top1_within_02_points(cifar_model: nn.Module, eager_logits: torch.Tensor) -> None:
+    _, x, y = split()
+    fp32 = top1(eager_logits, y)
+    assert 75 < fp32 < 90  # the checkpoint's published 81.0% on the JPEG test set, on our subset
+    bf16 = top1(logits(optimize(cifar_model, "bf16", compile=False), x), y)
+    assert abs(bf16 - fp32) <= 0.2
+
+
+def test_int8_top1_within_05_points(cifar_model: nn.Module, eager_logits: torch.Tensor) -> None:
+    pytest.importorskip("torchao")
+    calib, x, y = split()
+    q = optimize(cifar_model, "int8", calibration=calib.split(100))
+    out = logits(q, x)  # one batch size throughout: each new size costs a recompilation
+    assert abs(top1(out, y) - top1(eager_logits, y)) <= 0.5
+    assert (out - eager_logits).abs().max() > 1e-3, "int8 outputs equal fp32: nothing was quantized"
+
+
+def test_int8_needs_images_and_compile(cifar_model: nn.Module) -> None:
+    pytest.importorskip("torchao")
+    with pytest.warns(UserWarning, match="real images"):
+        optimize(cifar_model, "int8", example_inputs=torch.randn(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="calibration"):
+        optimize(cifar_model, "int8")
+    with pytest.raises(ValueError, match="compile"):
+        optimize(cifar_model, "int8", calibration=[torch.zeros(1, 3, 32, 32)], compile=False)
