@@ -198,7 +198,7 @@ class _Trainer:
         self.meters = list(state["meters"])
         self.warming_up, self.error_ema, self.best_error = state["warming_up"], state["error_ema"], state["best_error"]
 
-    def _save(self, row: dict[str, Any] | None = None) -> None:
+    def _save(self, row: dict[str, Any] | None = None, is_best: bool = False) -> None:
         if not self.ctx.is_main:
             return
         state = self._state()
@@ -209,7 +209,7 @@ class _Trainer:
         if row is not None:
             meta |= {"eval_error": row["eval_error"], "eval_split": row["eval_split"]}
         save_weights(self.out / "model.safetensors", state["state_dict"], meta)
-        if row is not None and row["eval_error"] <= self.best_error:
+        if is_best:
             for src, dst in (("last.pt", "best.pt"), ("model.safetensors", "best.safetensors")):
                 shutil.copyfile(self.out / src, self.out / ".best.tmp")
                 (self.out / ".best.tmp").replace(self.out / dst)
@@ -299,8 +299,9 @@ class _Trainer:
             "eval_loss": eval_loss, "eval_error": eval_error, "eval_split": self.data.eval_split,
             "epoch_time_s": round(elapsed, 2), "images_per_s": round(seen / max(elapsed, 1e-9), 1),
         }
-        self._save(row)
+        is_best = eval_error <= self.best_error
         self.best_error = min(self.best_error, eval_error)
+        self._save(row, is_best)
         if self.ctx.is_main:
             self.log.append(row)
             tqdm.write(f"epoch {self.epoch}/{self.epochs}  step {self.step}  train loss {row['train_loss']:.4f}  "

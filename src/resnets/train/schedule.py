@@ -12,11 +12,11 @@ def lr_at(step: int, total_steps: int, config: TrainConfig, warming_up: bool = F
     if warming_up and config.warmup_lr is not None:
         return config.warmup_lr
     progress = step / max(1, total_steps)
-    if config.schedule == "step":
-        return config.lr * config.gamma ** sum(progress >= m for m in config.milestones)
     warm = config.warmup_fraction
     if progress < warm:
         return config.lr * (step + 1) / max(1.0, warm * total_steps)
+    if config.schedule == "step":
+        return config.lr * config.gamma ** sum(progress >= m for m in config.milestones)
     rest = (progress - warm) / max(1e-12, 1 - warm)
     if config.schedule == "onecycle":
         return config.lr * max(0.0, 1 - rest)
