@@ -17,7 +17,6 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch._inductor import config as inductor_config
 
 from .fold import fold_batchnorm
 from .quantize import quantize_int8
@@ -55,6 +54,8 @@ class InferenceModel(nn.Module):
             return self.net(x).to(torch.float32).contiguous()
         # Compilation happens lazily, inside this call.  Freezing must be set in the global inductor
         # config (torch.compile's options= does not reach the constant folding that pre-packs int8 weights).
+        from torch._inductor import config as inductor_config
+
         with inductor_config.patch(freezing=True):
             return self.net(x).to(torch.float32).contiguous()
 
@@ -115,6 +116,9 @@ def prepare(
     net = net.to(dtype=DTYPES[precision], memory_format=torch.channels_last)
     if precision != "int8":
         return net
+    device = next(net.parameters()).device
+    if device.type != "cpu":
+        raise ValueError(f"int8 quantization targets x86 CPUs; the model is on {device} (use bf16 there)")
     if calibration is None:
         if not calibrate_on_example:
             raise ValueError("int8 needs calibration images (calibration=) or example_inputs to calibrate on")

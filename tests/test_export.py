@@ -1,0 +1,56 @@
+"""Export: ONNX (run by onnxruntime) and torch.export programs against eager PyTorch, and the CLI's checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import resnets
+from resnets.cli import main
+from resnets.inference.export import export_onnx, export_program, run_exported
+from resnets.inference.optimize import prepare
+from test_optimize import CHECKPOINT, split
+
+
+@pytest.fixture(scope="module")
+def cifar_model():
+    if not CHECKPOINT.is_file():
+        pytest.skip(f"{CHECKPOINT} not found")
+    return resnets.create_model("resnet20", weights=CHECKPOINT).eval()
+
+
+def test_onnx_fp32_matches_eager_on_real_images(cifar_model, tmp_path) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    x = split()[1][:64]
+    path = export_onnx(prepare(cifar_model, "fp32", x[:2]), tmp_path / "r20.onnx", x[:2])
+    with torch.no_grad():
+        expected = cifar_model(x)
+    for batch in (x, x[:1], x[:7]):  # the batch size is dynamic
+        got = run_exported(path, batch, "onnx")
+        assert got.shape == (len(batch), 10)
+        assert (got - expected[: len(batch)]).abs().max() < 1e-4
+    assert [p.name for p in tmp_path.iterdir()] == ["r20.onnx"]  # no temporary file left behind
+
+
+def test_exported_program_fp32(cifar_model, tmp_path) -> None:
+    x = split()[1][:16]
+    path = export_program(prepare(cifar_model, "fp32", x[:2]), tmp_path / "r20.pt2", x[:2])
+    with torch.no_grad():
+        expected = cifar_model(x)
+    got = run_exported(path, x, "exported-program")
+    assert (got - expected).abs().max() < 1e-4
+
+
+def test_cli_export_exit_codes(tmp_path, capsys) -> None:
+    out = tmp_path / "m.pt2"
+    args = ["export", "resnet20", "--format", "exported-program", "-o", str(out)]
+    assert main(args) == 0
+    assert out.is_file() and "max abs diff" in capsys.readouterr().out
+    # The file's check fails loudly when the tolerance cannot be met.
+    assert main([*args, "--tolerance", "1e-12"]) == 1
+    assert "differs from eager" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["export", "resnet20", "--format", "onnx", "--precision", "int8", "-o", str(tmp_path / "q.onnx")])
+    assert e.value.code == 2
