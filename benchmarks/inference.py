@@ -34,6 +34,7 @@ def summarise(reports: list[dict]) -> list[dict]:
     out = []
     for (mode, batch), rs in rows.items():
         ratios = [r["ratio"] for r in rs if r["ratio"] is not None]
+        fractions = [r["of_model_only"] for r in rs if r.get("of_model_only") is not None]
         out.append({
             "mode": mode, "batch": batch, "runs": len(rs),
             "images_per_s": statistics.median(r["images_per_s"] for r in rs),
@@ -41,6 +42,7 @@ def summarise(reports: list[dict]) -> list[dict]:
             "latency_ms_p90": statistics.median(r["latency_ms_p90"] for r in rs),
             "ratio": statistics.median(ratios) if ratios else None,
             "ratios": ratios, "note": rs[-1]["note"],
+            "of_model_only": statistics.median(fractions) if fractions else None, "fractions": fractions,
         })
     return out
 
@@ -56,8 +58,9 @@ def markdown(summary: list[dict], machine: dict, model: str, size: int) -> str:
     ]
     for r in summary:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        note = r["note"] + ("" if r["of_model_only"] is None else f"; {r['of_model_only']:.0%} of model-only")
         lines.append(f"| {r['mode']} | {r['batch']} | {r['images_per_s']:.1f} | {r['latency_ms_median']:.1f} | "
-                     f"{r['latency_ms_p90']:.1f} | {ratio} | {r['note']} |")
+                     f"{r['latency_ms_p90']:.1f} | {ratio} | {note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -65,6 +68,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--name", default=None, help="file name stem (default: the model name)")
+    parser.add_argument("--no-run", action="store_true", help="only re-summarise the existing run files")
     parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for 'resnets bench' after --")
     args = parser.parse_args()
     bench_args = [a for a in args.bench_args if a != "--"]
@@ -74,7 +78,9 @@ def main() -> int:
     reports = []
     for k in range(1, args.repeats + 1):
         path = RESULTS / f"{stem}-run{k}.json"
-        subprocess.run([sys.executable, "-m", "resnets", "bench", *bench_args, "--save", str(path)], check=True)
+        if not args.no_run:
+            subprocess.run([sys.executable, "-m", "resnets", "bench", *bench_args, "--save", str(path)],
+                           check=True)
         reports.append(json.loads(path.read_text()))
     summary = summarise(reports)
     first = reports[0]

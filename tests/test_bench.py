@@ -54,3 +54,4 @@ def test_cli_bench_json_with_end_to_end(tmp_path, capsys) -> None:
     assert all(r["images_per_s"] > 0 and r["latency_ms_p90"] >= r["latency_ms_median"] * 0.999
                for r in report["results"])
     assert "6 images" in report["results"][-1]["note"]  # 4 batches of 2, the first untimed
+    assert all(r["of_model_only"] > 0 for r in report["results"][-2:])

@@ -159,7 +159,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 r = end_to_end(models[f"resnets {precision}"], args.end_to_end, b, size, args.workers,
                                f"end-to-end {precision}")
                 model_only = next(x for x in results if x.mode == f"resnets {precision}" and x.batch == b)
-                r.note += f"; {r.images_per_s / model_only.images_per_s:.0%} of model-only"
+                r.of_model_only = r.images_per_s / model_only.images_per_s
                 results.append(r)
 
     report = {"model": args.model, "input_size": size, "baseline": base_name, "machine": machine(),

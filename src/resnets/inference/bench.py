@@ -31,6 +31,7 @@ class BenchResult:
     latency_ms_p90: float
     ratio: float | None = None
     note: str = ""
+    of_model_only: float | None = None  # end-to-end: fraction of the model-only throughput
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -146,7 +147,8 @@ def format_table(results: Sequence[BenchResult]) -> str:
     header = ("mode", "batch", "img/s", "median ms", "p90 ms", "x baseline", "note")
     rows = [
         (r.mode, str(r.batch), f"{r.images_per_s:.1f}", f"{r.latency_ms_median:.1f}", f"{r.latency_ms_p90:.1f}",
-         "" if r.ratio is None else f"{r.ratio:.2f}", r.note)
+         "" if r.ratio is None else f"{r.ratio:.2f}",
+         r.note + ("" if r.of_model_only is None else f"; {r.of_model_only:.0%} of model-only"))
         for r in results
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
