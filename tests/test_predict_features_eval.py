@@ -173,3 +173,30 @@ def test_features_refuse_to_mix_with_another_jobs_parts(tmp_path):
     with pytest.raises(ValueError, match="different job"):
         features_module.extract_features(inf, [img], tmp_path / "f.npz", workers=0, progress=False,
                                          job={"model": "resnet20"})
+
+
+def test_int8_calibrates_on_the_users_images(tmp_path, monkeypatch):
+    """Quantization scales come from the images being classified, preprocessed like them, not from zeros."""
+    import resnets.inference as inference
+
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (32, 32), (40 * i, 200, 10)).save(paths[-1])
+    seen = {}
+
+    def fake_optimize(model, precision, example_inputs=None, calibration=None, compile=None):
+        seen["calibration"] = calibration
+        return model
+
+    monkeypatch.setattr(inference, "optimize", fake_optimize)
+    inf = resnets.pipeline.load_inference("resnet20", None, precision="int8", calibration=paths)
+    (batch,) = seen["calibration"]
+    expected = torch.stack([inf.preprocessing(Image.open(p)) for p in paths])
+    assert torch.equal(batch, expected)
+
+
+def test_eval_int8_requires_calibration_images(capsys):
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(main(["eval", "--model", "resnet20", "--weights", "x.th", "--precision", "int8", "data"]))
+    assert e.value.code == 2 and "--calibration" in capsys.readouterr().err

@@ -13,7 +13,9 @@ def _model_options(p: argparse.ArgumentParser, default_model: str = "resnet50") 
     p.add_argument("--model", default=default_model, help=f"model name from 'resnets list' (default: {default_model})")
     p.add_argument("--weights", default="imagenet",
                    help="registry name from 'resnets weights list', 'imagenet', or a local file (default: imagenet)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="inference precision (default: fp32)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (eager), or bf16/int8 through resnets.optimize (compiled; int8 calibrates on the "
+                        "input images) (default: fp32)")
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding images (default: 2)")
 
@@ -43,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "a .tar of one, or CIFAR-10 python batches.")
     p.add_argument("data", metavar="DATA")
     _model_options(p)
+    p.add_argument("--calibration", metavar="DIR", help="images for int8 calibration (required with int8)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_eval)
 
@@ -70,7 +73,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..predict import predict_files
 
     paths = _images(args)
-    inf = load_inference(args.model, args.weights, args.precision)
+    inf = load_inference(args.model, args.weights, args.precision, calibration=paths)
     failed = 0
     for pred in predict_files(inf, paths, args.top, args.batch_size, args.workers):
         if args.json:
@@ -90,7 +93,8 @@ def run_features(args: argparse.Namespace) -> int:
     from ..pipeline import load_inference
 
     paths = _images(args)
-    inf = load_inference(args.model, args.weights, args.precision, features=(args.pooling, args.layer))
+    inf = load_inference(args.model, args.weights, args.precision, features=(args.pooling, args.layer),
+                         calibration=paths)
     job = {k: getattr(args, k) for k in ("model", "weights", "precision", "pooling", "layer")}
     run = extract_features(inf, paths, args.output, args.batch_size, args.workers, job=job)
     print(f"wrote {run.images} x {run.dim} features to {run.out}"
@@ -104,8 +108,14 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
     from ..pipeline import load_inference
 
+    from ..data.images import find_images
+    from . import UsageError
+
     _check_sizes(args)
-    inf = load_inference(args.model, args.weights, args.precision)
+    if args.precision == "int8" and not args.calibration:
+        raise UsageError("--precision int8 needs --calibration DIR: images to calibrate on, not from the test set")
+    calibration = find_images(args.calibration) if args.calibration else None
+    inf = load_inference(args.model, args.weights, args.precision, calibration=calibration)
     acc = evaluate(inf, args.data, args.batch_size, args.workers)
     if args.json:
         print(json.dumps({"model": args.model, "weights": args.weights, **acc.to_dict()}))
