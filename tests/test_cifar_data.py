@@ -124,3 +124,29 @@ def test_vectorised_crop_flip_matches_torchvision_per_image():
         ref = TF.crop(TF.pad(img, [4]), top, left, 32, 32)
         torch.testing.assert_close(got, TF.horizontal_flip(ref) if flip else ref, rtol=0, atol=0)
     assert 0 < flips.sum() < 16 and offsets.min() >= 0 and offsets.max() <= 8
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_cifar_python_batches_load_with_any_pickle_protocol(tmp_path, protocol):
+    written = write_fake_cifar(tmp_path / "src", per_batch=4, n_test=4)
+    folder = tmp_path / "src" / "cifar-10-batches-py"
+    for name in ("test_batch", "batches.meta"):
+        obj = pickle.loads((folder / name).read_bytes())
+        (folder / name).write_bytes(pickle.dumps(obj, protocol=protocol))
+    test = load_image_tensors(folder, "test", cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(test.images.numpy(), written["test_x"])
+
+
+def test_a_malicious_cifar_batch_is_refused_without_running_code(tmp_path, monkeypatch):
+    write_fake_cifar(tmp_path / "src", per_batch=4, n_test=4)
+    folder = tmp_path / "src" / "cifar-10-batches-py"
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": _RunsCode(), b"labels": [0]}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"test_batch: not a CIFAR python batch: refusing posix.system"):
+        load_image_tensors(folder, "test", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "pwned").exists()

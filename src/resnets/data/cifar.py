@@ -149,10 +149,26 @@ def _cifar_python_files(origin: Path, names: Sequence[str]) -> Iterator[tuple[st
                 yield name, tar.extractfile(member).read()
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that can rebuild numpy arrays and nothing else, so a file cannot run code."""
+
+    ALLOWED = {
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric")
+        for name in ("_reconstruct", "scalar", "_frombuffer")
+    } | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # protocol 2 spells bytes via encode
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing {module}.{name}: CIFAR batches hold only arrays, lists and bytes")
+        return super().find_class(module.replace("numpy.core.", "numpy._core.") if module.startswith("numpy") else module,
+                                  name)
+
+
 def _unpickle(blob: bytes, where: str) -> dict:
     # The official batches are Python pickles of dicts of numpy arrays, lists and bytes.
     try:
-        return pickle.loads(blob, encoding="bytes")
+        return _ArraysOnly(io.BytesIO(blob), encoding="bytes").load()
     except Exception as e:
         raise ValueError(f"{where}: not a CIFAR python batch: {e}") from e
 
