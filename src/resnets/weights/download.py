@@ -125,6 +125,8 @@ def cached_file(
             raise FileNotFoundError(
                 f"weights {entry.name!r} are not shipped in this build ({dest} is missing); use one of: {alternatives}"
             )
+        if verify and entry.sha256:
+            verify_file(entry, dest)  # a damaged install must not pass for the shipped weights
         return dest
     if dest.is_file():
         if verify:

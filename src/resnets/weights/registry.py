@@ -151,9 +151,14 @@ def _build_entries() -> dict[str, WeightsEntry]:
             license="BSD-2-Clause",
         ))
     entries.append(WeightsEntry(
-        name="resnet20.cifar10", model="resnet20", url=None, sha256=None, file_format="safetensors",
+        name="resnet20.cifar10", model="resnet20", url=None,
+        sha256="5db4ebe0c318725b99b5870c3efaf0b27c7a40eadaff387dec61e7243b0d59f5", file_format="safetensors",
         model_kwargs={"shortcut": "A", "num_classes": 10}, preprocessing=CIFAR10, classes="cifar10",
-        source="trained by the resnets project, shipped inside the package", license="BSD-3-Clause",
+        metrics={"top1": 82.20, "top5": 99.10},
+        source=("trained by the resnets project on the CIFAR-10 JPEGs (about 25 min on a busy 2-core CPU): 'resnets train "
+                "--model resnet20 --data cifar10-jpeg --recipe fast-cifar --precision bf16 --epochs 8 --threads 1'; "
+                "top-1/top-5 on the 10,000 CIFAR-10 test JPEGs by 'resnets eval'"),
+        license="BSD-3-Clause",
         asset="resnet20_cifar10.safetensors",
     ))
     return {e.name: e for e in entries}
