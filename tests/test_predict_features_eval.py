@@ -200,3 +200,18 @@ def test_eval_int8_requires_calibration_images(capsys):
     with pytest.raises(SystemExit) as e:
         raise SystemExit(main(["eval", "--model", "resnet20", "--weights", "x.th", "--precision", "int8", "data"]))
     assert e.value.code == 2 and "--calibration" in capsys.readouterr().err
+
+
+def test_features_parquet_output_holds_paths_and_vectors(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (36, 36), (80 * i, 30, 200)).save(paths[-1])
+    inf = resnets.pipeline.load_inference("resnet20", None, features=("avg", None))
+    run = features_module.extract_features(inf, paths, tmp_path / "f.parquet", workers=0, progress=False)
+    table = pq.read_table(run.out).to_pydict()
+    assert table["path"] == [str(p) for p in paths]
+    with torch.no_grad():
+        expected = inf.model(torch.stack([inf.preprocessing(Image.open(p)) for p in paths]))
+    np.testing.assert_allclose(np.array(table["features"]), expected.numpy(), atol=1e-6)
