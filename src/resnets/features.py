@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .atomic import atomic_path
 from .pipeline import Inference, file_batches, run_model
 
 FORMATS = (".npz", ".npy", ".parquet")
@@ -35,14 +35,8 @@ class FeatureRun:
 
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` then rename into place, so ``path`` is either complete or absent."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def _check_meta(parts: Path, meta: dict) -> None:

@@ -130,7 +130,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from ..inference import optimize
     from ..inference.bench import compare, end_to_end, format_table, machine
-    from ..inference.export import atomic_path
+    from ..atomic import atomic_path
     from ..registry import create_model
     from . import UsageError
 

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..atomic import atomic_path
+
 SPLIT_ALIASES = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}
 CIFAR_PY_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_PY_TEST = ("test_batch",)
@@ -240,8 +242,6 @@ def _read_cache(path: Path) -> ImageTensors:
 def _write_cache(path: Path, data: ImageTensors, origin: Path) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tensors = {"images": data.images.contiguous(), "labels": data.labels.contiguous()}
-    save_file(tensors, str(tmp), metadata={"classes": json.dumps(list(data.classes)), "source": str(origin)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"classes": json.dumps(list(data.classes)), "source": str(origin)})

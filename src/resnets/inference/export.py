@@ -7,13 +7,12 @@ other than the one exported with, so a batch size baked into the graph is caught
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..atomic import atomic_path
 
 # ONNX opset 18: the dynamo exporter's native opset, run by every onnxruntime since 1.14.
 ONNX_OPSET = 18
@@ -26,21 +25,6 @@ def export_dynamic_batch(model: nn.Module, example: torch.Tensor) -> torch.expor
         example = example[:1].expand(2, *example.shape[1:]).contiguous(memory_format=torch.channels_last)
     batch = torch.export.Dim("batch", min=1, max=4096)
     return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary file next to ``path`` that replaces ``path`` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _require_onnx():

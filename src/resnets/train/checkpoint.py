@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain model inside DDP and ``torch.compile`` wrappers (whose names carry prefixes)."""
@@ -32,13 +34,8 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_path
 from .metrics import read_metrics
 
 
@@ -73,8 +74,6 @@ def plot_degradation(rows: Sequence[dict[str, Any]], out: str | os.PathLike) -> 
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     _pyplot().close(fig)
-    os.replace(tmp, path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from importlib import resources
@@ -19,6 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_path
 from .registry import WeightsEntry, list_weights
 
 CHUNK = 1 << 20
@@ -84,12 +84,10 @@ def verify_file(entry: WeightsEntry, path: Path) -> None:
 
 def download(entry: WeightsEntry, dest: Path, progress: bool = True, timeout: float = 60.0) -> Path:
     """Stream ``entry.url`` to ``dest``; the file appears there only if complete and verified."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     hashers = _hashers(entry)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=timeout) as resp:
+        with atomic_path(dest) as tmp, open(tmp, "wb") as out, \
+                urllib.request.urlopen(entry.url, timeout=timeout) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
             received = 0
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
@@ -100,14 +98,12 @@ def download(entry: WeightsEntry, dest: Path, progress: bool = True, timeout: fl
                         h.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-        if total is not None and received != total:
-            raise DownloadError(f"{entry.url}: connection closed after {received} of {total} bytes")
-        _check_digests(entry, hashers, f"downloaded {entry.url}")
-        os.replace(tmp, dest)
+            out.close()
+            if total is not None and received != total:
+                raise DownloadError(f"{entry.url}: connection closed after {received} of {total} bytes")
+            _check_digests(entry, hashers, f"downloaded {entry.url}")
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
         raise DownloadError(f"could not download {entry.url} to {dest}: {e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 
