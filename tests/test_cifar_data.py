@@ -150,3 +150,21 @@ def test_a_malicious_cifar_batch_is_refused_without_running_code(tmp_path, monke
     with pytest.raises(ValueError, match=r"test_batch: not a CIFAR python batch: refusing posix.system"):
         load_image_tensors(folder, "test", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_non_square_photos_are_centre_cropped_not_squashed(tmp_path):
+    """Training decodes a 96x32 red|green|blue strip to its green centre, as a centre crop must."""
+    strip = np.zeros((32, 96, 3), np.uint8)
+    strip[:, :32, 0] = strip[:, 32:64, 1] = strip[:, 64:, 2] = 255
+    for split in ("train", "test"):
+        (tmp_path / split / "strip").mkdir(parents=True)
+        Image.fromarray(strip).save(tmp_path / split / "strip" / "0.png")
+    data = load_image_tensors(tmp_path, "train", image_size=16, cache_dir=tmp_path / "cache")
+    assert data.images.shape == (1, 3, 16, 16)
+    np.testing.assert_allclose(data.images[0].float().mean((1, 2)).numpy(), [0, 255, 0], atol=5)  # squashed: ~85 each
+
+
+def test_training_size_defaults_to_the_models_own():
+    from resnets.train.config import default_image_size
+
+    assert default_image_size("resnet20") == 32 and default_image_size("resnet50") == 224

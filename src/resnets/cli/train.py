@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="backbone: train the classifier only; bn: freeze BatchNorm statistics")
     p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under DDP (GPUs)")
     p.add_argument("--val-split", type=int, help="hold out this many training images as the evaluation set")
+    p.add_argument("--image-size", type=int,
+                   help="square training size images are decoded to (default: the model's, 32 CIFAR / 224 ImageNet)")
     p.add_argument("--train-subset", type=int, help="train on a random subset of this size")
     p.add_argument("--test-subset", type=int, help="evaluate on a random subset of this size")
     p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")

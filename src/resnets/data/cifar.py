@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..atomic import atomic_path
+from .images import to_rgb
 
 SPLIT_ALIASES = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}
 CIFAR_PY_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -218,9 +219,9 @@ def _decode_one(job: tuple[str, bytes, int]) -> np.ndarray:
     name, blob, size = job
     try:
         with Image.open(io.BytesIO(blob)) as img:
-            img = img.convert("RGB")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
+            img = to_rgb(ImageOps.exif_transpose(img))
+            if img.size != (size, size):  # centre crop to a square, then resize: never distort the aspect ratio
+                img = ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
     except Exception as e:
         raise ValueError(f"{name}: cannot decode image: {e}") from e

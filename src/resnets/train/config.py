@@ -47,7 +47,7 @@ class TrainConfig:
     val_split: int = 0  # hold out this many training images and evaluate on them instead of the test set
     train_subset: int | None = None
     test_subset: int | None = None
-    image_size: int = 32
+    image_size: int | None = None  # square training size; None: the model's own (32 CIFAR, 224 ImageNet)
     cache_dir: str | None = None
     # model
     weights: str | None = None
@@ -119,6 +119,16 @@ def make_config(recipe: str = "fast-cifar", **overrides: Any) -> TrainConfig:
     if recipe == "finetune" and not values.get("weights"):
         raise ValueError("the finetune recipe needs pretrained weights (--weights FILE)")
     return TrainConfig.from_dict(values)
+
+
+def default_image_size(model: str) -> int:
+    """The input size a registry model is designed for (32 for the CIFAR nets, 224 for the ImageNet nets)."""
+    import torch
+
+    from ..registry import model_builder
+
+    with torch.device("meta"):  # no memory, no init cost
+        return model_builder(model)().input_size[-1]
 
 
 def _depth(model: str) -> int:

@@ -23,7 +23,7 @@ from ..data.cifar import ImageTensors, load_image_tensors
 from ..registry import create_model
 from .augment import crop_flip, normalize, sample_crop_flip
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, save_weights, unwrap
-from .config import TrainConfig
+from .config import TrainConfig, default_image_size
 from .distributed import DistContext, all_sum, barrier, local_slice, setup, teardown
 from .metrics import MetricsLog
 from .schedule import lr_at
@@ -76,7 +76,7 @@ def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:
     """Train and evaluation tensors; rank 0 decodes first so the other ranks read its cache."""
     if not ctx.is_main:
         barrier(ctx)
-    opts = dict(image_size=config.image_size, cache_dir=config.cache_dir)
+    opts = dict(image_size=config.image_size or default_image_size(config.model), cache_dir=config.cache_dir)
     train_set = load_image_tensors(config.data, "train", **opts)
     if config.val_split:
         perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed))
