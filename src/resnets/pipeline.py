@@ -18,10 +18,10 @@ from torch import nn
 
 from .data.images import ImageBatch, ImageFiles, collate_images
 from .preprocess import CIFAR10, IMAGENET_TORCH, Preprocessing
+from .inference import PRECISIONS
 from .networks import ResNet
 from .registry import create_model
 
-PRECISIONS = ("fp32", "bf16", "int8")
 
 
 @dataclass
