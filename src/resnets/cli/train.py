@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--deterministic", action="store_true", default=None)
     p.add_argument("--cache-dir", help="decoded data cache (default ~/.cache/resnets/data)")
+    p.add_argument("--data-mode", choices=("auto", "memory", "stream"),
+                   help="memory: decode once into RAM; stream: decode image folders per batch with DataLoader "
+                        "workers; auto (default): stream when the decoded training set would exceed 2 GiB")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes when streaming (default 2)")
     p.add_argument("--no-progress", action="store_const", const=False, help="no progress bar")
     p.set_defaults(func=run_train)
 

@@ -49,6 +49,8 @@ class TrainConfig:
     test_subset: int | None = None
     image_size: int | None = None  # square training size; None: the model's own (32 CIFAR, 224 ImageNet)
     cache_dir: str | None = None
+    data_mode: str = "auto"  # "memory" (decoded once, cached) | "stream" (image folders, decoded per step) | "auto"
+    workers: int = 2  # DataLoader worker processes when streaming
     # model
     weights: str | None = None
     num_classes: int | None = None
@@ -66,6 +68,8 @@ class TrainConfig:
     eval_batch_size: int = 500
     checkpoint_every_steps: int = 0
     progress: bool = True
+    tensorboard: bool = False  # also write RUN_DIR/tb (rank 0), needs the tensorboard package
+    tensorboard_every_steps: int = 50  # train loss to TensorBoard every N steps
     resume: bool = False
 
     def to_json(self) -> str:

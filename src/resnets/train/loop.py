@@ -3,14 +3,19 @@
 Data live in memory as uint8 tensors (decoded once); each step draws the global batch from a
 per-epoch permutation seeded by (seed, epoch) and augments it with a generator whose state is
 checkpointed, so a resumed run, or a run on another number of processes, sees the same batches.
+Image folders too large for memory stream instead (``streaming``): DataLoader workers decode and
+augment each batch, with per-sample seeds that keep the same guarantees.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data.cifar import ImageTensors, load_image_tensors
+from ..data.images import ImageBatch
 from ..registry import create_model
 from .augment import crop_flip, normalize, sample_crop_flip
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, save_weights, unwrap
@@ -27,6 +33,10 @@ from .config import TrainConfig, default_image_size
 from .distributed import DistContext, all_sum, barrier, local_slice, setup, teardown
 from .metrics import MetricsLog
 from .schedule import lr_at
+from .streaming import (
+    EpochBatches, EvalBatches, ImageFolderList, choose_data_mode, eval_transform, image_folder_split, make_loader,
+    train_transform,
+)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FREEZE_MODES = ("none", "backbone", "bn")
@@ -39,11 +49,16 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class RunData:
-    train: ImageTensors
-    eval: ImageTensors
+    train: ImageTensors | ImageFolderList  # decoded in memory, or file lists when streaming
+    eval: ImageTensors | ImageFolderList
     eval_split: str
     mean: torch.Tensor  # broadcastable to (C, H, W), on the [0, 1] pixel scale
     std: torch.Tensor
+    image_size: int
+
+    @property
+    def streaming(self) -> bool:
+        return isinstance(self.train, ImageFolderList)
 
 
 def train(config: TrainConfig, model: nn.Module | None = None) -> dict[str, Any]:
@@ -73,17 +88,22 @@ def _check(config: TrainConfig) -> None:
 
 
 def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:
-    """Train and evaluation tensors; rank 0 decodes first so the other ranks read its cache."""
+    """Train and evaluation tensors (file lists when streaming); rank 0 decodes first, the others read its cache."""
+    size = config.image_size or default_image_size(config.model)
+    streaming = choose_data_mode(config.data_mode, config.data, size) == "stream"
+    if streaming and config.normalize == "pixel":
+        raise ValueError("normalize='pixel' needs the per-pixel mean of the decoded training set; "
+                         "use --data-mode memory or channel normalisation when streaming")
     if not ctx.is_main:
         barrier(ctx)
-    opts = dict(image_size=config.image_size or default_image_size(config.model), cache_dir=config.cache_dir)
-    train_set = load_image_tensors(config.data, "train", **opts)
+    load = image_folder_split if streaming else partial(load_image_tensors, image_size=size, cache_dir=config.cache_dir)
+    train_set = load(config.data, "train")
     if config.val_split:
         perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed))
         eval_set, train_set = train_set.subset(perm[-config.val_split:]), train_set.subset(perm[: -config.val_split])
         split = "val"
     else:
-        eval_set, split = load_image_tensors(config.data, "test", **opts), "test"
+        eval_set, split = load(config.data, "test"), "test"
     if ctx.is_main:
         barrier(ctx)
     if config.train_subset:
@@ -94,10 +114,10 @@ def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:
         mean, std = train_set.images.double().mean(0).div(255).float(), torch.ones(1, 1, 1)
     else:
         mean, std = torch.tensor(config.mean).view(-1, 1, 1), torch.tensor(config.std).view(-1, 1, 1)
-    return RunData(train_set, eval_set, split, mean, std)
+    return RunData(train_set, eval_set, split, mean, std, size)
 
 
-def _random_subset(data: ImageTensors, n: int, seed: int) -> ImageTensors:
+def _random_subset(data: ImageTensors | ImageFolderList, n: int, seed: int) -> ImageTensors | ImageFolderList:
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     return data.subset(perm[: min(n, len(data))].sort().values)
 
@@ -150,6 +170,15 @@ class _Trainer:
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.aug_rng = torch.Generator().manual_seed(config.seed)
+        self.skipped: set[str] = set()  # bad image files met by this process (streaming)
+        if self.data.streaming:
+            size, pin = self.data.image_size, ctx.device.type == "cuda"
+            local = local_slice(config.batch_size, ctx)
+            self.train_order = EpochBatches(len(self.data.train), config.batch_size, local)
+            augment = train_transform(size) if config.augment else eval_transform(size)
+            self.train_loader = make_loader(self.data.train, augment, self.train_order, config.workers, pin)
+            eval_order = EvalBatches(len(self.data.eval), config.eval_batch_size, ctx.rank, ctx.world_size)
+            self.eval_loader = make_loader(self.data.eval, eval_transform(size), eval_order, config.workers, pin)
         # progress of the run; replaced by the checkpoint's on resume
         self.step = self.epoch = self.epoch_step = 0
         self.meters = [0.0, 0.0, 0.0]  # loss sum, correct, images of the epoch so far
@@ -224,26 +253,20 @@ class _Trainer:
             (self.out / ".config.json.tmp").replace(self.out / "config.json")
             self.log = MetricsLog(self.out, keep_epochs=self.epoch)
         dev = ctx.device
-        images, labels = self.data.train.images.to(dev), self.data.train.labels.to(dev)
+        if not self.data.streaming:
+            self.train_tensors = self.data.train.images.to(dev), self.data.train.labels.to(dev)
         mean, std = self.data.mean.to(dev), self.data.std.to(dev)
-        local = local_slice(cfg.batch_size, ctx)
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         row: dict[str, Any] = {}
         while self.epoch < self.epochs:
-            perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + self.epoch))
             steps = min(self.steps_per_epoch, self.total_steps - self.epoch * self.steps_per_epoch)
             set_train_mode(self.model, cfg.freeze)
             bar = tqdm(total=steps, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}/{self.epochs}",
                        disable=not (ctx.is_main and cfg.progress), leave=False, dynamic_ncols=True)
             start, seen = time.perf_counter(), 0
-            for i in range(self.epoch_step, steps):
-                idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-                offsets, flips = sample_crop_flip(cfg.batch_size, CROP_PAD, self.aug_rng)
-                idx = idx[local].to(dev)
-                x = images[idx]
-                if cfg.augment:
-                    x = crop_flip(x, offsets[local], flips[local], CROP_PAD)
-                self._train_step(normalize(x, mean, std, cfg.channels_last), labels[idx], criterion)
+            for i, (x, y) in enumerate(self._train_batches(steps), start=self.epoch_step):
+                if len(y):  # empty only when every file of a streamed batch was bad
+                    self._train_step(normalize(x, mean, std, cfg.channels_last), y, criterion)
                 self.epoch_step = i + 1
                 seen += cfg.batch_size
                 if ctx.is_main and cfg.progress and (i % 10 == 0 or i + 1 == steps):
@@ -258,7 +281,38 @@ class _Trainer:
             row = self._end_epoch(elapsed, seen)
         if ctx.is_main:
             self._plot()
-        return {**row, "run_dir": str(self.out), "best_error": self.best_error}
+        return {**row, "run_dir": str(self.out), "best_error": self.best_error, "skipped_images": len(self.skipped)}
+
+    def _train_batches(self, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's uint8 images and labels for the epoch's steps from ``epoch_step`` on, on the device."""
+        cfg, dev = self.config, self.ctx.device
+        epoch_seed = cfg.seed * 100_003 + self.epoch
+        if self.data.streaming:
+            self.train_order.set_epoch(epoch_seed, self.epoch_step, steps)
+            for batch in self.train_loader:
+                yield self._device_batch(batch, self.data.train)
+            return
+        images, labels = self.train_tensors
+        local = local_slice(cfg.batch_size, self.ctx)
+        perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(epoch_seed))
+        for i in range(self.epoch_step, steps):
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            offsets, flips = sample_crop_flip(cfg.batch_size, CROP_PAD, self.aug_rng)
+            idx = idx[local].to(dev)
+            x = images[idx]
+            if cfg.augment:
+                x = crop_flip(x, offsets[local], flips[local], CROP_PAD)
+            yield x, labels[idx]
+
+    def _device_batch(self, batch: ImageBatch, files: ImageFolderList) -> tuple[torch.Tensor, torch.Tensor]:
+        """A streamed batch's good images and their labels on the device; its bad files reported once each."""
+        for _, message in batch.errors:
+            if message not in self.skipped:
+                self.skipped.add(message)
+                tqdm.write(f"resnets train: skipping a bad image ({len(self.skipped)} so far): {message}",
+                           file=sys.stderr)
+        dev = self.ctx.device
+        return batch.images.to(dev, non_blocking=True), files.labels[batch.indices].to(dev, non_blocking=True)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module) -> None:
         cfg = self.config
@@ -315,20 +369,33 @@ class _Trainer:
         cfg, dev = self.config, self.ctx.device
         model = unwrap(self.model)
         model.eval()
-        data = self.data.eval
-        idx = torch.arange(self.ctx.rank, len(data), self.ctx.world_size)
         mean, std = self.data.mean.to(dev), self.data.std.to(dev)
         dtype = PRECISIONS[cfg.precision]
-        loss_sum = correct = 0.0
-        for chunk in idx.split(cfg.eval_batch_size):
-            x = normalize(data.images[chunk].to(dev), mean, std, cfg.channels_last)
-            y = data.labels[chunk].to(dev)
+        loss_sum = correct = count = 0.0
+        for x, y in self._eval_batches():
+            x = normalize(x, mean, std, cfg.channels_last)
+            count += len(y)
             with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
-        loss_sum, correct = all_sum([loss_sum, correct], self.ctx)
-        return loss_sum / len(data), 1 - correct / len(data)
+        loss_sum, correct, count = all_sum([loss_sum, correct, count], self.ctx)
+        if not count:
+            raise ValueError(f"no readable image in the {self.data.eval_split} split")
+        return loss_sum / count, 1 - correct / count
+
+    def _eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's evaluation images (every world_size-th) and labels, in batches, on the device."""
+        if self.data.streaming:
+            for batch in self.eval_loader:
+                x, y = self._device_batch(batch, self.data.eval)
+                if len(y):
+                    yield x, y
+            return
+        data, dev = self.data.eval, self.ctx.device
+        idx = torch.arange(self.ctx.rank, len(data), self.ctx.world_size)
+        for chunk in idx.split(self.config.eval_batch_size):
+            yield data.images[chunk].to(dev), data.labels[chunk].to(dev)
 
     def _plot(self) -> None:
         from .plots import plot_run

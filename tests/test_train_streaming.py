@@ -1,0 +1,110 @@
+"""Streaming image folders: same outputs as memory mode, torchvision's eval pipeline, exact resume, bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from test_cifar_data import write_fake_cifar
+from test_train import Interrupt, fresh_model, interrupting_model, metrics
+from torchvision import transforms as T
+
+import resnets
+from resnets.data.images import load_img
+from resnets.preprocess import CIFAR10
+from resnets.train import make_config, streaming, train
+
+CLASSES = ("blue", "red")
+
+
+def write_folder(root, n_train: int = 20, n_test: int = 6) -> None:
+    """``train|test/<class>/*.png`` of 48x40 noisy images, the red class brighter in the red channel."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c, name in enumerate(CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 160, (40, 48, 3), dtype=np.uint8)
+                pixels[..., 2 - 2 * c] += 90
+                Image.fromarray(pixels).save(root / split / name / f"{i:03d}.png")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder")
+    write_folder(root)
+    return root
+
+
+def two_class(model: torch.nn.Module) -> torch.nn.Module:
+    torch.manual_seed(1)
+    model.reset_classifier(len(CLASSES))
+    return model
+
+
+def config(folder, out, **kw):
+    values = {"model": "resnet20", "data": str(folder), "out": str(out), "epochs": 2, "batch_size": 8, "lr": 0.05,
+              "image_size": 32, "precision": "fp32", "deterministic": True, "threads": 1, "progress": False,
+              "cache_dir": str(out.parent / "cache"), "data_mode": "stream", "workers": 0}
+    return make_config("fast-cifar", **{**values, **kw})
+
+
+def test_stream_writes_what_memory_writes_and_evaluates_like_torchvision(folder, tmp_path):
+    memory = train(config(folder, tmp_path / "memory", data_mode="memory", epochs=1))
+    stream = train(config(folder, tmp_path / "stream", workers=2))
+    files = sorted(p.name for p in (tmp_path / "memory").iterdir())
+    assert sorted(p.name for p in (tmp_path / "stream").iterdir()) == files and "metrics.csv" in files
+    assert metrics(tmp_path / "memory")[0].keys() == metrics(tmp_path / "stream")[0].keys()
+    assert (memory["step"], stream["step"], stream["skipped_images"]) == (5, 10, 0)
+
+    # the logged test loss is torchvision's Resize(32 * 256 / 224 = 37) + CenterCrop(32) on the saved model
+    model = resnets.create_model("resnet20", weights=tmp_path / "stream" / "last.pt").eval()
+    prep = T.Compose([T.PILToTensor(), T.Resize(37, antialias=True), T.CenterCrop(32)])
+    files = sorted((folder / "test").glob("*/*.png"))
+    x = torch.stack([prep(load_img(f)) for f in files]).float() / 255
+    x = (x - torch.tensor(CIFAR10.mean).view(3, 1, 1)) / torch.tensor(CIFAR10.std).view(3, 1, 1)
+    y = torch.tensor([CLASSES.index(f.parent.name) for f in files])
+    with torch.no_grad():
+        logits = model(x)
+    last = metrics(tmp_path / "stream")[-1]
+    # (torchvision's uint8 resize kernel may round a pixel the other way than this float one: 1/255 apart)
+    assert last["eval_loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-2)
+    assert last["eval_error"] == pytest.approx((logits.argmax(1) != y).float().mean().item())
+
+
+def test_interrupted_and_resumed_stream_run_has_identical_metrics(folder, tmp_path):
+    train(config(folder, tmp_path / "full"), model=two_class(fresh_model()))
+    reference = metrics(tmp_path / "full")
+    assert [r["epoch"] for r in reference] == [1, 2]
+
+    run = tmp_path / "killed"  # killed at step 8 of 10 (epoch 2), worker processes decoding
+    with pytest.raises(Interrupt):
+        train(config(folder, run, checkpoint_every_steps=1, workers=2), model=two_class(interrupting_model(7)))
+    assert len(metrics(run)) == 1
+    train(config(folder, run, checkpoint_every_steps=1, resume=True))
+    assert metrics(run) == reference
+
+
+def test_a_corrupt_image_is_skipped_and_reported(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_folder(data, n_train=8, n_test=2)
+    (data / "train" / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (data / "test" / "blue" / "truncated.png").write_bytes((data / "test" / "blue" / "000.png").read_bytes()[:60])
+    result = train(config(data, tmp_path / "run", epochs=1, batch_size=17))
+    assert result["skipped_images"] == 2 and result["epoch"] == 1
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "truncated.png" in err
+
+
+def test_auto_mode_streams_only_large_image_folders(folder, tmp_path, monkeypatch):
+    assert streaming.choose_data_mode("auto", folder, 224) == "memory"  # 40 x 224^2 x 3 bytes: 6 MB
+    cifar = tmp_path / "cifar"
+    write_fake_cifar(cifar, per_batch=2, n_test=2)
+    with pytest.raises(ValueError, match="only image folders"):
+        streaming.choose_data_mode("stream", cifar, 32)
+    monkeypatch.setattr(streaming, "AUTO_MEMORY_LIMIT", 40 * 32 * 32 * 3)
+    assert streaming.choose_data_mode("auto", folder, 32) == "stream"
+    assert streaming.choose_data_mode("auto", folder, 31) == "memory"
+    assert streaming.choose_data_mode("auto", cifar, 32) == "memory"
