@@ -1,6 +1,8 @@
-"""Streaming image folders: same outputs as memory mode, torchvision's eval pipeline, exact resume, bad files."""
+"""Streaming image folders (same outputs as memory mode, torchvision's eval, exact resume, bad files); TensorBoard."""
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import pytest
@@ -74,17 +76,37 @@ def test_stream_writes_what_memory_writes_and_evaluates_like_torchvision(folder,
     assert last["eval_error"] == pytest.approx((logits.argmax(1) != y).float().mean().item())
 
 
-def test_interrupted_and_resumed_stream_run_has_identical_metrics(folder, tmp_path):
+def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_interrupted_and_resumed_stream_run_has_identical_metrics_and_tensorboard_log(folder, tmp_path):
     train(config(folder, tmp_path / "full"), model=two_class(fresh_model()))
     reference = metrics(tmp_path / "full")
     assert [r["epoch"] for r in reference] == [1, 2]
 
-    run = tmp_path / "killed"  # killed at step 8 of 10 (epoch 2), worker processes decoding
+    run = tmp_path / "killed"  # killed at step 8 of 10 (epoch 2; last checkpoint: step 6), workers decoding
+    logged = {"checkpoint_every_steps": 2, "tensorboard": True, "tensorboard_every_steps": 1}
     with pytest.raises(Interrupt):
-        train(config(folder, run, checkpoint_every_steps=1, workers=2), model=two_class(interrupting_model(7)))
+        train(config(folder, run, workers=2, **logged), model=two_class(interrupting_model(7)))
     assert len(metrics(run)) == 1
-    train(config(folder, run, checkpoint_every_steps=1, resume=True))
+    train(config(folder, run, resume=True, **logged))
     assert metrics(run) == reference
+
+    # TensorBoard holds the metrics.csv values once each, the resumed run's replacing the interrupted one's
+    for key in ("train_loss", "eval_error", "lr"):
+        assert scalars(run, f"epoch/{key}") == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in reference]
+    assert [step for step, _ in scalars(run, "train/step_loss")] == list(range(1, 11))  # step 7 once
+
+
+def test_tensorboard_missing_is_a_clear_error(folder, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    with pytest.raises(ImportError, match=r"pip install 'resnets\[tensorboard\]'"):
+        train(config(folder, tmp_path, tensorboard=True))
 
 
 def test_a_corrupt_image_is_skipped_and_reported(tmp_path, capsys):

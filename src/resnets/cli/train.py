@@ -9,7 +9,8 @@ from pathlib import Path
 from ..train.config import RECIPES, TrainConfig, make_config
 
 # CLI flag -> TrainConfig field, for the options whose names differ
-_RENAMED = {"no_channels_last": "channels_last", "no_progress": "progress", "checkpoint_every": "checkpoint_every_steps"}
+_RENAMED = {"no_channels_last": "channels_last", "no_progress": "progress",
+            "checkpoint_every": "checkpoint_every_steps", "tensorboard_every": "tensorboard_every_steps"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="memory: decode once into RAM; stream: decode image folders per batch with DataLoader "
                         "workers; auto (default): stream when the decoded training set would exceed 2 GiB")
     p.add_argument("--workers", type=int, help="DataLoader worker processes when streaming (default 2)")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also write TensorBoard scalars to RUN_DIR/tb (pip install 'resnets[tensorboard]')")
+    p.add_argument("--tensorboard-every", type=int, help="train loss to TensorBoard every N steps (default 50)")
     p.add_argument("--no-progress", action="store_const", const=False, help="no progress bar")
     p.set_defaults(func=run_train)
 

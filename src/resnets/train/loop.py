@@ -9,6 +9,7 @@ augment each batch, with per-sample seeds that keep the same guarantees.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import shutil
 import sys
@@ -85,6 +86,8 @@ def _check(config: TrainConfig) -> None:
         raise ValueError("no training data given (config.data / --data)")
     if not config.epochs and not config.max_steps:
         raise ValueError("give the run length as epochs or max_steps")
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ImportError("--tensorboard needs the tensorboard package: pip install 'resnets[tensorboard]'")
 
 
 def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:
@@ -171,6 +174,7 @@ class _Trainer:
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.aug_rng = torch.Generator().manual_seed(config.seed)
         self.skipped: set[str] = set()  # bad image files met by this process (streaming)
+        self.tb = None  # TensorBoard SummaryWriter (rank 0, --tensorboard)
         if self.data.streaming:
             size, pin = self.data.image_size, ctx.device.type == "cuda"
             local = local_slice(config.batch_size, ctx)
@@ -232,6 +236,8 @@ class _Trainer:
             return
         state = self._state()
         save_checkpoint(self.out / "last.pt", state)
+        if self.tb is not None:  # TensorBoard's events keep up with the checkpoints
+            self.tb.flush()
         meta = {"model": self.config.model, "classes": list(self.data.train.classes), "recipe": self.config.recipe,
                 "normalize": self.config.normalize, "mean": list(self.config.mean), "std": list(self.config.std),
                 "epoch": self.epoch, "step": self.step}
@@ -252,6 +258,11 @@ class _Trainer:
             (self.out / ".config.json.tmp").write_text(cfg.to_json())
             (self.out / ".config.json.tmp").replace(self.out / "config.json")
             self.log = MetricsLog(self.out, keep_epochs=self.epoch)
+            if cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                # purge_step: a resumed run drops the events logged after its checkpoint
+                self.tb = SummaryWriter(str(self.out / "tb"), purge_step=self.step + 1 if self.step else None)
         dev = ctx.device
         if not self.data.streaming:
             self.train_tensors = self.data.train.images.to(dev), self.data.train.labels.to(dev)
@@ -281,6 +292,8 @@ class _Trainer:
             row = self._end_epoch(elapsed, seen)
         if ctx.is_main:
             self._plot()
+            if self.tb is not None:
+                self.tb.close()
         return {**row, "run_dir": str(self.out), "best_error": self.best_error, "skipped_images": len(self.skipped)}
 
     def _train_batches(self, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -337,6 +350,9 @@ class _Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
+        if self.tb is not None and cfg.tensorboard_every_steps and self.step % cfg.tensorboard_every_steps == 0:
+            self.tb.add_scalar("train/step_loss", loss_sum / count, self.step)
+            self.tb.add_scalar("train/lr", lr, self.step)
         self.meters = [self.meters[0] + loss_sum, self.meters[1] + n_correct, self.meters[2] + count]
         if self.warming_up:
             self.error_ema = 0.9 * self.error_ema + 0.1 * (1 - n_correct / count)
@@ -358,6 +374,9 @@ class _Trainer:
         self._save(row, is_best)
         if self.ctx.is_main:
             self.log.append(row)
+            if self.tb is not None:  # per epoch, at the epoch's last step, under the metrics.csv names
+                for key in ("train_loss", "train_error", "eval_loss", "eval_error", "lr", "images_per_s"):
+                    self.tb.add_scalar(f"epoch/{key}", row[key], self.step)
             tqdm.write(f"epoch {self.epoch}/{self.epochs}  step {self.step}  train loss {row['train_loss']:.4f}  "
                        f"train err {row['train_error']:.2%}  {row['eval_split']} loss {eval_loss:.4f}  "
                        f"{row['eval_split']} err {eval_error:.2%}  {row['images_per_s']:.0f} img/s")
