@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -14,6 +16,7 @@ from test_train import Interrupt, fresh_model, interrupting_model, metrics
 from torchvision import transforms as T
 
 import resnets
+from resnets.cli import main
 from resnets.data.images import load_img
 from resnets.preprocess import CIFAR10
 from resnets.train import make_config, streaming, train
@@ -130,3 +133,20 @@ def test_auto_mode_streams_only_large_image_folders(folder, tmp_path, monkeypatc
     assert streaming.choose_data_mode("auto", folder, 32) == "stream"
     assert streaming.choose_data_mode("auto", folder, 31) == "memory"
     assert streaming.choose_data_mode("auto", cifar, 32) == "memory"
+
+
+def test_two_process_gloo_stream_run_matches_one_process(folder, tmp_path):
+    # frozen BatchNorm statistics: then the 2 x 4 images of each step give exactly the gradient of the 8
+    args = ["--data", str(folder), "--data-mode", "stream", "--workers", "1", "--image-size", "32", "--epochs", "1",
+            "--batch-size", "8", "--lr", "0.0005", "--freeze", "bn", "--threads", "1", "--precision", "fp32",
+            "--no-progress"]
+    assert main(["train", *args, "--out", str(tmp_path / "one")]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "resnets",
+           "train", *args, "--out", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert [r["step"] for r in two] == [r["step"] for r in one] == [5]
+    for key in ("train_loss", "eval_loss", "eval_error"):
+        assert two[0][key] == pytest.approx(one[0][key], rel=1e-4), key
