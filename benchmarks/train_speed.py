@@ -48,23 +48,25 @@ def baseline_images_per_s(model_name: str, data: PILImages, batch_size: int) -> 
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True)
     loss_fn = nn.CrossEntropyLoss()
-    seen, start = 0, time.perf_counter()
-    for x, y in loader:
-        loss = loss_fn(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        seen += len(y)
+    for _ in range(2):  # the second epoch is measured, as for the trainer
+        seen, start = 0, time.perf_counter()
+        for x, y in loader:
+            loss = loss_fn(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen += len(y)
     return seen / (time.perf_counter() - start)
 
 
 def trainer_images_per_s(model_name: str, data_dir: str, n: int, batch_size: int, precision: str,
-                         threads: int | None) -> float:
-    """One epoch of ``resnets.train.train`` on ``n`` training images; its own images/s (evaluation excluded)."""
+                         threads: int | None, compile: bool = False) -> float:
+    """``resnets.train.train`` on ``n`` training images for two epochs; the second epoch's images/s (its own
+    measurement, evaluation excluded), so that warm-up and compilation are not counted."""
     with tempfile.TemporaryDirectory() as out:
-        config = make_config("fast-cifar", model=model_name, data=data_dir, out=out, epochs=1,
+        config = make_config("fast-cifar", model=model_name, data=data_dir, out=out, epochs=2,
                              batch_size=batch_size, train_subset=n, test_subset=batch_size, precision=precision,
-                             threads=threads, progress=False)
+                             threads=threads, progress=False, compile=compile)
         return train(config)["images_per_s"]
 
 
@@ -75,18 +77,24 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1024, help="training images per measurement (one epoch)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="add a column: trainer bf16 with torch.compile")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     subset = load_image_tensors(args.data, "train").subset(range(0, 50_000, 50_000 // args.images)[: args.images])
     pil = PILImages([Image.fromarray(x.permute(1, 2, 0).numpy()) for x in subset.images], subset.labels.tolist())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images, batch {args.batch_size}")
-    print(f"{'model':10} {'baseline fp32':>14} {'trainer fp32':>13} {'trainer bf16':>13} {'speed-up bf16':>14}")
+    header = f"{'model':10} {'baseline fp32':>14} {'trainer fp32':>13} {'trainer bf16':>13} {'speed-up bf16':>14}"
+    print(header + (f" {'bf16+compile':>13} {'speed-up':>9}" if args.compile else ""))
     for name in args.models.split(","):
         base = baseline_images_per_s(name, pil, args.batch_size)
         fp32 = trainer_images_per_s(name, args.data, args.images, args.batch_size, "fp32", args.threads)
         bf16 = trainer_images_per_s(name, args.data, args.images, args.batch_size, "bf16", args.threads)
-        print(f"{name:10} {base:14.0f} {fp32:13.0f} {bf16:13.0f} {bf16 / base:13.2f}x", flush=True)
+        line = f"{name:10} {base:14.0f} {fp32:13.0f} {bf16:13.0f} {bf16 / base:13.2f}x"
+        if args.compile:
+            fast = trainer_images_per_s(name, args.data, args.images, args.batch_size, "bf16", args.threads, True)
+            line += f" {fast:13.0f} {fast / base:8.2f}x"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
