@@ -10,12 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from bn_reference import randomize_bn
 from PIL import Image
 
 import resnets
 from resnets.cli import main
 from resnets.registry import create_model
-from resnets.weights import ChecksumError, convert_to_safetensors, get_weights, read_checkpoint, save_safetensors
+from resnets.weights import (
+    ChecksumError,
+    convert_to_safetensors,
+    get_weights,
+    read_checkpoint,
+    save_safetensors,
+)
 from resnets.weights.checkpoint import HDF5_SIGNATURE, detect_format
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -35,17 +42,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Non-trivial BN statistics and affine terms, so that a wrongly mapped BN shows in the output."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

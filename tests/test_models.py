@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torchvision
+from bn_reference import randomize_bn
 
 import resnets
 
@@ -15,16 +16,6 @@ PARAMS = {
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
 
-def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
-    """Give every BN non-trivial statistics and affine terms, so that loading mistakes show."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) * 0.5 + 0.25)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
 
 
 def test_registry_lists_every_paper_network():

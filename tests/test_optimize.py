@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bn_reference import randomize_bn
 from PIL import Image
 from torch import nn
 
@@ -67,17 +68,6 @@ def cifar_model() -> nn.Module:
     return resnets.create_model("resnet20", weights=CHECKPOINT).eval()
 
 
-def randomize_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial BN statistics and affine parameters, so that a wrong fold shows."""
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
-    return model.eval()
 
 
 def small(block, **kwargs) -> nn.Module:
