@@ -215,3 +215,8 @@ def test_features_parquet_output_holds_paths_and_vectors(tmp_path):
     with torch.no_grad():
         expected = inf.model(torch.stack([inf.preprocessing(Image.open(p)) for p in paths]))
     np.testing.assert_allclose(np.array(table["features"]), expected.numpy(), atol=1e-6)
+
+
+def test_features_layer_out_of_range_is_refused_before_any_work():
+    with pytest.raises(ValueError, match=r"stage must lie in 1..3, got 5"):
+        resnets.pipeline.load_inference("resnet20", None, features=("avg", 5))

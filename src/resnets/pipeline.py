@@ -44,7 +44,8 @@ class StageFeatures(nn.Module):
             raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
         self.model, self.pooling = model, pooling
         self.stage = len(model.stage_names) if stage is None else stage
-        self.model.forward_intermediates(torch.zeros(1, 3, 32, 32), [self.stage])  # validates the index early
+        if not 1 <= self.stage <= len(model.stage_names):
+            raise ValueError(f"stage must lie in 1..{len(model.stage_names)}, got {stage}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fmap = self.model.forward_intermediates(x, [self.stage])[0]
