@@ -1,11 +1,13 @@
-"""``optimize()``: an inference-ready copy of a model for fp32, bf16 or int8 on CPU (and GPU).
+"""``optimize()``: an inference-ready copy of a model for fp32, bf16 or int8 on CPU, fp32, fp16 or bf16 on CUDA.
 
 The steps, each measured to pay on this package's ResNets (see ``benchmarks/``): eval mode,
 BatchNorm folded into the convolutions, channels-last memory layout (oneDNN's native
 layout, no reorders between layers), then per precision bf16 weights and activations (AMX
 on recent Xeons) or static int8 (PT2E), and ``torch.compile`` with freezing, which fuses
 the elementwise tails (bias, residual add, ReLU) into the convolutions and pre-packs the
-weights.
+weights.  On CUDA the same folded channels-last network (cuDNN's tensor-core layout) runs in
+fp32, fp16 or bf16 and is compiled with CUDA graphs, which replay all kernels of a call with one
+launch.
 """
 
 from __future__ import annotations
@@ -18,49 +20,70 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..device import model_device
 from .fold import fold_batchnorm
 from .quantize import quantize_int8
 
-Precision = Literal["fp32", "bf16", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
+# Half precisions convert the weights and activations themselves rather than running under autocast:
+# with BatchNorm folded every layer is a conv, a linear or an elementwise op, all safe in half, and
+# autocast would re-cast every weight on every call (its cast cache only keeps tensors that require
+# grad), an extra kernel and read of the weights per layer.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 
 # Whether torch.compile pays by default, chosen from benchmarks/results (ResNet-50, batch 16):
 # it does for every precision, and int8 needs it (the quantized graph only becomes int8
 # kernels when inductor lowers it).
-COMPILE_BY_DEFAULT = {"fp32": True, "bf16": True, "int8": True}
+COMPILE_BY_DEFAULT = {"fp32": True, "bf16": True, "fp16": True, "int8": True}
 
 
 class InferenceModel(nn.Module):
     """Runs an optimised network on ordinary float NCHW input and returns float32 output.
 
-    The input is converted to the network's layout (channels-last) and dtype, the output
-    back to a contiguous float32 tensor, so callers need not know how the model was optimised.
+    The input is moved to the network's device and converted to its layout (channels-last) and
+    dtype, the output back to a contiguous float32 tensor on the input's device, so callers need
+    not know how or where the model was optimised: a CPU batch given to a GPU model comes back on
+    the CPU, a GPU batch stays on the GPU (no synchronisation, as benchmarks need).
     """
 
-    def __init__(self, net: nn.Module, precision: str, compiled: bool) -> None:
+    def __init__(self, net: nn.Module, precision: str, compiled: bool, cuda_graphs: bool = False) -> None:
         super().__init__()
         self.net = net
         self.precision = precision
         self.compiled = compiled
+        self.cuda_graphs = cuda_graphs
         self.dtype = DTYPES[precision]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights are (looked up per call, so ``.to(device)`` afterwards is honoured)."""
+        return model_device(self.net)
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
             raise ValueError(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
-        x = x.to(dtype=self.dtype, memory_format=torch.channels_last)
+        source = x.device
+        x = x.to(self.device, dtype=self.dtype, memory_format=torch.channels_last, non_blocking=True)
         if not self.compiled:
-            return self.net(x).to(torch.float32).contiguous()
-        # Compilation happens lazily, inside this call.  Freezing must be set in the global inductor
-        # config (torch.compile's options= does not reach the constant folding that pre-packs int8 weights).
-        from torch._inductor import config as inductor_config
+            out = self.net(x)
+        elif self.device.type == "cuda":
+            if self.cuda_graphs:  # a new replay may overwrite the last one's outputs: copied out below
+                torch.compiler.cudagraph_mark_step_begin()
+            out = self.net(x)
+        else:
+            # Compilation happens lazily, inside this call.  Freezing must be set in the global inductor
+            # config (torch.compile's options= does not reach the constant folding that pre-packs int8 weights).
+            from torch._inductor import config as inductor_config
 
-        with inductor_config.patch(freezing=True):
-            return self.net(x).to(torch.float32).contiguous()
+            with inductor_config.patch(freezing=True):
+                out = self.net(x)
+        # copy=: an fp32 output would otherwise be the CUDA graph's own buffer, rewritten by the next call.
+        return out.to(source, torch.float32, memory_format=torch.contiguous_format, copy=self.cuda_graphs)
 
     def extra_repr(self) -> str:
-        return f"precision={self.precision}, compiled={self.compiled}"
+        return f"precision={self.precision}, compiled={self.compiled}, cuda_graphs={self.cuda_graphs}"
 
 
 def _example_batch(model: nn.Module, example_inputs: torch.Tensor | tuple | None) -> torch.Tensor:
@@ -78,26 +101,40 @@ def optimize(
     example_inputs: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
     calibration: Iterable[torch.Tensor] | None = None,
     compile: bool | None = None,
+    cuda_graphs: bool | None = None,
 ) -> nn.Module:
-    """An inference-ready copy of ``model`` (the original is untouched).
+    """An inference-ready copy of ``model`` on the model's device (the original is untouched).
 
-    ``precision``: ``"fp32"`` (exact up to rounding), ``"bf16"`` (weights and activations)
-    or ``"int8"`` (static quantization, calibrated on ``calibration``, an iterable of NCHW
-    float batches preprocessed like real inputs; without it on ``example_inputs``, with a
-    warning).  ``compile``: use ``torch.compile`` (inductor, freezing); ``None`` picks the
-    measured default.  A compiled model compiles on its first call and again, once, with a
-    dynamic batch size when it first sees another batch size.
+    ``precision``: ``"fp32"`` (exact up to rounding), ``"bf16"`` (weights and activations),
+    ``"fp16"`` (likewise; CUDA only) or ``"int8"`` (CPU only: static quantization, calibrated
+    on ``calibration``, an iterable of NCHW float batches preprocessed like real inputs;
+    without it on ``example_inputs``, with a warning).  ``compile``: use ``torch.compile``
+    (inductor; freezing on the CPU); ``None`` picks the measured default.  A compiled model
+    compiles on its first call and again, once, with a dynamic batch size when it first sees
+    another batch size.  ``cuda_graphs`` (compiled CUDA models; ``None`` = on there):
+    ``mode="reduce-overhead"``, one graph recorded per batch size seen.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     compile = COMPILE_BY_DEFAULT[precision] if compile is None else compile
     if precision == "int8" and not compile:
         raise ValueError("int8 needs compile=True: only inductor lowers the quantized graph to int8 kernels")
+    on_cuda = model_device(model).type == "cuda"
+    # CUDA graphs pay most at small batches, where launching ~100 kernels one by one costs as much
+    # as running them; a replay is never slower than those launches, so they stay on at large
+    # batches too.  Their price is memory: each new batch size records a graph and keeps its buffers.
+    cuda_graphs = (compile and on_cuda) if cuda_graphs is None else cuda_graphs
+    if cuda_graphs and not (compile and on_cuda):
+        raise ValueError("cuda_graphs needs compile=True and a model on a CUDA device "
+                         f"(the model is on {model_device(model)})")
     net = prepare(model, precision, _example_batch(model, example_inputs), calibration,
                   calibrate_on_example=example_inputs is not None)
     if compile:
-        net = torch.compile(net)
-    return InferenceModel(net, precision, bool(compile))
+        # No freezing on CUDA: its gains on the CPU are oneDNN weight pre-packing and int8 lowering,
+        # while cuDNN takes the folded channels-last weights as they are; and a frozen graph bypasses
+        # inductor's on-disk FX graph cache, so every process would compile from scratch.
+        net = torch.compile(net, mode="reduce-overhead" if cuda_graphs else None)
+    return InferenceModel(net, precision, bool(compile), bool(cuda_graphs))
 
 
 def prepare(
@@ -111,14 +148,17 @@ def prepare(
 
     Takes input already in its dtype and layout; int8 gives a quantized FX graph.
     """
+    device = model_device(model)
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision fp16 needs a CUDA GPU (the model is on {device}); on the CPU use precision "
+                         "bf16, which AVX-512/AMX CPUs run natively")
     net = copy.deepcopy(model).eval().requires_grad_(False)
     fold_batchnorm(net)
     net = net.to(dtype=DTYPES[precision], memory_format=torch.channels_last)
     if precision != "int8":
         return net
-    device = next(net.parameters()).device
     if device.type != "cpu":
-        raise ValueError(f"int8 quantization targets x86 CPUs; the model is on {device} (use bf16 there)")
+        raise ValueError(f"int8 quantization targets x86 CPUs; the model is on {device} (use fp16 or bf16 there)")
     if calibration is None:
         if not calibrate_on_example:
             raise ValueError("int8 needs calibration images (calibration=) or example_inputs to calibrate on")
