@@ -47,6 +47,24 @@ class ImageTensors:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return ImageTensors(self.images[idx], self.labels[idx], self.classes)
 
+    def relabel(self, classes: Sequence[str]) -> ImageTensors:
+        """The same images labelled by their class names' places in ``classes`` (the training split's list)."""
+        return ImageTensors(self.images, labels_by_name(self.labels, self.classes, classes), tuple(classes))
+
+
+def labels_by_name(labels: torch.Tensor, own: Sequence[str], classes: Sequence[str]) -> torch.Tensor:
+    """``labels`` (indices into ``own``) as indices into ``classes``, matched by class name.
+
+    A split's folders number its own classes; an evaluation split lacking or adding one would be
+    numbered differently from training, so it is labelled by the training split's names instead.
+    """
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted({own[i] for i in labels.unique().tolist()} - index.keys())
+    if unknown:
+        raise ValueError(f"class {', '.join(map(repr, unknown))} is not among the training split's classes "
+                         f"({', '.join(classes)})")
+    return torch.tensor([index.get(name, -1) for name in own], dtype=torch.long)[labels]
+
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("RESNETS_CACHE", Path.home() / ".cache" / "resnets")) / "data"

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data.cifar import ImageTensors, load_image_tensors
+from ..data.cifar import ImageTensors, _resolve, load_image_tensors
 from ..data.images import ImageBatch
 from ..registry import create_model
 from .augment import crop_flip, normalize, sample_crop_flip
@@ -105,8 +105,12 @@ def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:
         perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed))
         eval_set, train_set = train_set.subset(perm[-config.val_split:]), train_set.subset(perm[: -config.val_split])
         split = "val"
-    else:
+    else:  # labelled by the training split's class names: its folders may lack, or add, a class
         eval_set, split = load(config.data, "test"), "test"
+        try:
+            eval_set = eval_set.relabel(train_set.classes)
+        except ValueError as e:
+            raise ValueError(f"{_resolve(Path(config.data), split)}: {e}") from e
     if ctx.is_main:
         barrier(ctx)
     if config.train_subset:
@@ -276,12 +280,12 @@ class _Trainer:
                        disable=not (ctx.is_main and cfg.progress), leave=False, dynamic_ncols=True)
             start, seen = time.perf_counter(), 0
             for i, (x, y) in enumerate(self._train_batches(steps), start=self.epoch_step):
-                if len(y):  # empty only when every file of a streamed batch was bad
+                if self._every_rank_has_images(len(y), i):
                     self._train_step(normalize(x, mean, std, cfg.channels_last), y, criterion)
                 self.epoch_step = i + 1
                 seen += cfg.batch_size
-                if ctx.is_main and cfg.progress and (i % 10 == 0 or i + 1 == steps):
-                    loss_sum, correct, count = self.meters
+                loss_sum, correct, count = self.meters
+                if ctx.is_main and cfg.progress and count and (i % 10 == 0 or i + 1 == steps):
                     bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}",
                                     img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
                 bar.update(1)
@@ -326,6 +330,21 @@ class _Trainer:
                            file=sys.stderr)
         dev = self.ctx.device
         return batch.images.to(dev, non_blocking=True), files.labels[batch.indices].to(dev, non_blocking=True)
+
+    def _every_rank_has_images(self, n: int, i: int) -> bool:
+        """Whether step ``i`` can train: no process's share of the batch (``n`` images here) is empty.
+
+        Only a streamed batch whose files are all bad is empty. Every process must take the same
+        decision, or one skips DDP's gradient all-reduce that the others wait in, and the job hangs.
+        """
+        if not self.data.streaming:
+            return True
+        (empty,) = all_sum([float(n == 0)], self.ctx)
+        if empty and self.ctx.is_main:
+            tqdm.write(f"resnets train: step {i + 1} of epoch {self.epoch + 1} skipped: {int(empty)} of "
+                       f"{self.ctx.world_size} processes have no readable image in their share of the batch",
+                       file=sys.stderr)
+        return not empty
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module) -> None:
         cfg = self.config

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from torchvision.transforms import v2
 
-from ..data.cifar import _resolve
+from ..data.cifar import _resolve, labels_by_name
 from ..data.images import ImageFiles, ImageSample, collate_images, find_images
 
 DATA_MODES = ("auto", "memory", "stream")
@@ -40,6 +40,10 @@ class ImageFolderList:
     def subset(self, indices: torch.Tensor | Sequence[int]) -> ImageFolderList:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return ImageFolderList([self.paths[i] for i in idx.tolist()], self.labels[idx], self.classes)
+
+    def relabel(self, classes: Sequence[str]) -> ImageFolderList:
+        """The same files labelled by their class names' places in ``classes`` (the training split's list)."""
+        return ImageFolderList(self.paths, labels_by_name(self.labels, self.classes, classes), tuple(classes))
 
 
 def image_folder_split(source: str | os.PathLike, split: str) -> ImageFolderList | None:
