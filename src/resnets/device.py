@@ -41,10 +41,3 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
-
-
-def device_name(device: torch.device) -> str:
-    """A human-readable name for benchmark reports: the GPU's model, or ``cpu``."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return device.type

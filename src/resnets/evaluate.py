@@ -85,7 +85,8 @@ def evaluate(inf: Inference, data: str | os.PathLike, batch_size: int = 128, wor
             labels += [label] * len(files)
         labels_t = torch.tensor(labels)
         bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="eval")
-        for batch, all_paths in file_batches(paths, inf.preprocessing, batch_size, workers):
+        for batch, all_paths in file_batches(paths, inf.preprocessing, batch_size, workers,
+                                             pin_memory=inf.device.type == "cuda"):
             errors += [(str(all_paths[i]), e) for i, e in batch.errors]
             if len(batch.indices):
                 a, b = _topk_hits(run_model(inf.model, batch.images), labels_t[batch.indices])

@@ -125,7 +125,8 @@ def extract_features(
     shard_feats: list[np.ndarray] = []
     shard_errors: list[tuple[str, str]] = []
     bar = tqdm(total=len(keys), initial=resumed, unit="img", disable=not progress, desc="features")
-    for batch, all_paths in file_batches(todo, inf.preprocessing, batch_size, workers):
+    for batch, all_paths in file_batches(todo, inf.preprocessing, batch_size, workers,
+                                         pin_memory=inf.device.type == "cuda"):
         shard_errors += [(str(all_paths[i]), e) for i, e in batch.errors]
         if len(batch.indices):
             feats = run_model(inf.model, batch.images).numpy()

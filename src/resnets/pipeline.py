@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.images import ImageBatch, ImageFiles, collate_images
+from .device import model_device, resolve_device
 from .preprocess import CIFAR10, IMAGENET_TORCH, Preprocessing
 from .inference import PRECISIONS
 from .networks import ResNet
@@ -33,6 +34,11 @@ class Inference:
     classes: Any  # "imagenet", "cifar10" or a sequence of names, as resnets.classes.decode_predictions takes
     name: str
     weights: str | None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs; batches are moved there by :func:`run_model`."""
+        return model_device(self.model)
 
 
 class StageFeatures(nn.Module):
@@ -59,19 +65,23 @@ def load_inference(
     precision: str = "fp32",
     features: tuple[str, int | None] | None = None,
     calibration: Sequence[Path] | torch.Tensor | None = None,
+    device: str | torch.device | None = "cpu",
+    backend: str = "torch",
     **model_kwargs: Any,
 ) -> Inference:
-    """Build ``model_name`` with ``weights`` in eval mode; fp32 runs eagerly, bf16 and int8 through
-    :func:`resnets.optimize`.
+    """Build ``model_name`` with ``weights`` in eval mode on ``device`` (``auto``, ``cpu``, ``cuda``,
+    ``cuda:N``); fp32 runs eagerly, bf16, fp16 (CUDA) and int8 (CPU) through :func:`resnets.optimize`.
 
     ``features=(pooling, stage)`` makes it a feature extractor (see :class:`StageFeatures`).
     ``calibration``: the user's own images (file paths, or a uint8 NCHW tensor) that int8 calibrates
     on, preprocessed with the weights' recipe. Without weights the recipe and classes default to the
-    model family's (ImageNet or CIFAR-10).
+    model family's (ImageNet or CIFAR-10).  ``backend="onnxruntime"``: fp32 or int8 through
+    :func:`resnets.optimize` run by onnxruntime (CPU).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    model: nn.Module = create_model(model_name, weights=weights, **model_kwargs).eval()
+    dev = resolve_device(device)
+    model: nn.Module = create_model(model_name, weights=weights, **model_kwargs).eval().to(dev)
     cfg = getattr(model, "pretrained_cfg", None)
     if cfg is not None:
         preprocessing, classes = cfg.preprocessing, cfg.classes
@@ -82,14 +92,14 @@ def load_inference(
     size = preprocessing.crop_size or model.input_size[-1]
     if features is not None:
         model = StageFeatures(model, features[1], features[0]).eval()
-    if precision != "fp32":
+    if precision != "fp32" or backend != "torch":  # onnxruntime runs fp32 too, faster than eager
         from .inference import optimize
 
         batches = None
         if precision == "int8" and calibration is not None:
             batches = calibration_batches(calibration, preprocessing)
         model = optimize(model, precision=precision, example_inputs=torch.zeros(1, 3, size, size),
-                         calibration=batches)
+                         calibration=batches, backend=backend)
     return Inference(model, preprocessing, classes, model_name, None if weights is None else str(weights))
 
 
@@ -106,13 +116,17 @@ def calibration_batches(images: Sequence[Path] | torch.Tensor, preprocessing: Pr
 
 
 def file_batches(
-    paths: Sequence[Path], preprocessing: Preprocessing, batch_size: int = 32, workers: int = 2
+    paths: Sequence[Path], preprocessing: Preprocessing, batch_size: int = 32, workers: int = 2,
+    pin_memory: bool = False,
 ) -> Iterator[tuple[ImageBatch, Sequence[Path]]]:
-    """Decoded, preprocessed batches of ``paths``; bad files come back in ``batch.errors``, never dropped."""
+    """Decoded, preprocessed batches of ``paths``; bad files come back in ``batch.errors``, never dropped.
+
+    ``pin_memory`` (for a CUDA model): page-locked batches, copied to the GPU asynchronously.
+    """
     dataset = ImageFiles(paths, preprocessing)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_images,
-        persistent_workers=False, prefetch_factor=4 if workers else None,
+        persistent_workers=False, prefetch_factor=4 if workers else None, pin_memory=pin_memory,
     )
     for batch in loader:
         yield batch, dataset.paths
@@ -120,7 +134,8 @@ def file_batches(
 
 @torch.inference_mode()
 def run_model(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Float32 outputs of ``model`` on a batch (empty batches allowed)."""
+    """Float32 outputs of ``model`` on a batch, on the CPU (empty batches allowed); the batch is
+    moved to the model's device first."""
     if not len(images):
         return images.new_zeros((0,))
-    return model(images).float()
+    return model(images.to(model_device(model), non_blocking=True)).float().cpu()

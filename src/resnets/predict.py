@@ -28,7 +28,8 @@ class Prediction:
 def predict_files(inf: Inference, paths: Sequence[Path], top: int = 5, batch_size: int = 32,
                   workers: int = 2) -> Iterator[Prediction]:
     """Predictions for ``paths`` in order of completion (each batch in file order)."""
-    for batch, all_paths in file_batches(paths, inf.preprocessing, batch_size, workers):
+    for batch, all_paths in file_batches(paths, inf.preprocessing, batch_size, workers,
+                                         pin_memory=inf.device.type == "cuda"):
         for index, message in batch.errors:
             yield Prediction(all_paths[index], [], message)
         if not len(batch.indices):

@@ -7,10 +7,13 @@ import json
 from dataclasses import asdict
 
 from ..inference.export import FORMATS
-from ..inference.optimize import DTYPES, PRECISIONS
+from ..inference.optimize import BACKENDS, DTYPES, PRECISIONS
+from .predict import add_device_option
 
 # Default --tolerance per precision: max |exported - eager| relative to max |eager|.
 TOLERANCES = {"fp32": 1e-4, "bf16": 5e-2, "int8": 0.1}
+# What ``resnets bench`` compares when --precision is not given: what each device runs natively.
+BENCH_PRECISIONS = {"cpu": ("fp32", "bf16", "int8"), "cuda": ("fp32", "fp16", "bf16")}
 
 
 def _csv(kind: type, choices: tuple[str, ...] | None = None):
@@ -46,8 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="resnet50", help="model name (default: resnet50)")
     p.add_argument("--weights", default=None, help="registry name or local weights file (default: random init)")
     p.add_argument("--batch", type=_csv(int), default=[1, 16, 64], help="batch sizes (default: 1,16,64)")
-    p.add_argument("--precision", type=_csv(str, PRECISIONS), default=list(PRECISIONS),
-                   help="precisions (default: fp32,bf16,int8)")
+    p.add_argument("--precision", type=_csv(str, PRECISIONS), default=None,
+                   help="precisions (default: fp32,bf16,int8 on the CPU, fp32,fp16,bf16 on CUDA)")
+    p.add_argument("--backend", type=_csv(str, BACKENDS), default=["torch"],
+                   help="torch and/or onnxruntime (fp32 and int8 only, modes 'onnxruntime PRECISION') "
+                        "(default: torch)")
     p.add_argument("--input-size", type=int, default=None, help="square input side (default: the model's)")
     p.add_argument("--runs", type=int, default=None, help="timed rounds (default: 50 at batch 1, else 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per mode first (default: 2)")
@@ -57,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for --end-to-end (default: 2)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--save", metavar="FILE", default=None, help="also write the JSON to FILE")
+    add_device_option(p)
     p.set_defaults(func=run_bench)
 
 
@@ -130,39 +137,50 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from ..inference import optimize
     from ..inference.bench import compare, end_to_end, format_table, machine
+    from ..inference.ort import ORT_PRECISIONS
     from ..atomic import atomic_path
+    from ..device import resolve_device
     from ..registry import create_model
     from . import UsageError
 
     if min(args.batch) < 1 or (args.runs is not None and args.runs < 1) or args.workers < 0:
         raise UsageError("--batch and --runs must be >= 1 and --workers >= 0")
-    model = create_model(args.model, weights=args.weights).eval()
+    device = resolve_device(args.device)
+    model = create_model(args.model, weights=args.weights).eval().to(device)
     size = args.input_size or model.input_size[-1]
     gen = torch.Generator().manual_seed(0)
-    inputs = {b: torch.randn(b, 3, size, size, generator=gen) for b in args.batch}
+    inputs = {b: torch.randn(b, 3, size, size, generator=gen).to(device) for b in args.batch}
 
     reference = _baseline(args.model, model)
     base_name = "torchvision eager fp32" if reference is not None else "resnets eager fp32"
-    models = {base_name: reference if reference is not None else model}
-    precisions = [p for p in args.precision if not (args.no_compile and p == "int8")]
+    models = {base_name: reference.to(device) if reference is not None else model}
+    precisions = [p for p in args.precision or BENCH_PRECISIONS[device.type]
+                  if not (args.no_compile and p == "int8")]
     calibration = [inputs[max(args.batch)]]
-    for precision in precisions:
-        models[f"resnets {precision}"] = optimize(model, precision, example_inputs=calibration[0],
-                                                  calibration=calibration, compile=not args.no_compile)
+    optimized = []
+    for backend in args.backend:
+        for precision in precisions:
+            if backend == "onnxruntime" and precision not in ORT_PRECISIONS:
+                continue
+            mode = f"resnets {precision}" if backend == "torch" else f"onnxruntime {precision}"
+            options = {"compile": not args.no_compile} if backend == "torch" else {}
+            models[mode] = optimize(model, precision, example_inputs=calibration[0], calibration=calibration,
+                                    backend=backend, **options)
+            optimized.append(mode)
 
     results = []
     for b in args.batch:
         runs = args.runs or (50 if b == 1 else 10)
         results += compare(models, inputs[b], base_name, runs, args.warmup)
         if args.end_to_end and b > 1:
-            for precision in precisions:
-                r = end_to_end(models[f"resnets {precision}"], args.end_to_end, b, size, args.workers,
-                               f"end-to-end {precision}")
-                model_only = next(x for x in results if x.mode == f"resnets {precision}" and x.batch == b)
+            for mode in optimized:
+                r = end_to_end(models[mode], args.end_to_end, b, size, args.workers,
+                               f"end-to-end {mode.removeprefix('resnets ')}")
+                model_only = next(x for x in results if x.mode == mode and x.batch == b)
                 r.of_model_only = r.images_per_s / model_only.images_per_s
                 results.append(r)
 
-    report = {"model": args.model, "input_size": size, "baseline": base_name, "machine": machine(),
+    report = {"model": args.model, "input_size": size, "baseline": base_name, "machine": machine(device),
               "results": [asdict(r) for r in results]}
     if args.save:
         with atomic_path(args.save) as tmp:
@@ -171,6 +189,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         m = report["machine"]
-        print(f"{args.model} {size}x{size}, {m['cpu']}, {m['threads']} threads, torch {m['torch']}")
+        where = m["gpu"] if device.type == "cuda" else f"{m['cpu']}, {m['threads']} threads"
+        print(f"{args.model} {size}x{size}, {where}, torch {m['torch']}")
         print(format_table(results))
     return 0

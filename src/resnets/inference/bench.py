@@ -3,7 +3,8 @@
 Other processes make absolute timings on a shared CPU swing by 2-3x within minutes.  Each
 round therefore calls the baseline and every candidate once, back to back, and a mode's
 speed-up is the median over rounds of ``baseline time / mode time``: load that comes and
-goes hits both sides of each ratio alike.
+goes hits both sides of each ratio alike.  On a GPU each timed call is bracketed by
+``torch.cuda.synchronize()``, so that a time covers the kernels, not just their launch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from ..device import model_device
 
 
 @dataclass
@@ -43,8 +46,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def interleaved_times(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds per call of each function, ``runs`` rounds that call every function once in turn."""
+def interleaved_times(fns: dict[str, Callable[[], object]], runs: int, warmup: int = 2,
+                      device: torch.device | str = "cpu") -> dict[str, list[float]]:
+    """Seconds per call of each function, ``runs`` rounds that call every function once in turn.
+
+    On a CUDA ``device`` the GPU is synchronised before and after each call: CUDA calls return once
+    their kernels are queued, and a time must neither include the previous call's work nor miss its own.
+    """
+    device = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     with torch.inference_mode():
         for fn in fns.values():
             for _ in range(warmup):
@@ -52,8 +62,12 @@ def interleaved_times(fns: dict[str, Callable[[], object]], runs: int, warmup: i
         times: dict[str, list[float]] = {name: [] for name in fns}
         for _ in range(runs):
             for name, fn in fns.items():
+                if sync:
+                    sync()
                 start = time.perf_counter()
                 fn()
+                if sync:
+                    sync()
                 times[name].append(time.perf_counter() - start)
     return times
 
@@ -65,8 +79,10 @@ def compare(
     runs: int,
     warmup: int = 2,
 ) -> list[BenchResult]:
-    """Benchmark ``models`` (name -> module) on one input batch; ratios are against ``models[baseline]``."""
-    times = interleaved_times({name: (lambda m=m: m(batch)) for name, m in models.items()}, runs, warmup)
+    """Benchmark ``models`` (name -> module) on one input batch, on the batch's device; ratios are
+    against ``models[baseline]``."""
+    times = interleaved_times({name: (lambda m=m: m(batch)) for name, m in models.items()}, runs, warmup,
+                              batch.device)
     n = len(batch)
     results = []
     for name, ts in times.items():
@@ -101,7 +117,7 @@ def end_to_end(
     recipe = dataclasses.replace(IMAGENET_TORCH, resize_size=round(input_size * 256 / 224), crop_size=input_size)
     loader = torch.utils.data.DataLoader(
         ImageFiles(paths, recipe), batch_size=batch_size, num_workers=workers, collate_fn=collate_images,
-        drop_last=True, prefetch_factor=4 if workers else None,
+        drop_last=True, prefetch_factor=4 if workers else None, pin_memory=model_device(model).type == "cuda",
     )
     images, start, latencies = 0, 0.0, []
     with torch.inference_mode():
@@ -119,8 +135,8 @@ def end_to_end(
                        1e3 * percentile(latencies, 0.9), None, note)
 
 
-def machine() -> dict[str, object]:
-    """What the numbers were measured on."""
+def machine(device: torch.device | str = "cpu") -> dict[str, object]:
+    """What the numbers were measured on (with the GPU, its CUDA and cuDNN versions on a CUDA ``device``)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -131,7 +147,15 @@ def machine() -> dict[str, object]:
         "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "capability": torch.backends.cpu.get_cpu_capability(), "amx_int8": _cpu_flag("amx_int8"),
         "amx_bf16": _cpu_flag("amx_bf16"), "python": platform.python_version(),
+        **_gpu(torch.device(device)),
     }
+
+
+def _gpu(device: torch.device) -> dict[str, object]:
+    if device.type != "cuda":
+        return {"device": device.type}
+    return {"device": str(device), "gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version()}
 
 
 def _cpu_flag(flag: str) -> bool:
