@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import split
 
-import resnets
 from resnets.cli import main
 from resnets.inference.export import export_onnx, export_program, run_exported
 from resnets.inference.optimize import prepare
-from test_optimize import CHECKPOINT, split
-
-
-@pytest.fixture(scope="module")
-def cifar_model():
-    if not CHECKPOINT.is_file():
-        pytest.skip(f"{CHECKPOINT} not found")
-    return resnets.create_model("resnet20", weights=CHECKPOINT).eval()
 
 
 def test_onnx_fp32_matches_eager_on_real_images(cifar_model, tmp_path) -> None:

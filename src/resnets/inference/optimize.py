@@ -36,6 +36,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, 
 # it does for every precision, and int8 needs it (the quantized graph only becomes int8
 # kernels when inductor lowers it).
 COMPILE_BY_DEFAULT = {"fp32": True, "bf16": True, "fp16": True, "int8": True}
+# "onnxruntime": the folded network exported to ONNX and run by onnxruntime's CPU kernels (fp32, int8).
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
 
 
 class InferenceModel(nn.Module):
@@ -102,6 +104,7 @@ def optimize(
     calibration: Iterable[torch.Tensor] | None = None,
     compile: bool | None = None,
     cuda_graphs: bool | None = None,
+    backend: str = "torch",
 ) -> nn.Module:
     """An inference-ready copy of ``model`` on the model's device (the original is untouched).
 
@@ -112,10 +115,21 @@ def optimize(
     (inductor; freezing on the CPU); ``None`` picks the measured default.  A compiled model
     compiles on its first call and again, once, with a dynamic batch size when it first sees
     another batch size.  ``cuda_graphs`` (compiled CUDA models; ``None`` = on there):
-    ``mode="reduce-overhead"``, one graph recorded per batch size seen.
+    ``mode="reduce-overhead"``, one graph recorded per batch size seen.  ``backend="onnxruntime"``
+    (CPU, fp32 or int8; ``pip install 'resnets[onnx]'``): see :mod:`resnets.inference.ort`.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "onnxruntime":
+        if compile or cuda_graphs:
+            raise ValueError("compile= and cuda_graphs= apply to backend='torch'; onnxruntime optimises "
+                             "the graph itself (leave them unset)")
+        from .ort import ort_model
+
+        return ort_model(model, precision, _example_batch(model, example_inputs), calibration,
+                         calibrate_on_example=example_inputs is not None)
     compile = COMPILE_BY_DEFAULT[precision] if compile is None else compile
     if precision == "int8" and not compile:
         raise ValueError("int8 needs compile=True: only inductor lowers the quantized graph to int8 kernels")
@@ -159,10 +173,21 @@ def prepare(
         return net
     if device.type != "cpu":
         raise ValueError(f"int8 quantization targets x86 CPUs; the model is on {device} (use fp16 or bf16 there)")
-    if calibration is None:
-        if not calibrate_on_example:
-            raise ValueError("int8 needs calibration images (calibration=) or example_inputs to calibrate on")
-        warnings.warn("int8: calibrating on the example inputs; pass calibration= with real images for better "
-                      "accuracy", stacklevel=3)
-        calibration = [example]
+    calibration = int8_calibration(calibration, example, calibrate_on_example)
     return quantize_int8(net, calibration, example.contiguous(memory_format=torch.channels_last))
+
+
+def int8_calibration(
+    calibration: Iterable[torch.Tensor] | None, example: torch.Tensor, calibrate_on_example: bool
+) -> Iterable[torch.Tensor]:
+    """The batches int8 calibrates on: ``calibration``, else the example inputs (with a warning).
+
+    Called two levels below :func:`optimize` by both backends, so the warning points at its caller.
+    """
+    if calibration is not None:
+        return calibration
+    if not calibrate_on_example:
+        raise ValueError("int8 needs calibration images (calibration=) or example_inputs to calibrate on")
+    warnings.warn("int8: calibrating on the example inputs; pass calibration= with real images for better "
+                  "accuracy", stacklevel=4)
+    return [example]

@@ -1,0 +1,108 @@
+"""The onnxruntime backend of ``optimize()``: the folded network run by onnxruntime's CPU kernels.
+
+On x86 CPUs onnxruntime's MLAS kernels (blocked NCHWc convolutions with the bias, residual
+add and ReLU fused in) run fp32 ResNets faster than eager PyTorch and than inductor; int8
+uses its static QDQ quantization (per-channel int8 weights, uint8 activations) calibrated
+on real images.  The model is exported with :func:`export.export_onnx` and kept in memory.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..device import model_device
+from .export import _require_onnx, export_onnx
+from .optimize import int8_calibration, prepare
+
+ORT_PRECISIONS = ("fp32", "int8")
+
+
+class OrtModel(nn.Module):
+    """Runs an onnxruntime session on ordinary float NCHW torch tensors and returns float32 tensors.
+
+    A drop-in for the module :func:`resnets.optimize` returns with the torch backend.
+    """
+
+    def __init__(self, model_bytes: bytes, precision: str) -> None:
+        super().__init__()
+        self.precision = precision
+        self.session = _session(model_bytes)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
+        if x.device.type != "cpu":
+            raise ValueError(f"the onnxruntime backend runs on the CPU; the input is on {x.device}")
+        images = x.detach().to(torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: images})[0])
+
+    def extra_repr(self) -> str:
+        return f"precision={self.precision}, backend=onnxruntime"
+
+
+def _session(model_bytes: bytes):
+    """A CPU session with every graph optimisation (NCHWc layout, conv+add+relu fusion, QDQ -> int8 ops)."""
+    ort = _require_onnx()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = torch.get_num_threads()
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+class _Batches:
+    """onnxruntime's calibration reader protocol (``get_next`` until ``None``) over torch batches."""
+
+    def __init__(self, batches: Iterable[torch.Tensor], input_name: str) -> None:
+        self._arrays: Iterator[np.ndarray] = iter(
+            [b.detach().to(torch.float32).contiguous().numpy() for b in batches])
+        self._input_name = input_name
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        array = next(self._arrays, None)
+        return None if array is None else {self._input_name: array}
+
+
+def _quantize(fp32: Path, out: Path, calibration: Iterable[torch.Tensor]) -> None:
+    """Static int8 QDQ quantization of the ONNX file ``fp32`` into ``out``, calibrated on ``calibration``."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    batches = list(calibration)
+    if not batches:
+        raise ValueError("int8 calibration got no batches")
+    quantize_static(fp32, out, _Batches(batches, "images"), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def ort_model(model: nn.Module, precision: str, example: torch.Tensor,
+              calibration: Iterable[torch.Tensor] | None = None, calibrate_on_example: bool = True) -> OrtModel:
+    """``optimize(model, precision, backend="onnxruntime")``: an :class:`OrtModel` of the folded ``model``.
+
+    ``example`` gives the input's shape (the batch size stays dynamic); int8 calibrates on
+    ``calibration``, else on ``example`` with a warning, as the torch backend does.
+    """
+    _require_onnx()
+    if precision not in ORT_PRECISIONS:
+        raise ValueError(f"the onnxruntime backend runs {' and '.join(ORT_PRECISIONS)}, not {precision!r}: "
+                         "onnxruntime's CPU kernels have no fast path for it (use backend='torch')")
+    device = model_device(model)
+    if device.type != "cpu":
+        raise ValueError(f"the onnxruntime backend runs on the CPU; the model is on {device} (use backend='torch')")
+    net = prepare(model, "fp32", example)
+    if precision == "int8":
+        calibration = int8_calibration(calibration, example, calibrate_on_example)
+    with tempfile.TemporaryDirectory(prefix="resnets-ort-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        # Only the shape matters; a batch of 2, since torch.export bakes a batch of 1 into the graph.
+        export_onnx(net, path, torch.zeros(2, *example.shape[1:]))
+        if precision == "int8":
+            quantized = Path(tmp) / "int8.onnx"
+            _quantize(path, quantized, calibration)
+            path = quantized
+        return OrtModel(path.read_bytes(), precision)
