@@ -20,7 +20,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if not DEVICE_PATTERN.fullmatch(name):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
