@@ -5,12 +5,37 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 from resnets.train import make_config, train
 from resnets.train.metrics import read_metrics
 from test_cifar_data import write_fake_cifar
+
+
+def torchrun(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 -m resnets ARGS`` (gloo); a run past ``timeout`` s fails the test.
+
+    On timeout torchrun is sent SIGTERM, on which it kills its workers (each in its own session, where
+    a rank hung in a collective would otherwise live on); their output goes to files, not to pipes
+    that such a rank would hold open.
+    """
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "resnets", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait(timeout=60)
+            err.seek(0)
+            pytest.fail(f"torchrun still running after {timeout} s (a rank waiting in a collective?):\n"
+                        f"{err.read()[-3000:]}")
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
 
 
 def test_two_process_gloo_run_matches_one_process(tmp_path):
@@ -21,11 +46,8 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
                 cache_dir=str(tmp_path / "cache"))
     train(make_config("fast-cifar", data=str(tmp_path), out=str(tmp_path / "one"), progress=False, **args))
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "resnets",
-           "train", "--data", str(tmp_path), "--out", str(tmp_path / "two"), "--no-progress",
-           *[x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    proc = torchrun(["train", "--data", str(tmp_path), "--out", str(tmp_path / "two"), "--no-progress",
+                     *[x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", str(v))]], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("done:") == 1  # only rank 0 reports
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -13,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from test_cifar_data import write_fake_cifar
 from test_train import Interrupt, fresh_model, interrupting_model, metrics
+from test_train_distributed import torchrun
 from torchvision import transforms as T
 
 import resnets
@@ -56,6 +55,17 @@ def config(folder, out, **kw):
     return make_config("fast-cifar", **{**values, **kw})
 
 
+def torchvision_eval(weights, files) -> tuple[torch.Tensor, torch.Tensor]:
+    """The saved model's logits on ``files`` through torchvision's Resize(32 * 256 / 224 = 37) + CenterCrop(32),
+    and the labels their class folders give: the reference for the trainer's logged evaluation."""
+    model = resnets.create_model("resnet20", weights=weights).eval()
+    prep = T.Compose([T.PILToTensor(), T.Resize(37, antialias=True), T.CenterCrop(32)])
+    x = torch.stack([prep(load_img(f)) for f in files]).float() / 255
+    x = (x - torch.tensor(CIFAR10.mean).view(3, 1, 1)) / torch.tensor(CIFAR10.std).view(3, 1, 1)
+    with torch.no_grad():
+        return model(x), torch.tensor([CLASSES.index(f.parent.name) for f in files])
+
+
 def test_stream_writes_what_memory_writes_and_evaluates_like_torchvision(folder, tmp_path):
     memory = train(config(folder, tmp_path / "memory", data_mode="memory", epochs=1))
     stream = train(config(folder, tmp_path / "stream", workers=2))
@@ -64,15 +74,7 @@ def test_stream_writes_what_memory_writes_and_evaluates_like_torchvision(folder,
     assert metrics(tmp_path / "memory")[0].keys() == metrics(tmp_path / "stream")[0].keys()
     assert (memory["step"], stream["step"], stream["skipped_images"]) == (5, 10, 0)
 
-    # the logged test loss is torchvision's Resize(32 * 256 / 224 = 37) + CenterCrop(32) on the saved model
-    model = resnets.create_model("resnet20", weights=tmp_path / "stream" / "last.pt").eval()
-    prep = T.Compose([T.PILToTensor(), T.Resize(37, antialias=True), T.CenterCrop(32)])
-    files = sorted((folder / "test").glob("*/*.png"))
-    x = torch.stack([prep(load_img(f)) for f in files]).float() / 255
-    x = (x - torch.tensor(CIFAR10.mean).view(3, 1, 1)) / torch.tensor(CIFAR10.std).view(3, 1, 1)
-    y = torch.tensor([CLASSES.index(f.parent.name) for f in files])
-    with torch.no_grad():
-        logits = model(x)
+    logits, y = torchvision_eval(tmp_path / "stream" / "last.pt", sorted((folder / "test").glob("*/*.png")))
     last = metrics(tmp_path / "stream")[-1]
     # (torchvision's uint8 resize kernel may round a pixel the other way than this float one: 1/255 apart)
     assert last["eval_loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-2)
@@ -141,12 +143,35 @@ def test_two_process_gloo_stream_run_matches_one_process(folder, tmp_path):
             "--batch-size", "8", "--lr", "0.0005", "--freeze", "bn", "--threads", "1", "--precision", "fp32",
             "--no-progress"]
     assert main(["train", *args, "--out", str(tmp_path / "one")]) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "resnets",
-           "train", *args, "--out", str(tmp_path / "two")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
-                          check=False)
+    proc = torchrun(["train", *args, "--out", str(tmp_path / "two")], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert [r["step"] for r in two] == [r["step"] for r in one] == [5]
     for key in ("train_loss", "eval_loss", "eval_error"):
         assert two[0][key] == pytest.approx(one[0][key], rel=1e-4), key
+
+
+def test_a_process_whose_share_of_a_batch_is_all_bad_files_skips_the_step_with_the_others(tmp_path):
+    # 2 processes, global batch 8: rank 1 takes places 4-7 of each batch, and every other test image from 1 on
+    data = tmp_path / "data"
+    write_folder(data, n_train=8, n_test=4)
+    train_files, test_files = streaming.image_folder_split(data, "train"), streaming.image_folder_split(data, "test")
+    order = streaming.EpochBatches(len(train_files), 8, slice(4, 8))
+    order.set_epoch(0, 0, 2)  # --seed 0, epoch 0: the trainer's seed of the epoch is seed * 100003 + epoch
+    bad = [train_files.paths[i] for i, _ in next(iter(order))] + test_files.paths[1::2]
+    for path in bad:
+        path.write_bytes(b"not an image")
+    out = tmp_path / "run"
+    proc = torchrun(["train", "--data", str(data), "--out", str(out), "--data-mode", "stream", "--workers", "0",
+                     "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--seed", "0", "--threads", "1",
+                     "--precision", "fp32", "--no-progress"], timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("step 1 of epoch 1 skipped: 1 of 2 processes have no readable image") == 1
+    assert all(path.name in proc.stderr for path in bad)
+    (row,) = metrics(out)
+    assert row["step"] == 1  # step 2 trained on both processes
+
+    # the logged evaluation is the model's on rank 0's readable images only: rank 1 added nothing, once
+    logits, y = torchvision_eval(out / "last.pt", test_files.paths[0::2])
+    assert row["eval_loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-2)
+    assert row["eval_error"] == pytest.approx((logits.argmax(1) != y).float().mean().item())
