@@ -78,7 +78,7 @@ class Sizes:
 
 
 FULL = Sizes("resnet50", 224, (1, 64), True, "1,64,256", (), 200, 128, True, None, (1, 256))
-QUICK = Sizes("resnet18", 32, (1, 4), False, "1,2", ("--runs", "2", "--warmup", "1", "--no-compile"), 8, 16, False, 10,
+QUICK = Sizes("resnet18", 32, (1, 4), False, "1,2", ("--runs", "2", "--warmup", "1", "--no-compile"), 4, 8, False, 10,
               (1, 2))
 
 
