@@ -417,6 +417,7 @@ class _Trainer:
                 logits = model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
+        # every rank gets here once, even one with no readable image (its streamed batches are all skipped)
         loss_sum, correct, count = all_sum([loss_sum, correct, count], self.ctx)
         if not count:
             raise ValueError(f"no readable image in the {self.data.eval_split} split")
