@@ -125,6 +125,15 @@ def test_a_corrupt_image_is_skipped_and_reported(tmp_path, capsys):
     assert "broken.jpg" in err and "truncated.png" in err
 
 
+def test_an_epoch_of_only_unreadable_training_files_is_a_clear_error(tmp_path):
+    data = tmp_path / "data"
+    write_folder(data, n_train=1, n_test=1)
+    for png in (data / "train").rglob("*.png"):
+        png.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="epoch 1: no readable training image"):
+        train(config(data, tmp_path / "run", epochs=1, batch_size=2))
+
+
 def test_auto_mode_streams_only_large_image_folders(folder, tmp_path, monkeypatch):
     assert streaming.choose_data_mode("auto", folder, 224) == "memory"  # 40 x 224^2 x 3 bytes: 6 MB
     cifar = tmp_path / "cifar"

@@ -379,6 +379,8 @@ class _Trainer:
 
     def _end_epoch(self, elapsed: float, seen: int) -> dict[str, Any]:
         loss_sum, correct, count = self.meters
+        if not count:  # every step of the epoch was skipped: all its streamed files were unreadable
+            raise ValueError(f"epoch {self.epoch + 1}: no readable training image in {self.config.data}")
         eval_loss, eval_error = self.evaluate()
         self.epoch, self.epoch_step, self.meters = self.epoch + 1, 0, [0.0, 0.0, 0.0]
         row = {
