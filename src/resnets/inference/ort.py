@@ -8,6 +8,8 @@ on real images.  The model is exported with :func:`export.export_onnx` and kept 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -48,11 +50,18 @@ class OrtModel(nn.Module):
 
 
 def _session(model_bytes: bytes):
-    """A CPU session with every graph optimisation (NCHWc layout, conv+add+relu fusion, QDQ -> int8 ops)."""
+    """A CPU session with every graph optimisation (NCHWc layout, conv+add+relu fusion, QDQ -> int8 ops).
+
+    Measured on ResNet-50 at batch 16 (2-core Xeon): level ALL against EXTENDED (no NCHWc layout)
+    2.33x against 1.37x eager; torch's thread count (the physical cores) against 1 thread 2.33x
+    against 1.16x; and no spin-waiting between calls, 4.2x against 3.3-3.5x while other processes
+    (or DataLoader workers decoding images) share the cores, where spinning threads steal their time.
+    """
     ort = _require_onnx()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
@@ -69,15 +78,37 @@ class _Batches:
         return None if array is None else {self._input_name: array}
 
 
+class _NoPreprocessAdvice(logging.Filter):
+    """Drops quantize_static's advice to run its shape-inference pre-pass: on ResNet-50 it changed
+    neither the int8 speed nor the accuracy here, only added seconds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _root_log_filter(f: logging.Filter) -> Iterator[None]:
+    logging.getLogger().addFilter(f)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(f)
+
+
 def _quantize(fp32: Path, out: Path, calibration: Iterable[torch.Tensor]) -> None:
-    """Static int8 QDQ quantization of the ONNX file ``fp32`` into ``out``, calibrated on ``calibration``."""
+    """Static int8 QDQ quantization of the ONNX file ``fp32`` into ``out``, calibrated on ``calibration``.
+
+    uint8 activations with int8 per-channel weights: MLAS's fast VNNI/AMX path (int8 activations ran
+    ResNet-50 at under a third of the speed here).
+    """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     batches = list(calibration)
     if not batches:
         raise ValueError("int8 calibration got no batches")
-    quantize_static(fp32, out, _Batches(batches, "images"), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    with _root_log_filter(_NoPreprocessAdvice()):
+        quantize_static(fp32, out, _Batches(batches, "images"), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
 def ort_model(model: nn.Module, precision: str, example: torch.Tensor,
