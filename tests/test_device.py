@@ -170,7 +170,7 @@ def test_bench_on_the_cpu_defaults_to_its_native_precisions(capsys) -> None:
 def test_gpu_check_quick_runs_every_part_on_the_cpu(tmp_path) -> None:
     out = tmp_path / "gpu_check.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick",
-                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+                           "--out", str(out)], check=False, capture_output=True, text=True, timeout=120)
     report = json.loads(out.read_text())
     parts = report["parts"]
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
