@@ -185,7 +185,7 @@ def test_int8_calibrates_on_the_users_images(tmp_path, monkeypatch):
         Image.new("RGB", (32, 32), (40 * i, 200, 10)).save(paths[-1])
     seen = {}
 
-    def fake_optimize(model, precision, example_inputs=None, calibration=None, compile=None):
+    def fake_optimize(model, precision, example_inputs=None, calibration=None, **options):
         seen["calibration"] = calibration
         return model
 
