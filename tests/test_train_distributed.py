@@ -58,3 +58,26 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
             assert b[key] == pytest.approx(a[key], rel=1e-3), (key, a, b)
     assert [r["step"] for r in two] == [r["step"] for r in one] == [4, 8]
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
+
+
+def test_a_run_killed_in_one_process_resumes_in_two(tmp_path):
+    from test_train import Interrupt, interrupting_model
+
+    write_fake_cifar(tmp_path, per_batch=52, n_test=64)
+    # seed 7 for data order, seed 0 for the weights (interrupting_model): a fresh start from the saved
+    # config would initialise differently, so only a real resume can match the uninterrupted run
+    args = dict(model="resnet20", epochs=2, batch_size=64, lr=0.02, precision="fp32", freeze="bn", threads=1,
+                cache_dir=str(tmp_path / "cache"), progress=False, data=str(tmp_path), seed=7)
+    train(make_config("fast-cifar", out=str(tmp_path / "one"), **args), model=interrupting_model(10**6))
+    # killed after 5 of the 8 steps on one process, with a checkpoint every step; resumed by two processes
+    with pytest.raises(Interrupt):
+        train(make_config("fast-cifar", out=str(tmp_path / "moved"), checkpoint_every_steps=1, **args),
+              model=interrupting_model(after_steps=5))
+    proc = torchrun(["train", "--resume", "--out", str(tmp_path / "moved"), "--no-progress"], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    one, moved = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "moved")
+    assert [r["step"] for r in moved] == [r["step"] for r in one] == [4, 8]
+    for a, b in zip(one, moved):
+        for key in ("train_loss", "eval_loss"):
+            assert b[key] == pytest.approx(a[key], rel=1e-3), (key, a, b)
