@@ -107,3 +107,13 @@ def test_cli_bench_names_the_onnxruntime_modes(capsys) -> None:
     assert [r["mode"] for r in results] == ["torchvision eager fp32", "resnets fp32", "resnets bf16",
                                             "onnxruntime fp32"]
     assert all(r["ratio"] > 0 and r["images_per_s"] > 0 for r in results)
+
+
+def test_device_auto_with_onnxruntime_stays_on_the_cpu_even_with_a_gpu(monkeypatch) -> None:
+    import resnets.pipeline as pipeline
+
+    asked = []
+    # what load_inference asks to resolve: "auto" would be a GPU on a GPU machine
+    monkeypatch.setattr(pipeline, "resolve_device", lambda d: asked.append(d) or torch.device("cpu"))
+    inf = pipeline.load_inference("resnet20", None, "fp32", device="auto", backend="onnxruntime")
+    assert asked == ["cpu"] and inf.device.type == "cpu"

@@ -80,6 +80,8 @@ def load_inference(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if backend == "onnxruntime" and str(device) == "auto":
+        device = "cpu"  # onnxruntime runs on the CPU, GPU or not
     dev = resolve_device(device)
     model: nn.Module = create_model(model_name, weights=weights, **model_kwargs).eval().to(dev)
     cfg = getattr(model, "pretrained_cfg", None)
