@@ -81,7 +81,7 @@ def load_image_tensors(
     """The ``split`` ("train", "test" or "val") of ``source`` as tensors, decoding it only the first time."""
     if split not in SPLIT_ALIASES:
         raise ValueError(f"split must be one of {sorted(SPLIT_ALIASES)}, got {split!r}")
-    origin = _resolve(Path(source), split)
+    origin = split_source(Path(source), split)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_file = cache / f"{_cache_key(origin, split, image_size)}.safetensors"
     if cache_file.is_file():
@@ -97,7 +97,7 @@ def load_image_tensors(
 # --- finding the files of a split ---------------------------------------------------
 
 
-def _resolve(path: Path, split: str) -> Path:
+def split_source(path: Path, split: str) -> Path:
     """The file or folder that holds ``split``: a CIFAR python folder/archive, a split folder or a tar."""
     if not path.exists():
         raise FileNotFoundError(f"data source not found: {path}")

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data.cifar import ImageTensors, _resolve, load_image_tensors
+from ..data.cifar import ImageTensors, split_source, load_image_tensors
 from ..data.images import ImageBatch
 from ..registry import create_model
 from .augment import crop_flip, normalize, sample_crop_flip
@@ -110,7 +110,7 @@ def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:
         try:
             eval_set = eval_set.relabel(train_set.classes)
         except ValueError as e:
-            raise ValueError(f"{_resolve(Path(config.data), split)}: {e}") from e
+            raise ValueError(f"{split_source(Path(config.data), split)}: {e}") from e
     if ctx.is_main:
         barrier(ctx)
     if config.train_subset:

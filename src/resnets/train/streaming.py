@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from torchvision.transforms import v2
 
-from ..data.cifar import _resolve, labels_by_name
+from ..data.cifar import split_source, labels_by_name
 from ..data.images import ImageFiles, ImageSample, collate_images, find_images
 
 DATA_MODES = ("auto", "memory", "stream")
@@ -48,7 +48,7 @@ class ImageFolderList:
 
 def image_folder_split(source: str | os.PathLike, split: str) -> ImageFolderList | None:
     """``<split>/<class>/*`` of the image folder ``source``; None when ``source`` is a tar or CIFAR python data."""
-    origin = _resolve(Path(source), split)
+    origin = split_source(Path(source), split)
     if not origin.is_dir() or (origin / "data_batch_1").is_file():
         return None
     class_dirs = sorted(p for p in origin.iterdir() if p.is_dir() and not p.name.startswith("."))
