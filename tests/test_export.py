@@ -8,7 +8,7 @@ from conftest import split
 
 from resnets.cli import main
 from resnets.inference.export import export_onnx, export_program, run_exported
-from resnets.inference.optimize import prepare
+from resnets.inference.prepare import prepare
 
 
 def test_onnx_fp32_matches_eager_on_real_images(cifar_model, tmp_path) -> None:

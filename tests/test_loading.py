@@ -15,7 +15,7 @@ from PIL import Image
 
 import resnets
 from resnets.cli import main
-from resnets.registry import create_model
+from resnets import create_model
 from resnets.weights import (
     ChecksumError,
     convert_to_safetensors,

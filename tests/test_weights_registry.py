@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from resnets.cli import main
-from resnets.registry import create_model
+from resnets import create_model
 from resnets.weights import WeightsEntry, cached_file, get_weights, list_weights
 from resnets.weights.registry import hash_prefix_from_url
 

@@ -9,25 +9,21 @@ from .blocks import BasicBlock, Bottleneck, PadShortcut, convolutional_block, id
 from .inference import optimize
 from .keras_api import ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from .networks import ResNet, make_stage
-from .registry import create_model, list_models, register_model
-from .registry import (
-    plain18, plain20, plain32, plain34, plain44, plain50, plain56, plain101, plain110, plain152,
-    resnet18, resnet20, resnet32, resnet34, resnet44, resnet50, resnet56, resnet101, resnet110, resnet152,
-    resnet1202,
-)
+from .factory import BUILDERS, create_model
+from .registry import list_models, register_model
 from .summary import summarize
 from .classes import decode_predictions
 from .data.images import array_to_img, img_to_array, load_img
 from .preprocess import Preprocessing, preprocess_input
 from .weights import WeightsEntry, get_weights, list_weights
 
+globals().update(BUILDERS)  # resnets.resnet50(weights=...), resnets.plain56(), ...
+
 __all__ = [
     "BasicBlock", "Bottleneck", "PadShortcut", "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101",
     "ResNet152", "convolutional_block", "create_model", "identity_block", "list_models", "make_shortcut",
     "make_stage", "optimize", "register_model", "summarize",
-    "plain18", "plain20", "plain32", "plain34", "plain44", "plain50", "plain56", "plain101", "plain110", "plain152",
-    "resnet18", "resnet20", "resnet32", "resnet34", "resnet44", "resnet50", "resnet56", "resnet101", "resnet110",
-    "resnet152", "resnet1202",
+    *BUILDERS,
     "Preprocessing", "array_to_img", "decode_predictions", "img_to_array", "load_img", "preprocess_input",
     "WeightsEntry", "get_weights", "list_weights",
 ]

@@ -1,12 +1,32 @@
-"""Atomic file writes: a file is either complete or absent, never half-written after a crash."""
+"""Atomic file writes: a file is either complete or absent, never half-written after a crash.
+
+The temporary file is created with the umask's mode (0644 under the usual umask 022), as ``open`` would
+create the final file; ``tempfile.mkstemp`` would force 0600 and hide every output from other users.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import re
+import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# ``.NAME.XXXXXXXX.tmpSUFFIX``: ours (hex) and those of earlier versions (mkstemp's [a-z0-9_]).
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?")
+
+
+def _create_temp(path: Path) -> Path:
+    """A new empty file beside ``path``, named so :func:`remove_orphans` recognises it."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:  # a 1 in 4 billion clash: draw another name
+            continue
 
 
 @contextmanager
@@ -15,11 +35,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     that is renamed onto ``path`` only if the block succeeds, and removed otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _create_temp(path)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_orphans(directory: str | os.PathLike, older_than_s: float) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` that a killed process left in ``directory``.
+
+    Only files untouched for ``older_than_s`` seconds go, so a write in progress is never disturbed.
+    Returns the files removed.
+    """
+    cutoff = time.time() - older_than_s
+    removed = []
+    for p in Path(directory).iterdir():
+        if not _TEMP_NAME.fullmatch(p.name):
+            continue
+        try:
+            if p.is_file() and p.stat().st_mtime < cutoff:
+                p.unlink()
+                removed.append(p)
+        except OSError:  # gone meanwhile, or not ours to delete: leave it
+            continue
+    return removed

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 
 from .networks import ResNet
-from .registry import create_model
+from .factory import create_model
 
 POOLINGS = (None, "avg", "max")
 # Depths with Keras' own ImageNet weights (the paper's Caffe models): ``weights="imagenet"`` picks those,

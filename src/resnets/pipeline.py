@@ -21,7 +21,7 @@ from .device import model_device, resolve_device
 from .preprocess import CIFAR10, IMAGENET_TORCH, Preprocessing
 from .inference import PRECISIONS
 from .networks import ResNet
-from .registry import create_model
+from .factory import create_model
 
 
 

@@ -25,7 +25,8 @@ class Preprocessing:
     ``mean`` and ``std`` are given in ``channel_order``; ``scale`` multiplies the 0..255 pixels
     (``1/255`` for torchvision-style weights, ``1`` for Caffe-style ones). ``resize_size`` is the
     shorter side after resizing (aspect ratio kept, antialiased) and ``crop_size`` the side of the
-    centre crop; ``None`` skips that step.
+    centre crop; ``None`` skips that step. ``pixel_mean`` (the paper's CIFAR recipe: "the per-pixel mean
+    subtracted") is a (3, crop, crop) image flattened, in scaled units, subtracted after ``mean``.
     """
 
     mean: tuple[float, float, float]
@@ -35,6 +36,7 @@ class Preprocessing:
     resize_size: int | None = None
     crop_size: int | None = None
     interpolation: str = "bilinear"
+    pixel_mean: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.mean) != 3 or len(self.std) != 3:
@@ -49,21 +51,13 @@ class Preprocessing:
             value = getattr(self, field)
             if value is not None and value < 1:
                 raise ValueError(f"{field} must be a positive int or None, got {value}")
+        if self.pixel_mean is not None and (self.crop_size is None or len(self.pixel_mean) != 3 * self.crop_size**2):
+            raise ValueError(f"pixel_mean needs crop_size and 3 * crop_size**2 values, got {len(self.pixel_mean)} "
+                             f"values for crop_size {self.crop_size}")
 
     def __call__(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
         """A float32 CHW tensor from a PIL image (any mode) or a uint8 RGB CHW tensor."""
-        from torchvision.transforms.v2 import InterpolationMode
-        from torchvision.transforms.v2 import functional as F
-
-        if isinstance(img, Image.Image):
-            img = to_rgb(img)
-        if self.resize_size is not None:
-            img = F.resize(img, self.resize_size, interpolation=InterpolationMode(self.interpolation), antialias=True)
-        if self.crop_size is not None:
-            img = F.center_crop(img, [self.crop_size, self.crop_size])
-        if isinstance(img, Image.Image):
-            img = F.pil_to_tensor(img)
-        return self.normalize(img)
+        return self.normalize(self.crop(img))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Scale, reorder and normalise a (N)CHW RGB tensor of 0..255 pixels, on its own device.
@@ -79,7 +73,28 @@ class Preprocessing:
         # One fused pass, x * (scale / std) - mean / std, instead of three over the whole batch.
         gain = torch.tensor([self.scale / s for s in self.std], dtype=dtype, device=x.device).view(3, 1, 1)
         bias = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=dtype, device=x.device).view(3, 1, 1)
-        return torch.addcmul(bias, x.to(dtype), gain)
+        out = torch.addcmul(bias, x.to(dtype), gain)
+        if self.pixel_mean is not None:
+            size = self.crop_size
+            if tuple(x.shape[-2:]) != (size, size):
+                raise ValueError(f"this recipe subtracts a {size}x{size} per-pixel mean; got images of "
+                                 f"{tuple(x.shape[-2:])}")
+            pixels = torch.tensor(self.pixel_mean, dtype=dtype, device=x.device).view(3, size, size)
+            out = out - pixels / torch.tensor(self.std, dtype=dtype, device=x.device).view(3, 1, 1)
+        return out
+
+    def crop(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
+        """Resize and centre-crop only: uint8 CHW pixels, the step before :meth:`normalize`."""
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as F
+
+        if isinstance(img, Image.Image):
+            img = to_rgb(img)
+        if self.resize_size is not None:
+            img = F.resize(img, self.resize_size, interpolation=InterpolationMode(self.interpolation), antialias=True)
+        if self.crop_size is not None:
+            img = F.center_crop(img, [self.crop_size, self.crop_size])
+        return F.pil_to_tensor(img) if isinstance(img, Image.Image) else img
 
 
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

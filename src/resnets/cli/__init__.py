@@ -11,13 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import infer, models, predict, train, weights
+from . import infer, models, predict, serve, train, weights
+from .common import UsageError
 
-COMMAND_MODULES = [models, weights, predict, train, infer]
-
-
-class UsageError(Exception):
-    """Bad command-line usage found after parsing; exits with status 2 like argparse."""
+COMMAND_MODULES = [models, weights, predict, train, infer, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

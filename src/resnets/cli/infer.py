@@ -84,9 +84,9 @@ def run_export(args: argparse.Namespace) -> int:
     import torch
 
     from ..inference.export import export_onnx, export_program, max_abs_diff
-    from ..inference.optimize import prepare
+    from ..inference.prepare import prepare
     from ..pipeline import load_inference
-    from . import UsageError
+    from .common import UsageError
 
     if args.format == "onnx" and args.precision != "fp32":
         raise UsageError("ONNX export is fp32 only; use --format exported-program for bf16 or int8")
@@ -140,8 +140,8 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..inference.ort import ORT_PRECISIONS
     from ..atomic import atomic_path
     from ..device import resolve_device
-    from ..registry import create_model
-    from . import UsageError
+    from ..factory import create_model
+    from .common import UsageError
 
     if min(args.batch) < 1 or (args.runs is not None and args.runs < 1) or args.workers < 0:
         raise UsageError("--batch and --runs must be >= 1 and --workers >= 0")

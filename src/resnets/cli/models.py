@@ -6,7 +6,8 @@ import argparse
 
 import torch
 
-from ..registry import create_model, list_models
+from ..factory import create_model
+from ..registry import list_models
 
 
 def register(sub: argparse._SubParsersAction) -> None:

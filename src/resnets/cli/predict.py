@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_sizes(args: argparse.Namespace) -> None:
-    from . import UsageError
+    from .common import UsageError
 
     if args.batch_size < 1 or args.workers < 0:
         raise UsageError("--batch-size must be >= 1 and --workers >= 0")
@@ -128,7 +128,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..pipeline import load_inference
 
     from ..data.images import find_images
-    from . import UsageError
+    from .common import UsageError
 
     _check_sizes(args)
     if args.precision == "int8" and not args.calibration:

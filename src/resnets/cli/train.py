@@ -86,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Recipe defaults, or a resumed run's saved config, with the given flags on top."""
-    from . import UsageError
+    from .common import UsageError
 
     values = {_RENAMED.get(k, k): v for k, v in vars(args).items()
               if v is not None and k not in ("command", "func", "debug")}
@@ -119,7 +119,7 @@ def run_plot(args: argparse.Namespace) -> int:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
-    from . import UsageError
+    from .common import UsageError
     from ..train.experiment import run_degradation
 
     try:

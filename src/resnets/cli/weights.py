@@ -57,7 +57,7 @@ def _file_size(entry: WeightsEntry, cache: str | None) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from . import UsageError  # here, not at the top: the package imports this module
+    from .common import UsageError
 
     if args.model and args.model not in list_models():
         raise UsageError(f"unknown model {args.model!r}; see 'resnets list'")
@@ -81,7 +81,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from . import UsageError
+    from .common import UsageError
 
     entries = []
     for name in args.names:
@@ -95,7 +95,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from . import UsageError
+    from .common import UsageError
 
     if Path(args.dst).suffix != ".safetensors":
         raise UsageError(f"the output must be a .safetensors file, got {args.dst}")

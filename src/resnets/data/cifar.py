@@ -25,6 +25,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..atomic import atomic_path
+from ..cache import cache_root
 from .images import to_rgb
 
 SPLIT_ALIASES = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}
@@ -67,7 +68,7 @@ def labels_by_name(labels: torch.Tensor, own: Sequence[str], classes: Sequence[s
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("RESNETS_CACHE", Path.home() / ".cache" / "resnets")) / "data"
+    return cache_root() / "data"
 
 
 def load_image_tensors(

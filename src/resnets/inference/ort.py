@@ -20,7 +20,7 @@ from torch import nn
 
 from ..device import model_device
 from .export import _require_onnx, export_onnx
-from .optimize import int8_calibration, prepare
+from .prepare import int8_calibration, prepare
 
 ORT_PRECISIONS = ("fp32", "int8")
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..data.cifar import ImageTensors, split_source, load_image_tensors
 from ..data.images import ImageBatch
-from ..registry import create_model
+from ..factory import create_model
 from .augment import crop_flip, normalize, sample_crop_flip
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, save_weights, unwrap
 from .config import TrainConfig, default_image_size

@@ -18,10 +18,9 @@ from typing import Any
 import torch
 
 from ..registry import list_models
-from .registry import FileFormat, WeightsEntry
+from .entry import FileFormat, WeightsEntry, entry_from_metadata
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-META_KEY = "resnets.weights_entry"  # safetensors metadata key holding a WeightsEntry as JSON
 SUFFIXES: dict[str, FileFormat] = {
     ".h5": "keras_h5", ".hdf5": "keras_h5", ".keras": "keras_h5", ".safetensors": "safetensors",
     ".pth": "torch", ".pt": "torch", ".th": "torch", ".tar": "torch", ".bin": "torch", ".ckpt": "torch",
@@ -36,7 +35,8 @@ class Checkpoint:
     file_format: FileFormat
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
-    entry: WeightsEntry | None = None  # the entry a converted safetensors file carries
+    entry: WeightsEntry | None = None  # the entry a safetensors file written by this package carries
+    layer_names: dict[str, str] = field(default_factory=dict)  # module -> the file's own layer name (Keras)
 
 
 def detect_format(path: str | os.PathLike) -> FileFormat:
@@ -93,7 +93,7 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], WeightsEntry
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except SafetensorError as e:
         raise ValueError(f"{path}: not a readable safetensors file: {e}") from e
-    return tensors, WeightsEntry.from_json(meta[META_KEY]) if META_KEY in meta else None
+    return tensors, entry_from_metadata(meta, path)
 
 
 def infer_model_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def read_checkpoint(path: str | os.PathLike, fold_bias: bool = True) -> Checkpoi
         from .keras_h5 import read_keras_h5
 
         ck = read_keras_h5(path, fold_bias=fold_bias)
-        return Checkpoint(ck.state_dict, fmt, dict(ck.model_kwargs), f"resnet{ck.depth}")
+        return Checkpoint(ck.state_dict, fmt, dict(ck.model_kwargs), ck.model_name, layer_names=ck.layer_names)
     entry = None
     if fmt == "safetensors":
         state_dict, entry = _load_safetensors(path)

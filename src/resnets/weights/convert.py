@@ -11,26 +11,10 @@ import dataclasses
 import os
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
-from ..atomic import atomic_path
-from .checkpoint import META_KEY, read_checkpoint
+from .checkpoint import read_checkpoint
 from .download import cached_file
+from .entry import WeightsEntry, save_safetensors
 from .loading import entry_for_file, resolve_weights
-from .registry import WeightsEntry
-
-
-def save_safetensors(
-    state_dict: dict[str, torch.Tensor], path: str | os.PathLike, entry: WeightsEntry | None = None
-) -> Path:
-    """Write ``state_dict`` (and ``entry`` as metadata) to ``path`` atomically."""
-    path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    metadata = {META_KEY: entry.to_json()} if entry is not None else None
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return path
 
 
 def convert_to_safetensors(

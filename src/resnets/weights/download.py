@@ -1,7 +1,17 @@
 """Fetch weights files into a local cache, verifying each one before it is trusted.
 
-A file enters the cache only whole and with the published hash: it is written to a temporary
-file next to its final place, hashed while it streams, and moved in with ``os.replace``.
+A file enters the cache only whole and with the published hash: it streams into ``NAME.part`` next to
+its final place, hashed as it arrives, and is moved in with ``os.replace`` once the hash matches.
+Networks fail, so a download
+
+* is retried with exponential backoff (``RESNETS_DOWNLOAD_RETRIES`` times in a row without progress) and
+  resumed where it stopped with an HTTP ``Range`` request, also by a later run after a crash;
+* gives up an attempt that brings less than 64 KiB in ``RESNETS_DOWNLOAD_TIMEOUT`` seconds (default 60),
+  so a dead or trickling connection does not hang forever;
+* is done once for all processes sharing the cache: a lock file ``NAME.lock`` makes the others wait for it
+  and then use the verified file.
+
+A verified file of the same name in torch hub's or Keras' own cache is used as it is, with no request.
 ``RESNETS_OFFLINE=1`` forbids the network; ``RESNETS_CACHE`` moves the cache.
 """
 
@@ -10,18 +20,39 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
+import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch.hub
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_path
+from ..atomic import remove_orphans
+from ..cache import cache_root, writable_dir
 from .registry import WeightsEntry, list_weights
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent downloads then fail their hash check
+    fcntl = None
+
 CHUNK = 1 << 20
+TIMEOUT_ENV, RETRIES_ENV = "RESNETS_DOWNLOAD_TIMEOUT", "RESNETS_DOWNLOAD_RETRIES"
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_RETRIES = 4
+MIN_PROGRESS_BYTES = 64 << 10  # less than this within the timeout counts as a stall
+RETRY_BACKOFF_S = 1.0  # the first wait between attempts; doubled after each failure in a row
+MAX_BACKOFF_S = 15.0
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+STALE_AFTER_S = 24 * 3600.0  # partial and temporary files untouched this long are orphans
+PART, LOCK = ".part", ".lock"
 
 
 class DownloadError(RuntimeError):
@@ -36,16 +67,36 @@ class OfflineError(DownloadError):
     """The file is not cached and ``RESNETS_OFFLINE`` forbids downloading it."""
 
 
+class _Transient(Exception):
+    """A failure that another attempt may not meet: a dropped connection, a stall, a 5xx answer."""
+
+
+class _RangeRefused(Exception):
+    """HTTP 416: the partial file is as long as the whole file, or longer."""
+
+
 def cache_dir(path: str | os.PathLike | None = None) -> Path:
     """The weights cache: ``path``, else ``$RESNETS_CACHE``, else ``~/.cache/resnets``."""
-    if path is not None:
-        return Path(path).expanduser()
-    env = os.environ.get("RESNETS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "resnets"
+    return cache_root(path)
 
 
 def is_offline() -> bool:
     return os.environ.get("RESNETS_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _setting(env: str, value: float | None, default: float, kind: type, minimum: float) -> Any:
+    """An argument, else the environment variable, else the default; refused below ``minimum``."""
+    if value is None:
+        text = os.environ.get(env, "").strip()
+        if not text:
+            return kind(default)
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"{env}={text!r} is not a {kind.__name__}") from None
+    if not value >= minimum:
+        raise ValueError(f"{env} (or the argument) must be at least {minimum}, got {value}")
+    return kind(value)
 
 
 def _hashers(entry: WeightsEntry) -> dict[str, Any]:
@@ -70,41 +121,274 @@ def _check_digests(entry: WeightsEntry, hashers: dict[str, Any], what: str) -> N
             )
 
 
-def verify_file(entry: WeightsEntry, path: Path) -> None:
-    """Raise :class:`ChecksumError` unless ``path`` has the entry's published hash."""
-    hashers = _hashers(entry)
-    if not hashers:
-        return
+def _hash_file(path: Path, hashers: dict[str, Any]) -> int:
+    """Feed the file to the hashers; its size."""
+    size = 0
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             for h in hashers.values():
                 h.update(chunk)
-    _check_digests(entry, hashers, str(path))
+            size += len(chunk)
+    return size
 
 
-def download(entry: WeightsEntry, dest: Path, progress: bool = True, timeout: float = 60.0) -> Path:
-    """Stream ``entry.url`` to ``dest``; the file appears there only if complete and verified."""
+def verify_file(entry: WeightsEntry, path: Path) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` has the entry's published hash."""
     hashers = _hashers(entry)
+    if hashers:
+        _hash_file(path, hashers)
+        _check_digests(entry, hashers, str(path))
+
+
+# --- locks: one download per file across processes -------------------------------------------------
+
+
+def _acquire(path: Path, wait: bool, on_wait: Callable[[], None] | None = None) -> int | None:
+    """An exclusive ``flock`` on the lock file ``path`` (its descriptor), or None if busy and not ``wait``.
+
+    Lock files are deleted on release, so a lock taken on a file that was meanwhile deleted (or replaced)
+    is dropped and taken again on the current one.
+    """
+    while True:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # flock needs no write access: shared caches
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not wait:
+                    os.close(fd)
+                    return None
+                if on_wait is not None:
+                    on_wait()
+                    on_wait = None
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            held, current = os.fstat(fd), os.stat(path)
+            if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+                return fd
+        except FileNotFoundError:  # deleted by its previous holder: take the next one
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _release(path: Path, fd: int) -> None:
+    path.unlink(missing_ok=True)  # while still held, so no one can lock the old file after us
+    os.close(fd)
+
+
+@contextmanager
+def _locked(path: Path, on_wait: Callable[[], None]) -> Iterator[None]:
+    if fcntl is None:
+        yield
+        return
+    fd = _acquire(path, wait=True, on_wait=on_wait)
     try:
-        with atomic_path(dest) as tmp, open(tmp, "wb") as out, \
-                urllib.request.urlopen(entry.url, timeout=timeout) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            received = 0
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
-                      disable=not progress) as bar:
-                while chunk := resp.read(CHUNK):
-                    out.write(chunk)
-                    for h in hashers.values():
-                        h.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            out.close()
-            if total is not None and received != total:
-                raise DownloadError(f"{entry.url}: connection closed after {received} of {total} bytes")
-            _check_digests(entry, hashers, f"downloaded {entry.url}")
+        yield
+    finally:
+        _release(path, fd)
+
+
+def _remove_stale(directory: Path) -> None:
+    """Delete what killed processes left: temporary files, and partial downloads or locks nobody holds."""
+    remove_orphans(directory, STALE_AFTER_S)
+    if fcntl is None:
+        return
+    cutoff = time.time() - STALE_AFTER_S
+    for p in directory.iterdir():
+        if not p.name.endswith((PART, LOCK)):
+            continue
+        try:
+            if p.stat().st_mtime >= cutoff:
+                continue
+        except OSError:
+            continue
+        target = p.with_name(p.name.rsplit(".", 1)[0])
+        lock = target.with_name(target.name + LOCK)
+        fd = _acquire(lock, wait=False)
+        if fd is not None:  # no download of that file is running
+            target.with_name(target.name + PART).unlink(missing_ok=True)
+            _release(lock, fd)
+
+
+# --- the transfer ----------------------------------------------------------------------------------
+
+
+class _Part:
+    """``NAME.part``: the bytes received so far (perhaps by an earlier run) and their running hashes."""
+
+    def __init__(self, path: Path, entry: WeightsEntry) -> None:
+        self.path, self.entry = path, entry
+        self.hashers = _hashers(entry)
+        self.size = _hash_file(path, self.hashers) if path.is_file() else 0
+
+    def add(self, chunk: bytes) -> None:
+        for h in self.hashers.values():
+            h.update(chunk)
+        self.size += len(chunk)
+
+    def restart(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.hashers, self.size = _hashers(self.entry), 0
+
+    def check(self, what: str) -> None:
+        _check_digests(self.entry, self.hashers, what)
+
+
+def _body_range(resp: http.client.HTTPResponse) -> tuple[int, int | None]:
+    """Where the response's body starts in the file, and the file's size if known."""
+    if resp.status == 206:
+        m = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", resp.headers.get("Content-Range", "").strip())
+        if m is None:
+            raise _Transient(f"unusable Content-Range {resp.headers.get('Content-Range')!r}")
+        return int(m[1]), None if m[2] == "*" else int(m[2])
+    length = resp.headers.get("Content-Length")
+    return 0, int(length) if length and length.isdigit() else None
+
+
+def _fetch_once(url: str, part: _Part, timeout: float, bar: tqdm) -> None:
+    """One request: append the rest of the file to ``part``, resuming at its size.
+
+    Raises :class:`_Transient` for what another attempt may cure; other errors are final.
+    """
+    headers = {"Range": f"bytes={part.size}-"} if part.size else {}
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and part.size:
+            raise _RangeRefused from None
+        if e.code in RETRY_STATUS:
+            raise _Transient(str(e)) from e
+        raise DownloadError(f"could not download {url}: {e}") from e
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-        raise DownloadError(f"could not download {entry.url} to {dest}: {e}") from e
+        reason = getattr(e, "reason", None) or e
+        raise _Transient(f"stalled: no answer for {timeout:g} s" if isinstance(reason, TimeoutError) else str(reason)) from e
+    with resp:
+        start, total = _body_range(resp)
+        if start != part.size:  # the server ignored or misread the range: start from the beginning
+            part.restart()
+            if start != 0:
+                raise _Transient(f"the server resumed at byte {start} instead of {part.size}")
+        bar.reset(total)
+        bar.update(part.size)
+        window_start, window_bytes = time.monotonic(), 0
+        with open(part.path, "ab") as out:
+            while True:
+                try:
+                    chunk = resp.read1(CHUNK)
+                except TimeoutError as e:
+                    raise _Transient(f"stalled: no data for {timeout:g} s") from e
+                except (http.client.HTTPException, OSError) as e:
+                    raise _Transient(f"connection lost: {e!r}") from e
+                if not chunk:
+                    break
+                out.write(chunk)
+                part.add(chunk)
+                bar.update(len(chunk))
+                window_bytes += len(chunk)
+                now = time.monotonic()
+                if now - window_start > timeout:
+                    raise _Transient(f"stalled: {window_bytes} bytes in {now - window_start:.1f} s (under 64 KiB)")
+                if window_bytes >= MIN_PROGRESS_BYTES:
+                    window_start, window_bytes = now, 0
+    if total is not None and part.size < total:
+        raise _Transient(f"connection closed after {part.size} of {total} bytes")
+
+
+def _fetch(entry: WeightsEntry, part: _Part, timeout: float, retries: int, bar: tqdm) -> None:
+    """Fill ``part`` with the whole file, retrying with backoff; ``retries`` failures in a row without
+    new bytes end it."""
+    failures, attempts, best = 0, 0, part.size
+    while True:
+        attempts += 1
+        try:
+            _fetch_once(entry.url, part, timeout, bar)
+            return
+        except _RangeRefused:
+            if part.hashers:
+                try:
+                    part.check("")
+                    return  # an earlier run received everything but died before moving the file in
+                except ChecksumError:
+                    pass
+            part.restart()
+        except _Transient as e:
+            failures = 1 if part.size > best else failures + 1
+            best = max(best, part.size)
+            if failures > retries:
+                raise DownloadError(
+                    f"could not download {entry.url}: {e} (attempt {attempts}; {part.size} bytes kept in "
+                    f"{part.path} to resume; {TIMEOUT_ENV} and {RETRIES_ENV} set the patience)"
+                ) from e
+            wait = min(RETRY_BACKOFF_S * 2 ** (failures - 1), MAX_BACKOFF_S)
+            if not bar.disable:
+                bar.write(f"{part.path.name}: {e}; retrying in {wait:g} s from byte {part.size}", file=sys.stderr)
+            time.sleep(wait)
+
+
+def download(
+    entry: WeightsEntry,
+    dest: Path,
+    progress: bool = True,
+    timeout: float | None = None,
+    retries: int | None = None,
+) -> Path:
+    """Fetch ``entry.url`` to ``dest``, which appears only complete and verified.
+
+    ``timeout``: seconds an attempt may go with less than 64 KiB received (default ``$RESNETS_DOWNLOAD_TIMEOUT``
+    or 60); ``retries``: failed attempts in a row allowed (default ``$RESNETS_DOWNLOAD_RETRIES`` or 4).
+    """
+    timeout = _setting(TIMEOUT_ENV, timeout, DEFAULT_TIMEOUT_S, float, 0.001)
+    retries = _setting(RETRIES_ENV, retries, DEFAULT_RETRIES, int, 0)
+    writable_dir(dest.parent, "weights")
+
+    def say_waiting() -> None:
+        if progress:
+            print(f"{dest.name}: waiting for another process downloading it into {dest.parent}", file=sys.stderr)
+
+    try:
+        with _locked(dest.with_name(dest.name + LOCK), on_wait=say_waiting):
+            if dest.is_file():  # another process has just downloaded it
+                verify_file(entry, dest)
+                return dest
+            _remove_stale(dest.parent)
+            part = _Part(dest.with_name(dest.name + PART), entry)
+            with tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress) as bar:
+                _fetch(entry, part, timeout, retries, bar)
+            try:
+                part.check(f"downloaded {entry.url}")
+            except ChecksumError:
+                part.restart()
+                raise
+            os.replace(part.path, dest)
+    except OSError as e:  # the network's errors are handled above: this is the local disk
+        raise DownloadError(f"could not write {entry.filename} into {dest.parent}: {e}") from e
     return dest
+
+
+# --- the cache -------------------------------------------------------------------------------------
+
+
+def _other_caches(entry: WeightsEntry) -> list[Path]:
+    """Where torch hub and Keras keep a file of this name (``TORCH_HOME``/``torch.hub.set_dir``, ``KERAS_HOME``)."""
+    keras_homes = [os.environ["KERAS_HOME"]] if os.environ.get("KERAS_HOME") else ["~/.keras", "/tmp/.keras"]
+    dirs = [Path(torch.hub.get_dir()) / "checkpoints"] + [Path(h).expanduser() / "models" for h in keras_homes]
+    return [d / entry.filename for d in dirs]
+
+
+def _verified_elsewhere(entry: WeightsEntry) -> Path | None:
+    """A copy with the published hash in torch hub's or Keras' cache (never an unverifiable one)."""
+    if not _hashers(entry):
+        return None
+    for path in _other_caches(entry):
+        try:
+            if path.is_file():
+                verify_file(entry, path)
+                return path
+        except (ChecksumError, OSError):  # another file of that name, or unreadable: not ours to judge
+            continue
+    return None
 
 
 def cached_file(
@@ -112,10 +396,12 @@ def cached_file(
     cache: str | os.PathLike | None = None,
     progress: bool = True,
     verify: bool = True,
+    timeout: float | None = None,
 ) -> Path:
-    """Local path of the entry's file: the packaged asset, the verified cache copy, or a fresh download."""
-    dest = cached_path(entry, cache)
+    """Local path of the entry's file: the packaged asset, the verified cache copy, a verified copy in
+    torch hub's or Keras' cache, or a fresh download (``timeout`` as in :func:`download`)."""
     if entry.asset:
+        dest = cached_path(entry, cache)
         if not dest.is_file():
             alternatives = ", ".join(e.name for e in list_weights(entry.model) if e.url)
             raise FileNotFoundError(
@@ -124,6 +410,7 @@ def cached_file(
         if verify and entry.sha256:
             verify_file(entry, dest)  # a damaged install must not pass for the shipped weights
         return dest
+    dest = cache_dir(cache) / entry.filename
     if dest.is_file():
         if verify:
             try:
@@ -131,19 +418,25 @@ def cached_file(
             except ChecksumError as e:
                 raise ChecksumError(f"{e}; delete {dest} and try again") from None
         return dest
+    if (elsewhere := _verified_elsewhere(entry)) is not None:
+        return elsewhere
     if is_offline():
         raise OfflineError(
-            f"weights {entry.name!r} ({entry.filename}) are not in the cache and RESNETS_OFFLINE is set; "
-            f"download {entry.url} on a connected machine and put it at {dest}"
+            f"weights {entry.name!r} ({entry.filename}) are not in the cache (nor torch hub's or Keras') and "
+            f"RESNETS_OFFLINE is set; download {entry.url} on a connected machine and put it at {dest}"
         )
-    return download(entry, dest, progress=progress)
+    return download(entry, dest, progress=progress, timeout=timeout)
 
 
 def cached_path(entry: WeightsEntry, cache: str | os.PathLike | None = None) -> Path:
-    """Where the entry's file is (packaged) or belongs (cache), whether or not it is there."""
+    """Where the entry's file is (packaged, in the cache, or else in torch hub's or Keras' cache), or else
+    where it belongs in the cache."""
     if entry.asset:
         return Path(str(resources.files("resnets") / "assets" / entry.asset))
-    return cache_dir(cache) / entry.filename
+    dest = cache_dir(cache) / entry.filename
+    if not dest.is_file():
+        return next((p for p in _other_caches(entry) if p.is_file()), dest)
+    return dest
 
 
 def is_cached(entry: WeightsEntry, cache: str | os.PathLike | None = None) -> bool:

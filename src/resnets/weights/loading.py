@@ -1,48 +1,56 @@
 """Build a model around pretrained weights: a registry name or a local file.
 
-The architecture variant comes from the registry entry or from the file itself (a Keras file
-means stride-in-1x1 and Keras' BN epsilon, a CIFAR checkpoint means option-A shortcuts, the
-classifier size is the file's); the caller's keyword arguments override both.  A file that does
-not fit is reported by its first offending tensor, with both shapes.
+The architecture comes from the registry entry or from the file itself (its recorded entry, or what
+its tensors show: a Keras file means stride-in-1x1 and Keras' BN epsilon, a CIFAR checkpoint means
+option-A shortcuts, the classifier size is the file's); the caller's keyword arguments override both.
+A file that does not fit is reported by its first offending tensor, with both shapes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from ..networks import ResNet
 from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TORCH
 from ..registry import model_builder
 from .checkpoint import SUFFIXES, Checkpoint, read_checkpoint
 from .download import cached_file
-from .registry import WEIGHTS, WeightsEntry, get_weights
+from .entry import WeightsEntry
+from .keras_h5 import keras_layer_name
+from .registry import WEIGHTS, get_weights
 
-_DEFAULT_NAMES = ("imagenet", "cifar10")
+ALIASES = ("imagenet", "cifar10")
 
 
-def resolve_weights(model: str, weights: str | os.PathLike) -> WeightsEntry | Path:
+def resolve_weights(model: str | None, weights: str | os.PathLike) -> WeightsEntry | Path:
     """A registry entry for a name (``"imagenet"``, ``"resnet50.tv_in1k_v2"``), else a local file path."""
-    if isinstance(weights, str) and (weights in WEIGHTS or weights in _DEFAULT_NAMES):
+    if isinstance(weights, str) and (weights in WEIGHTS or weights in ALIASES):
         return get_weights(weights, model)
     path = Path(weights).expanduser()
     if path.is_file():
         return path
+    if path.exists():
+        raise ValueError(f"weights {str(weights)!r}: not a regular file")
     if isinstance(weights, str) and os.sep not in weights and path.suffix.lower() not in SUFFIXES:
-        return get_weights(weights, model)  # not a file name: let the registry say which names exist
+        close = difflib.get_close_matches(weights, [*ALIASES, *WEIGHTS], n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(f"unknown weights {weights!r}; {hint}use a registry name ('resnets weights list'), "
+                         f"the alias 'imagenet' or 'cifar10', None/'none' for random weights, or a local file")
     raise FileNotFoundError(
         f"weights {str(weights)!r} are neither a registry name ('resnets weights list') nor an existing file"
     )
 
 
 def entry_for_file(path: Path, model: str, ckpt: Checkpoint, model_kwargs: dict[str, Any]) -> WeightsEntry:
-    """What a local file is, as far as it tells: its format, variant, likely preprocessing and classes."""
+    """What a local file is: its recorded entry, else what its format and tensors suggest."""
     if ckpt.entry is not None:
-        return dataclasses.replace(ckpt.entry, source=f"{path} ({ckpt.entry.source})")
+        return dataclasses.replace(ckpt.entry, model_kwargs={**ckpt.entry.model_kwargs, **model_kwargs})
     num_classes = int(model_kwargs.get("num_classes", 0))
     cifar = "conv1.weight" in ckpt.state_dict and ckpt.state_dict["conv1.weight"].shape[-1] == 3
     if ckpt.file_format == "keras_h5":
@@ -61,48 +69,69 @@ def entry_for_file(path: Path, model: str, ckpt: Checkpoint, model_kwargs: dict[
     )
 
 
-def check_fits(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
-    """Raise ``ValueError`` naming the first tensor where ``state_dict`` and ``model`` disagree."""
+def check_fits(model: nn.Module, ckpt: Checkpoint, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Raise ``ValueError`` naming the first tensor where ``state_dict`` and ``model`` disagree.
+
+    For Keras files the message also names the file's own layer.
+    """
+    def where(key: str) -> str:
+        if ckpt.file_format != "keras_h5":
+            return ""
+        module = key.rsplit(".", 1)[0]
+        return f" (Keras layer {keras_layer_name(module, ckpt.layer_names)!r})"
+
     expected = model.state_dict()
     for key, tensor in expected.items():
         if key not in state_dict:
             if key.endswith("num_batches_tracked"):
                 continue
-            raise ValueError(f"{what}: the model's {key} {tuple(tensor.shape)} is missing from the weights")
+            raise ValueError(f"{what}: the model's {key} {tuple(tensor.shape)} is missing from the weights{where(key)}")
         if state_dict[key].shape != tensor.shape:
             raise ValueError(
                 f"{what}: {key} has shape {tuple(state_dict[key].shape)} in the weights "
-                f"but {tuple(tensor.shape)} in the model"
+                f"but {tuple(tensor.shape)} in the model{where(key)}"
             )
     extra = [k for k in state_dict if k not in expected]
     if extra:
         raise ValueError(
             f"{what}: the weights' {extra[0]} {tuple(state_dict[extra[0]].shape)} has no place in the model"
+            + where(extra[0])
             + (f" (and {len(extra) - 1} more unexpected tensors)" if len(extra) > 1 else "")
         )
 
 
 def create_with_weights(
-    model_name: str,
+    model_name: str | None,
     weights: str | os.PathLike,
     *,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     **kwargs: Any,
-) -> ResNet:
-    """Build ``model_name`` with pretrained ``weights`` (registry name or local file) loaded strictly.
+) -> nn.Module:
+    """Build the model of ``weights`` (registry name or local file) with them loaded strictly.
 
+    ``model_name`` may be None when the weights say their architecture (a registry name, or a file
+    that records it or whose tensors show it); a name that contradicts them is an error naming both.
     ``num_classes=0`` (Keras' ``include_top=False``) drops the file's classifier; other keyword
     arguments go to the model and override the variant the weights imply.  The returned model's
     ``pretrained_cfg`` is the :class:`WeightsEntry` describing the weights.
     """
-    builder = model_builder(model_name)
     resolved = resolve_weights(model_name, weights)
     entry = resolved if isinstance(resolved, WeightsEntry) else None
     path = cached_file(entry, cache_dir, progress=progress) if entry else resolved
     ckpt = read_checkpoint(path, fold_bias=not kwargs.get("conv_bias", False))
-    if ckpt.model is not None and ckpt.model != model_name and entry is None:
-        described = f"{path} (a {ckpt.model} checkpoint)"
+    recorded = entry.model if entry else ckpt.model
+    if model_name is None:
+        if recorded is None:
+            raise ValueError(f"weights {path} do not say which network they belong to: give the model name "
+                             "(create_model(NAME, weights=...), --model NAME)")
+        model_name = recorded
+    elif ckpt.entry is not None and ckpt.entry.model != model_name:
+        raise ValueError(f"weights {path} are a {ckpt.entry.model} (recorded in the file), not a {model_name}: "
+                         f"drop the model name, or pass {ckpt.entry.model}")
+    builder = model_builder(model_name)
+    if recorded is not None and recorded != model_name and entry is None:
+        described = f"{path} (a {recorded} checkpoint)"
     else:
         described = str(path)
     model_kwargs = {**ckpt.model_kwargs, **(entry.model_kwargs if entry else {}), **kwargs}
@@ -110,7 +139,7 @@ def create_with_weights(
     state_dict = ckpt.state_dict
     if not model.num_classes:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
-    check_fits(model, state_dict, f"weights {described} do not fit {model_name}")
+    check_fits(model, ckpt, state_dict, f"weights {described} do not fit {model_name}")
     model.load_state_dict(state_dict, strict=True)
     model.pretrained_cfg = entry or entry_for_file(Path(path), model_name, ckpt, model_kwargs)
     return model

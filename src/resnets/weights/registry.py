@@ -8,66 +8,10 @@ published metrics with their source.  Names are ``<model>.<tag>``, e.g. ``resnet
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
-from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TORCH, Preprocessing
-
-FileFormat = Literal["torch", "keras_h5", "safetensors"]
-Classes = str | tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class WeightsEntry:
-    """One weights file and how to use it.
-
-    ``sha256`` is the full hex digest or, when only that is published (torch.hub's file-name
-    convention), its leading hex digits; ``md5`` is for publishers (Keras) that only give an md5.
-    ``asset`` names a file shipped inside the package (``resnets/assets/``) instead of a URL.
-    """
-
-    name: str
-    model: str
-    url: str | None
-    sha256: str | None
-    file_format: FileFormat
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    preprocessing: Preprocessing = IMAGENET_TORCH
-    classes: Classes = "imagenet"
-    metrics: dict[str, float] = field(default_factory=dict)
-    source: str = ""
-    license: str = ""
-    asset: str | None = None
-    md5: str | None = None
-    file_size_mb: float | None = None
-
-    @property
-    def filename(self) -> str:
-        """The file's name in the cache (the URL's last part) or in the package assets."""
-        if self.asset:
-            return self.asset
-        if not self.url:
-            raise ValueError(f"weights {self.name!r} have neither a URL nor a packaged file")
-        return self.url.rsplit("/", 1)[-1]
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.model_kwargs.get("num_classes", 10 if self.classes == "cifar10" else 1000))
-
-    def to_json(self) -> str:
-        """The entry as JSON, to travel inside a safetensors file's metadata."""
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> WeightsEntry:
-        d = json.loads(text)
-        p = d.pop("preprocessing")
-        pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})
-        classes = d.pop("classes")
-        return cls(**d, preprocessing=pre, classes=classes if isinstance(classes, str) else tuple(classes))
-
+from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TORCH
+from .entry import WeightsEntry
 
 # torchvision ImageNet-1k weights: URL, acc@1, acc@5 and file size (MB) as in torchvision/models/resnet.py.
 _TV_RECIPE_V1 = "https://github.com/pytorch/vision/tree/main/references/classification#resnet"

@@ -1,0 +1,79 @@
+"""``resnets serve``: a model behind HTTP, with dynamic batching (see :mod:`resnets.serve`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..inference.optimize import BACKENDS
+from ..pipeline import PRECISIONS
+
+CPU_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp16")  # the service runs on the CPU
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a model over HTTP (dynamic batching, web page, metrics)",
+                       description="Serve MODEL over HTTP: POST /v1/predict and /v1/features, a web page at /, "
+                                   "/healthz, /readyz, /metrics, /docs. Needs pip install 'resnets[serve]'.")
+    p.add_argument("--model", default="resnet50", help="model name from 'resnets list' (default: resnet50)")
+    p.add_argument("--weights", required=True,
+                   help="registry name from 'resnets weights list', 'imagenet', a local file, or 'none' (random weights, for load tests)")
+    p.add_argument("--precision", choices=CPU_PRECISIONS, default="fp32",
+                   help="fp32 (eager), or bf16/int8 through resnets.optimize (compiled at start-up) (default: fp32)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch", help="torch or onnxruntime (default: torch)")
+    p.add_argument("--calibration", metavar="DIR", default=None,
+                   help="images for int8 calibration (required with --precision int8)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    p.add_argument("--max-batch", type=int, default=16, help="most images per model call (default: 16)")
+    p.add_argument("--max-delay-ms", type=float, default=5.0,
+                   help="how long the first request of a batch waits for others (default: 5)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="requests inside the server at once; more get 503 with Retry-After (default: 64)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MiB (default: 20)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' (or 'X-API-Key: KEY') on /v1/* and /metrics")
+    p.add_argument("--workers", type=int, default=2, help="threads decoding images (default: 2)")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0,
+                   help="on SIGTERM/Ctrl-C, seconds to let in-flight requests finish (default: 30)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from . import UsageError
+
+    try:
+        import uvicorn
+
+        from ..serve import ServeConfig, create_app
+    except ImportError as e:
+        raise RuntimeError(f"resnets serve needs the 'serve' extra: pip install 'resnets[serve]' ({e})") from e
+    from ..data.images import find_images
+    from ..pipeline import load_inference
+
+    if args.precision == "int8" and not args.calibration:
+        raise UsageError("--precision int8 needs --calibration DIR: images like the ones the service will see")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must lie in 0..65535, got {args.port}")
+    try:
+        config = ServeConfig(args.max_batch, args.max_delay_ms, args.max_queue, args.max_upload_mb, args.api_key,
+                             args.workers, args.precision, args.backend)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    log = logging.getLogger("resnets.serve")
+    if args.host not in LOOPBACK:
+        log.warning("binding %s: the service is reachable from other machines%s", args.host,
+                    "" if args.api_key else " without an API key")
+    calibration = find_images(args.calibration) if args.calibration else None
+    weights = None if args.weights == "none" else args.weights
+    inf = load_inference(args.model, weights, args.precision, calibration=calibration, device="cpu",
+                         backend=args.backend)
+    app = create_app(inf, config)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
+                timeout_graceful_shutdown=args.shutdown_timeout)
+    return 0

@@ -1,0 +1,69 @@
+"""Models with weights: ``create_model`` and one torchvision-style builder per network.
+
+The top of the model layers (timm's order): :mod:`.registry` knows architectures, :mod:`.weights`
+reads files against it, and this module joins the two, so ``resnets.resnet50(weights="imagenet")``
+works as in torchvision and ``create_model(weights="run/best.safetensors")`` needs no name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from torch import nn
+
+from .registry import ARCHITECTURES, model_builder
+from .weights.loading import create_with_weights
+
+Weights = str | os.PathLike | None
+
+
+def create_model(
+    name: str | None = None,
+    weights: Weights = None,
+    num_classes: int | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered model, with random weights or with ``weights`` loaded.
+
+    ``weights``: None or ``"none"`` (random), a registry name (``"resnet50.tv_in1k_v2"``), the alias
+    ``"imagenet"`` or ``"cifar10"`` (the model's default weights of that kind), or a local file
+    (``.pth/.pt/.th``, Keras ``.h5``/``.keras``, ``.safetensors``). ``name`` may be left out when the
+    weights say which network they are; a name that contradicts them is an error. ``num_classes``
+    defaults to the model's own (1000 ImageNet nets, 10 CIFAR nets) or the weights' class count
+    (``0`` drops the classifier). Other keyword arguments go to :class:`~resnets.networks.ResNet`
+    (``cache_dir=`` and ``progress=`` to the download). The model's ``pretrained_cfg`` says what the
+    weights are: architecture, classes, preprocessing, metrics, source.
+    """
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative int (0 drops the classifier), got {num_classes!r}")
+        kwargs["num_classes"] = num_classes
+    if isinstance(weights, str) and weights.lower() == "none":
+        weights = None
+    if weights is None:
+        if name is None:
+            raise ValueError("create_model needs a model name, or weights that name their network")
+        kwargs.pop("cache_dir", None)
+        kwargs.pop("progress", None)
+        return model_builder(name)(**kwargs)
+    return create_with_weights(name, weights, **kwargs)
+
+
+def _builder(name: str) -> Callable[..., nn.Module]:
+    def build(*, weights: Weights = None, progress: bool = True, **kwargs) -> nn.Module:
+        return create_model(name, weights=weights, progress=progress, **kwargs)
+
+    build.__name__ = build.__qualname__ = name
+    build.__module__ = "resnets"
+    build.__doc__ = (
+        f"{model_builder(name).__doc__}\n\n"
+        f"``weights``: None (random), ``\"imagenet\"``/``\"cifar10\"``, a registry name from "
+        f"``resnets.list_weights(\"{name}\")`` or a local file, as in :func:`create_model`; "
+        "other keyword arguments (``num_classes``, ``shortcut``, ``zero_init_residual``...) go to the model."
+    )
+    return build
+
+
+#: ``resnets.resnet50(weights=...)`` and friends, one per registered architecture of the paper.
+BUILDERS: dict[str, Callable[..., nn.Module]] = {name: _builder(name) for name in ARCHITECTURES}

@@ -1,0 +1,69 @@
+"""The uncompiled network every backend starts from: a folded, channels-last copy in one precision.
+
+Both backends (torch in :mod:`.optimize`, onnxruntime in :mod:`.ort`) build on it, so it lives
+below them.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..device import model_device
+from .fold import fold_batchnorm
+from .quantize import quantize_int8
+
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
+# Half precisions convert the weights and activations themselves rather than running under autocast:
+# with BatchNorm folded every layer is a conv, a linear or an elementwise op, all safe in half, and
+# autocast would re-cast every weight on every call (its cast cache only keeps tensors that require
+# grad), an extra kernel and read of the weights per layer.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+
+
+def prepare(
+    model: nn.Module,
+    precision: Precision,
+    example: torch.Tensor,
+    calibration: Iterable[torch.Tensor] | None = None,
+    calibrate_on_example: bool = True,
+) -> nn.Module:
+    """The uncompiled network of :func:`optimize`: a folded, channels-last copy in ``precision``.
+
+    Takes input already in its dtype and layout; int8 gives a quantized FX graph.
+    """
+    device = model_device(model)
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision fp16 needs a CUDA GPU (the model is on {device}); on the CPU use precision "
+                         "bf16, which AVX-512/AMX CPUs run natively")
+    net = copy.deepcopy(model).eval().requires_grad_(False)
+    fold_batchnorm(net)
+    net = net.to(dtype=DTYPES[precision], memory_format=torch.channels_last)
+    if precision != "int8":
+        return net
+    if device.type != "cpu":
+        raise ValueError(f"int8 quantization targets x86 CPUs; the model is on {device} (use fp16 or bf16 there)")
+    calibration = int8_calibration(calibration, example, calibrate_on_example)
+    return quantize_int8(net, calibration, example.contiguous(memory_format=torch.channels_last))
+
+
+def int8_calibration(
+    calibration: Iterable[torch.Tensor] | None, example: torch.Tensor, calibrate_on_example: bool
+) -> Iterable[torch.Tensor]:
+    """The batches int8 calibrates on: ``calibration``, else the example inputs (with a warning).
+
+    Called two levels below :func:`optimize` by both backends, so the warning points at its caller.
+    """
+    if calibration is not None:
+        return calibration
+    if not calibrate_on_example:
+        raise ValueError("int8 needs calibration images (calibration=) or example_inputs to calibrate on")
+    warnings.warn("int8: calibrating on the example inputs; pass calibration= with real images for better "
+                  "accuracy", stacklevel=4)
+    return [example]
