@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 
 from ..inference.optimize import BACKENDS
 from ..pipeline import PRECISIONS
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from . import UsageError
+    from .common import UsageError
 
     try:
         import uvicorn
@@ -74,6 +75,12 @@ def run_serve(args: argparse.Namespace) -> int:
     inf = load_inference(args.model, weights, args.precision, calibration=calibration, device="cpu",
                          backend=args.backend)
     app = create_app(inf, config)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                timeout_graceful_shutdown=args.shutdown_timeout)
+    # uvicorn drains on SIGTERM, then raises SIGTERM again under the handler it found; this one makes
+    # that a normal return, so a drained server exits 0 as service managers expect.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: log.info("stopped by SIGTERM"))
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
+                    timeout_graceful_shutdown=args.shutdown_timeout)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0

@@ -71,8 +71,8 @@ class Batcher:
     Inputs are grouped by ``key`` (which model, and the input's shape), so a batch is always one
     model on same-shaped inputs. ``max_queue`` bounds the inputs waiting (memory never grows with
     load: :meth:`submit` raises :class:`QueueFull` instead). ``warmup`` inputs run once at start,
-    at batch sizes ``max_batch`` and 1 (a compiled model compiles on its first sizes), before
-    :attr:`ready` is set.
+    before :attr:`ready` is set, at batch sizes ``max_batch``, 2 and 1: a compiled model compiles for
+    its first size, for any size (dynamic) on the second, and once more for 1, which torch specialises.
     """
 
     def __init__(self, models: ModelLookup, max_batch: int = 16, max_delay_s: float = 0.005,
@@ -123,7 +123,7 @@ class Batcher:
     def _serve(self, warmup: list[tuple[Hashable, torch.Tensor]]) -> None:
         try:
             for key, x in warmup:
-                for size in dict.fromkeys((self.max_batch, 1)):
+                for size in dict.fromkeys((self.max_batch, min(2, self.max_batch), 1)):
                     run_model(self.models(key), x.expand(size, *x.shape).contiguous())
         except BaseException as e:  # noqa: BLE001 - reported by /readyz and the log; the server stays up
             log.exception("warm-up failed")

@@ -1,0 +1,364 @@
+"""``resnets serve``: real servers on 127.0.0.1 (uvicorn in a thread, or ``resnets serve`` in a subprocess).
+
+References are computed independently of the service: ``predict_files`` (what ``resnets predict``
+prints) for classes, and the eager network's stage output for features.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("multipart")
+
+from serve_server import multipart, request, serving  # noqa: E402
+
+from resnets.data.images import load_img  # noqa: E402
+from resnets.pipeline import Inference, StageFeatures, load_inference  # noqa: E402
+from resnets.predict import predict_files  # noqa: E402
+from resnets.serve import Batcher, QueueFull, ServeConfig  # noqa: E402
+from resnets.serve.metrics import Metrics  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = sorted((ROOT / "examples" / "images").glob("*.jpg"))
+CAT = ROOT / "examples" / "images" / "cifar10_cat.jpg"
+WEIGHTS = "resnet20.cifar10"
+
+
+@pytest.fixture(scope="module")
+def inf() -> Inference:
+    return load_inference("resnet20", WEIGHTS, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def reference(inf: Inference) -> dict[str, list[tuple[str, str, float]]]:
+    """What ``resnets predict`` answers for each example image (top 5)."""
+    return {p.path.name: p.top for p in predict_files(inf, IMAGES, top=5, batch_size=len(IMAGES), workers=0)}
+
+
+@pytest.fixture(scope="module")
+def port(inf: Inference):
+    with serving(inf, ServeConfig(max_batch=8, max_delay_ms=150, max_upload_mb=0.25)) as port:
+        yield port
+
+
+class Slow(nn.Module):
+    """The model, ``seconds`` slower per call, recording the batch sizes it was called with."""
+
+    def __init__(self, model: nn.Module, seconds: float) -> None:
+        super().__init__()
+        self.model, self.seconds, self.batches = model, seconds, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(len(x))
+        time.sleep(self.seconds)
+        return self.model(x)
+
+
+def slow(inf: Inference, seconds: float) -> Inference:
+    return Inference(Slow(inf.model, seconds), inf.preprocessing, inf.classes, inf.name, inf.weights)
+
+
+def predict(port: int, data: bytes, as_form: bool = False, query: str = "top=5", headers: dict | None = None):
+    body, form_headers = multipart(data) if as_form else (data, {"Content-Type": "image/jpeg"})
+    return request(port, "POST", f"/v1/predict?{query}", body, {**form_headers, **(headers or {})})
+
+
+def assert_same_top(answer: dict, expected: list[tuple[str, str, float]]) -> None:
+    got = [(p["id"], p["name"]) for p in answer["predictions"]]
+    assert got == [(i, n) for i, n, _ in expected]
+    np.testing.assert_allclose([p["probability"] for p in answer["predictions"]], [p for *_, p in expected],
+                               rtol=0, atol=1e-5)
+    assert [p["index"] for p in answer["predictions"]] == [int(i) for i, _, _ in expected]  # CIFAR ids are indices
+
+
+def metric(port: int, name: str, headers: dict | None = None) -> float:
+    text = request(port, "GET", "/metrics", headers=headers).body.decode()
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+# --- answers ---------------------------------------------------------------------------------------------
+
+def test_concurrent_requests_share_batches_and_match_the_cli(port: int, reference: dict) -> None:
+    """Every photo, sent at once (half multipart, half raw), gets exactly the CLI's top 5, batched."""
+    def send(i: int):
+        return predict(port, IMAGES[i].read_bytes(), as_form=i % 2 == 0)
+
+    with ThreadPoolExecutor(len(IMAGES)) as pool:
+        answers = list(pool.map(send, range(len(IMAGES))))
+    for path, answer in zip(IMAGES, answers):
+        assert answer.status == 200, answer.body
+        body = answer.json
+        assert_same_top(body, reference[path.name])
+        assert (body["model"], body["weights"]) == ("resnet20", WEIGHTS)
+        assert set(body["timings_ms"]) == {"decode", "queue", "model", "total"}
+        assert all(v >= 0 for v in body["timings_ms"].values())
+    assert max(a.json["batch_size"] for a in answers) > 1, "concurrent requests should share a model call"
+    assert metric(port, 'resnets_batch_size_count') < metric(port, 'resnets_batch_size_sum')
+
+
+def test_top_parameter(port: int, reference: dict) -> None:
+    answer = predict(port, CAT.read_bytes(), query="top=2")
+    assert answer.status == 200
+    assert_same_top(answer.json, reference[CAT.name][:2])
+    assert predict(port, CAT.read_bytes(), query="top=50").json["predictions"].__len__() == 10  # all classes
+
+
+@pytest.mark.parametrize("layer,pooling", [(None, "avg"), (2, "max")])
+def test_features_match_the_eager_network(port: int, inf: Inference, layer: int | None, pooling: str) -> None:
+    x = inf.preprocessing(load_img(CAT))[None]
+    with torch.inference_mode():
+        expected = StageFeatures(inf.model, layer, pooling).eval()(x)[0].numpy()
+    query = f"pooling={pooling}" + (f"&layer={layer}" if layer else "")
+    answer = request(port, "POST", f"/v1/features?{query}", CAT.read_bytes())
+    assert answer.status == 200, answer.body
+    body = answer.json
+    assert body["dim"] == len(expected) and body["pooling"] == pooling and body["layer"] == (layer or 3)
+    np.testing.assert_allclose(body["features"], expected, rtol=1e-5, atol=1e-6)
+    raw = request(port, "POST", f"/v1/features?{query}", CAT.read_bytes(), {"Accept": "application/octet-stream"})
+    assert raw.status == 200 and raw.headers["content-type"] == "application/octet-stream"
+    assert int(raw.headers["x-feature-dim"]) == len(expected)
+    np.testing.assert_allclose(np.frombuffer(raw.body, "<f4"), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_health_readiness_metrics_and_page(port: int) -> None:
+    assert request(port, "GET", "/healthz").json == {"status": "ok"}
+    ready = request(port, "GET", "/readyz").json
+    assert ready["status"] == "ready" and ready["model"] == "resnet20"
+    predict(port, CAT.read_bytes())
+    text = request(port, "GET", "/metrics").body.decode()
+    for name in ("resnets_requests_total", "resnets_batch_size", "resnets_request_latency_seconds",
+                 "resnets_queue_depth"):
+        assert f"# TYPE {name} " in text
+    assert re.search(r'^resnets_requests_total\{endpoint="/v1/predict",status="200"\} [1-9]', text, re.M)
+    assert re.search(r'^resnets_batch_size_bucket\{le="\+Inf"\} [1-9]', text, re.M)
+    for line in text.splitlines():  # the exposition format: comments or "name{labels} value"
+        assert line.startswith("# ") or re.fullmatch(r'[a-z_]+(\{[^}]*\})? [-+0-9.eInf]+', line), line
+    page = request(port, "GET", "/")
+    assert page.status == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/", "/static/app.js", "/static/style.css"):  # nothing loaded from the internet
+        text = request(port, "GET", asset).body.decode()
+        assert not re.search(r"(src|href)=\"(https?:)?//|url\((https?:)?//|@import|https?://", text), asset
+    assert request(port, "GET", "/openapi.json").json["paths"].keys() >= {"/v1/predict", "/v1/features"}
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def decompression_bomb() -> bytes:
+    """A 200-byte PNG that claims 30000 x 30000 pixels (900 MP, ten times PIL's limit)."""
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + _png_chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("name,body,status,words", [
+    ("text", b"hello, this is not a picture", 415, "not an image"),
+    ("url", b"https://example.com/cat.jpg", 415, "not an image"),  # never fetched: it is just bytes
+    ("truncated", (ROOT / "examples/images/zebra.jpg").read_bytes()[:4000], 422, "truncated"),
+    ("bomb", decompression_bomb(), 422, "decompression bomb"),
+    ("empty", b"", 400, "no image"),
+])
+def test_bad_images_are_named(port: int, name: str, body: bytes, status: int, words: str) -> None:
+    for as_form in (False, True):
+        answer = predict(port, body, as_form=as_form)
+        assert answer.status == status, (name, as_form, answer.body)
+        assert words in answer.json["detail"], answer.json
+
+
+def test_bad_requests(port: int) -> None:
+    body, headers = multipart(CAT.read_bytes(), field="image")
+    answer = request(port, "POST", "/v1/predict", body, headers)
+    assert answer.status == 400 and "'file'" in answer.json["detail"]
+    for query, words in (("top=0", "top"), ("top=abc", "top")):
+        answer = predict(port, CAT.read_bytes(), query=query)
+        assert answer.status == 422 and words in answer.json["detail"]
+    answer = request(port, "POST", "/v1/features?layer=9", CAT.read_bytes())
+    assert answer.status == 422 and "stage must lie in 1..3" in answer.json["detail"]
+    answer = request(port, "POST", "/v1/features?pooling=median", CAT.read_bytes())
+    assert answer.status == 422 and "pooling" in answer.json["detail"]
+    assert request(port, "GET", "/v1/predict").status == 405
+    assert request(port, "GET", "/nothing-here").json["error"] == "http_error"
+
+
+def test_body_over_the_limit_is_413_with_or_without_content_length(port: int) -> None:
+    big = os.urandom(300 * 1024)  # over --max-upload-mb 0.25
+    answer = predict(port, big)
+    assert answer.status == 413 and "max-upload-mb" in answer.json["detail"]
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # chunked: the size is only known by counting
+    conn.request("POST", "/v1/predict", body=iter([big[i:i + 65536] for i in range(0, len(big), 65536)]),
+                 headers={"Content-Type": "image/jpeg"}, encode_chunked=True)
+    response = conn.getresponse()
+    assert response.status == 413 and "max-upload-mb" in json.loads(response.read())["detail"]
+    conn.close()
+    assert predict(port, CAT.read_bytes()).status == 200  # and the server goes on
+
+
+# --- load and clients --------------------------------------------------------------------------------------
+
+def test_full_server_answers_503_and_loses_no_accepted_request(inf: Inference, reference: dict) -> None:
+    config = ServeConfig(max_batch=2, max_delay_ms=20, max_queue=3)
+    with serving(slow(inf, 0.25), config) as port:
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda _: predict(port, CAT.read_bytes()), range(12)))
+        statuses = [a.status for a in answers]
+        assert set(statuses) <= {200, 503} and statuses.count(503) >= 1 and statuses.count(200) >= 3, statuses
+        for answer in answers:
+            if answer.status == 503:
+                assert answer.headers["retry-after"] == "1" and "--max-queue" in answer.json["detail"]
+            else:
+                assert_same_top(answer.json, reference[CAT.name])
+        assert metric(port, 'resnets_requests_total{endpoint="/v1/predict",status="503"}') == statuses.count(503)
+        assert metric(port, "resnets_requests_in_progress") == 0
+
+
+def test_a_client_that_disconnects_does_not_poison_the_batch(inf: Inference, reference: dict) -> None:
+    model = slow(inf, 0.4)
+    with serving(model, ServeConfig(max_batch=4, max_delay_ms=100)) as port:
+        busy = threading.Thread(target=predict, args=(port, CAT.read_bytes()))
+        busy.start()  # occupies the model thread for 0.4 s
+        time.sleep(0.15)
+        data = CAT.read_bytes()
+        with socket.create_connection(("127.0.0.1", port)) as quitter:  # sends a whole request, then leaves
+            quitter.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                            + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+            time.sleep(0.05)
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda _: predict(port, data), range(3)))
+        busy.join()
+        for answer in answers:
+            assert answer.status == 200
+            assert_same_top(answer.json, reference[CAT.name])
+        deadline = time.monotonic() + 5
+        while metric(port, 'resnets_requests_total{endpoint="/v1/predict",status="499"}') < 1:
+            assert time.monotonic() < deadline, "the disconnected request was never accounted for"
+            time.sleep(0.05)
+        assert metric(port, "resnets_cancelled_total") == 1  # dropped before its model call, not computed
+        assert sum(model.model.batches) == 4 + 2 + 1 + 1 + 3  # warm-up (4, 2, 1), busy, the three: not it
+
+
+def test_api_key(inf: Inference) -> None:
+    with serving(inf, ServeConfig(api_key="s3cret-key")) as port:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "s3cret-ke"}):
+            answer = predict(port, CAT.read_bytes(), headers=headers)
+            assert answer.status == 401 and "API key" in answer.json["detail"]
+            assert answer.headers["www-authenticate"] == "Bearer"
+        assert request(port, "GET", "/metrics").status == 401
+        for headers in ({"Authorization": "Bearer s3cret-key"}, {"X-API-Key": "s3cret-key"}):
+            assert predict(port, CAT.read_bytes(), headers=headers).status == 200
+        assert request(port, "GET", "/healthz").status == 200  # probes and the page stay open
+        assert request(port, "GET", "/").status == 200
+        assert metric(port, 'resnets_requests_total{endpoint="/v1/predict",status="401"}',
+                      {"X-API-Key": "s3cret-key"}) == 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(reference: dict) -> None:
+    """``resnets serve`` in a subprocess: a request waiting in the batcher when SIGTERM arrives is answered."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "resnets", "serve", "--model", "resnet20", "--weights", WEIGHTS,
+                             "--port", str(port), "--max-delay-ms", "1500", "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if request(port, "GET", "/readyz", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "resnets serve did not get ready"
+            time.sleep(0.1)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(predict, port, CAT.read_bytes())
+            while metric(port, "resnets_queue_depth") < 1:  # waiting for its batch (1.5 s)
+                assert not pending.done(), pending.result().body
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            answer = pending.result(timeout=30)
+        assert answer.status == 200
+        assert_same_top(answer.json, reference[CAT.name])
+        assert proc.wait(timeout=30) == 0, proc.stdout.read()
+        with pytest.raises(OSError):
+            request(port, "GET", "/healthz", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_refuses_bad_options() -> None:
+    for args, words in ((["--max-batch", "0"], "--max-batch"), (["--precision", "int8"], "--calibration")):
+        run = subprocess.run([sys.executable, "-m", "resnets", "serve", "--model", "resnet20", "--weights", WEIGHTS,
+                              *args], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and words in run.stderr, run.stderr
+
+
+# --- the batcher on its own ------------------------------------------------------------------------------
+
+def test_batcher_groups_by_key_bounds_its_queue_and_drains_on_close() -> None:
+    import asyncio
+
+    calls: list[tuple[str, int]] = []
+
+    class Scale(nn.Module):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append((self.name, len(x)))
+            time.sleep(0.05)
+            return x * (2 if self.name == "double" else 3)
+
+    def lookup(key):
+        return Scale(key[0])
+
+    batcher = Batcher(lookup, max_batch=3, max_delay_s=0.2, max_queue=7, metrics=Metrics())
+
+    async def main():
+        jobs = [batcher.submit(("double" if i % 2 else "triple", (1,)), torch.tensor([float(i)])) for i in range(7)]
+        tasks = [asyncio.ensure_future(j) for j in jobs]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):  # all 7 wait: the model thread has not started yet
+            await batcher.submit(("double", (1,)), torch.tensor([0.0]))
+        batcher.start()
+        return await asyncio.gather(*tasks)
+
+    results = asyncio.run(main())
+    batcher.close()
+    assert [r.output.item() for r in results] == [i * (2 if i % 2 else 3) for i in range(7)]
+    assert sorted(calls) == [("double", 3), ("triple", 1), ("triple", 3)]  # never a mixed or oversized batch
+    assert not batcher._thread.is_alive()
