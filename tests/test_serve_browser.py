@@ -1,0 +1,58 @@
+"""The page at / in a real headless Chromium (Debian's, driven by Playwright): upload a photo, read the answer.
+
+``RESNETS_UPDATE_DOCS=1`` also saves the screenshot shown in the README (docs/serve.png).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from serve_server import serving  # noqa: E402
+
+from resnets.pipeline import load_inference  # noqa: E402
+from resnets.predict import predict_files  # noqa: E402
+from resnets.serve import ServeConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CAT = ROOT / "examples" / "images" / "cifar10_cat.jpg"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_upload_through_the_page_shows_the_cli_answer() -> None:
+    inf = load_inference("resnet20", "resnet20.cifar10", device="cpu")
+    expected = next(predict_files(inf, [CAT], top=5, workers=0)).top
+    with serving(inf, ServeConfig()) as port, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 560})
+            outside: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith(f"http://127.0.0.1:{port}/")
+                    or r.url.startswith("blob:") else outside.append(r.url))
+            page.goto(f"http://127.0.0.1:{port}/")
+            sync_api.expect(page.locator("#model")).to_contain_text("resnet20")
+            page.set_input_files("#file", str(CAT))
+            page.wait_for_selector("body[data-state=done]", timeout=20_000)
+            names = page.locator("#classes .name").all_inner_texts()
+            shown = page.locator("#classes .probability").all_inner_texts()
+            assert names[0] == expected[0][1] == "cat"
+            assert names == [name for _, name, _ in expected]
+            assert shown == [f"{100 * p:.2f}%" for *_, p in expected]
+            assert page.locator("#preview").evaluate("img => img.complete && img.naturalWidth") == 32
+            widths = page.locator("#classes .bar span").evaluate_all("spans => spans.map(s => s.style.width)")
+            assert widths == shown  # the bars are as long as the probabilities say
+            assert not outside, f"the page loaded from elsewhere: {outside}"
+            if os.environ.get("RESNETS_UPDATE_DOCS") == "1":
+                page.screenshot(path=str(ROOT / "docs" / "serve.png"), full_page=True)
+        finally:
+            browser.close()
