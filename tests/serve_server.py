@@ -1,20 +1,14 @@
-"""A real ``resnets serve`` server for tests: uvicorn in a thread on 127.0.0.1, a free port, stopped on exit."""
+"""A real ``resnets serve`` server for tests (uvicorn in a thread on 127.0.0.1, a free port), and a client."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
-import uvicorn
-
 from resnets.pipeline import Inference
-from resnets.serve import ServeConfig, create_app
+from resnets.serve import ServeConfig, background_server, create_app
 
 
 class Answer:
@@ -48,30 +42,6 @@ def multipart(data: bytes, field: str = "file", filename: str = "photo.jpg") -> 
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
-@contextlib.contextmanager
-def serving(inf: Inference, config: ServeConfig = ServeConfig(), ready_timeout: float = 60) -> Iterator[int]:
+def serving(inf: Inference, config: ServeConfig = ServeConfig()) -> contextlib.AbstractContextManager[int]:
     """Serve ``inf`` until the block ends; yields the port once /readyz answers 200."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(inf, config), log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=10))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            try:
-                if request(port, "GET", "/readyz", timeout=5).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError(f"the test server on port {port} did not get ready")
-            time.sleep(0.05)
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    return background_server(create_app(inf, config), ready_timeout=60, shutdown_timeout=10)
