@@ -113,10 +113,9 @@ def _run(model: nn.Module, x: torch.Tensor, target, method: str, layer: int) -> 
         g = grads.float()
         if method == "gradcam":
             weights = g.mean((2, 3))
-        else:  # gradcam++: alpha = g^2 / (2 g^2 + sum(A) g^3), weights = sum(alpha * relu(g))
+        else:  # gradcam++: alpha = g^2 / (2 g^2 + sum(A) g^3) (0 where g is 0), weights = sum(alpha * relu(g))
             g2 = g * g
             alpha = g2 / (2 * g2 + a.sum((2, 3), keepdim=True) * g2 * g + 1e-6)
-            alpha = torch.where(g != 0, alpha, torch.zeros_like(alpha))
             weights = (alpha * g.clamp(min=0)).sum((2, 3))
         raw = torch.einsum("nc,nchw->nhw", weights, a)
     maps = _normalise(raw, tuple(x.shape[-2:]))

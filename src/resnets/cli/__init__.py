@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import infer, models, predict, serve, train, weights
+from . import explain, infer, models, predict, serve, train, weights
 from .common import UsageError
 
-COMMAND_MODULES = [models, weights, predict, train, infer, serve]
+COMMAND_MODULES = [models, weights, predict, explain, train, infer, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
