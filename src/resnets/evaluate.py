@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from .classes import CIFAR10_CLASSES, imagenet_classes
-from .data.images import find_images
+from .data.source import read_split
 from .pipeline import Inference, file_batches, run_model
 
 
@@ -56,52 +56,28 @@ def _topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     return int(hits[:, 0].sum()), int(hits.any(dim=1).sum())
 
 
-def _folder_split(root: Path) -> Path:
-    for split in ("val", "test"):
-        if (root / split).is_dir():
-            return root / split
-    return root
-
-
 def evaluate(inf: Inference, data: str | os.PathLike, batch_size: int = 128, workers: int = 2,
              progress: bool = True) -> Accuracy:
-    """Accuracy on ``data``: a folder of ``<class>/<image>`` (or its ``val``/``test`` split), or a tar
-    or CIFAR python archive (decoded once into the tensor cache of :mod:`resnets.data.cifar`)."""
-    root = Path(data)
-    if not root.exists():
-        raise FileNotFoundError(f"no such data set: {root}")
+    """Accuracy on ``data``'s test (or val) split: an image folder (``<class>/<image>``, or its ``val``/``test``
+    split), a tar of one, or CIFAR python batches (:mod:`resnets.data.source`).
+
+    Every image is decoded with the model's own preprocessing (``inf.preprocessing``); unreadable ones
+    are listed in ``errors``, not counted.
+    """
+    images = read_split(Path(data), "test", flat=True)
+    index = torch.tensor(class_index(list(images.classes), inf.classes))
+    labels = index[images.labels]
     top1 = top5 = seen = 0
     errors: list[tuple[str, str]] = []
-    if root.is_dir() and not (root / "data_batch_1").exists() and not any(root.glob("*.tar*")):
-        split = _folder_split(root)
-        folders = sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not folders:
-            raise ValueError(f"{split}: expected one sub-folder per class")
-        index = class_index(folders, inf.classes)
-        paths, labels = [], []
-        for label, folder in zip(index, folders):
-            files = find_images(split / folder)
-            paths += files
-            labels += [label] * len(files)
-        labels_t = torch.tensor(labels)
-        bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="eval")
-        for batch, all_paths in file_batches(paths, inf.preprocessing, batch_size, workers,
-                                             pin_memory=inf.device.type == "cuda"):
-            errors += [(str(all_paths[i]), e) for i, e in batch.errors]
-            if len(batch.indices):
-                a, b = _topk_hits(run_model(inf.model, batch.images), labels_t[batch.indices])
-                top1, top5, seen = top1 + a, top5 + b, seen + len(batch.indices)
-            bar.update(len(batch.indices) + len(batch.errors))
-        bar.close()
-    else:
-        from .data.cifar import load_image_tensors
-
-        data_set = load_image_tensors(root, split="test")
-        index = torch.tensor(class_index(list(data_set.classes), inf.classes))
-        for images, labels in zip(tqdm(data_set.images.split(batch_size), disable=not progress, desc="eval"),
-                                  data_set.labels.split(batch_size)):
-            a, b = _topk_hits(run_model(inf.model, inf.preprocessing(images)), index[labels])
-            top1, top5, seen = top1 + a, top5 + b, seen + len(labels)
+    bar = tqdm(total=len(images), unit="img", disable=not progress, desc="eval")
+    for batch, refs in file_batches(images.images, inf.preprocessing, batch_size, workers,
+                                    pin_memory=inf.device.type == "cuda"):
+        errors += [(str(refs[i]), e) for i, e in batch.errors]
+        if len(batch.indices):
+            a, b = _topk_hits(run_model(inf.model, batch.images), labels[batch.indices])
+            top1, top5, seen = top1 + a, top5 + b, seen + len(batch.indices)
+        bar.update(len(batch.indices) + len(batch.errors))
+    bar.close()
     if not seen:
-        raise ValueError(f"{root}: no image could be evaluated ({len(errors)} unreadable)")
+        raise ValueError(f"{images.origin}: no image could be evaluated ({len(errors)} unreadable)")
     return Accuracy(100 * top1 / seen, 100 * top5 / seen, seen, errors)

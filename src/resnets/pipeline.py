@@ -60,7 +60,7 @@ class StageFeatures(nn.Module):
 
 
 def load_inference(
-    model_name: str,
+    model_name: str | None,
     weights: str | os.PathLike | None,
     precision: str = "fp32",
     features: tuple[str, int | None] | None = None,
@@ -69,7 +69,7 @@ def load_inference(
     backend: str = "torch",
     **model_kwargs: Any,
 ) -> Inference:
-    """Build ``model_name`` with ``weights`` in eval mode on ``device`` (``auto``, ``cpu``, ``cuda``,
+    """Build ``model_name`` (None: the network the weights record) with ``weights`` in eval mode on ``device`` (``auto``, ``cpu``, ``cuda``,
     ``cuda:N``); fp32 runs eagerly, bf16, fp16 (CUDA) and int8 (CPU) through :func:`resnets.optimize`.
 
     ``features=(pooling, stage)`` makes it a feature extractor (see :class:`StageFeatures`).
@@ -85,6 +85,7 @@ def load_inference(
     dev = resolve_device(device)
     model: nn.Module = create_model(model_name, weights=weights, **model_kwargs).eval().to(dev)
     cfg = getattr(model, "pretrained_cfg", None)
+    model_name = model_name or cfg.model
     if cfg is not None:
         preprocessing, classes = cfg.preprocessing, cfg.classes
     elif model.stem_type == "cifar":

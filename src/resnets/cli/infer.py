@@ -7,8 +7,9 @@ import json
 from dataclasses import asdict
 
 from ..inference.export import FORMATS
-from ..inference.optimize import BACKENDS, DTYPES, PRECISIONS
-from .predict import add_device_option
+from ..inference.optimize import BACKENDS
+from ..inference.prepare import DTYPES, PRECISIONS
+from .common import UsageError, add_device_option, add_model_options, model_and_weights
 
 # Default --tolerance per precision: max |exported - eager| relative to max |eager|.
 TOLERANCES = {"fp32": 1e-4, "bf16": 5e-2, "int8": 0.1}
@@ -30,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a model to ONNX or a torch.export program",
                        description="Export MODEL with a dynamic batch size and check the file against eager "
                                    "PyTorch (exit 1 when the difference exceeds the tolerance).")
-    p.add_argument("model", metavar="MODEL", help="a name from 'resnets list'")
-    p.add_argument("--weights", default=None, help="registry name or local weights file (default: random init)")
+    p.add_argument("model", metavar="MODEL", nargs="?", default=None,
+                   help="a name from 'resnets list' (default: the architecture the weights record)")
+    add_model_options(p, model_flag=False)
     p.add_argument("--format", choices=FORMATS, required=True, help="onnx or exported-program (.pt2)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (onnx and exported-program), bf16 or int8 (exported-program) (default: fp32)")
@@ -46,8 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="images/s and latency per precision against torchvision eager fp32",
                        description="Benchmark optimised inference (resnets.optimize) against torchvision's eager "
                                    "fp32 model in the same process, interleaving the runs.")
-    p.add_argument("--model", default="resnet50", help="model name (default: resnet50)")
-    p.add_argument("--weights", default=None, help="registry name or local weights file (default: random init)")
+    add_model_options(p)
     p.add_argument("--batch", type=_csv(int), default=[1, 16, 64], help="batch sizes (default: 1,16,64)")
     p.add_argument("--precision", type=_csv(str, PRECISIONS), default=None,
                    help="precisions (default: fp32,bf16,int8 on the CPU, fp32,fp16,bf16 on CUDA)")
@@ -86,22 +87,22 @@ def run_export(args: argparse.Namespace) -> int:
     from ..inference.export import export_onnx, export_program, max_abs_diff
     from ..inference.prepare import prepare
     from ..pipeline import load_inference
-    from .common import UsageError
 
     if args.format == "onnx" and args.precision != "fp32":
         raise UsageError("ONNX export is fp32 only; use --format exported-program for bf16 or int8")
     if args.calibration and args.precision != "int8":
         raise UsageError("--calibration only applies to --precision int8")
-    inf = load_inference(args.model, args.weights)
+    inf = load_inference(*model_and_weights(args))
     model = inf.model
+    entry = getattr(model, "pretrained_cfg", None)
     size = args.input_size or model.input_size[-1]
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     calibration = _calibration_batches(args.calibration, inf.preprocessing) if args.calibration else None
     net = prepare(model, args.precision, example, calibration)
     if args.format == "onnx":
-        export_onnx(net, args.output, example)
+        export_onnx(net, args.output, example, entry)
     else:
-        export_program(net, args.output, example.to(DTYPES[args.precision]))
+        export_program(net, args.output, example.to(DTYPES[args.precision]), entry)
     # Real images when there are some: int8 scales fit them, not noise.
     check = calibration[0][:3] if calibration else torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
     diff, scale = max_abs_diff(args.output, args.format, model, check)
@@ -141,12 +142,13 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..atomic import atomic_path
     from ..device import resolve_device
     from ..factory import create_model
-    from .common import UsageError
 
     if min(args.batch) < 1 or (args.runs is not None and args.runs < 1) or args.workers < 0:
         raise UsageError("--batch and --runs must be >= 1 and --workers >= 0")
     device = resolve_device(args.device)
-    model = create_model(args.model, weights=args.weights).eval().to(device)
+    name, weights = model_and_weights(args)
+    model = create_model(name, weights=weights).eval().to(device)
+    args.model = name or model.pretrained_cfg.model
     size = args.input_size or model.input_size[-1]
     gen = torch.Generator().manual_seed(0)
     inputs = {b: torch.randn(b, 3, size, size, generator=gen).to(device) for b in args.batch}

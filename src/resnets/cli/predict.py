@@ -6,33 +6,12 @@ import argparse
 import json
 import sys
 
-from ..device import DEVICE_PATTERN
-from ..inference.optimize import BACKENDS
-from ..pipeline import PRECISIONS
+from .common import UsageError, add_device_option, add_model_options, add_precision_options, model_and_weights
 
 
-def _device(text: str) -> str:
-    if not DEVICE_PATTERN.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
-    return text
-
-
-def add_device_option(p: argparse.ArgumentParser) -> None:
-    """``--device``, the same for every inference command."""
-    p.add_argument("--device", type=_device, default="auto",
-                   help="auto (cuda if a GPU is available, else cpu), cpu, cuda or cuda:N (default: auto)")
-
-
-def _model_options(p: argparse.ArgumentParser, default_model: str = "resnet50") -> None:
-    p.add_argument("--model", default=default_model, help=f"model name from 'resnets list' (default: {default_model})")
-    p.add_argument("--weights", default="imagenet",
-                   help="registry name from 'resnets weights list', 'imagenet', or a local file (default: imagenet)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (eager), or bf16/fp16/int8 through resnets.optimize (compiled; fp16 on CUDA only, "
-                        "int8 on the CPU only and calibrates on the input images) (default: fp32)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="torch, or onnxruntime (CPU; fp32 and int8 only, fp32 ~2.3x eager on ResNet-50) "
-                        "(default: torch)")
+def _model_options(p: argparse.ArgumentParser) -> None:
+    add_model_options(p)
+    add_precision_options(p)
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding images (default: 2)")
     add_device_option(p)
@@ -69,8 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_sizes(args: argparse.Namespace) -> None:
-    from .common import UsageError
-
     if args.batch_size < 1 or args.workers < 0:
         raise UsageError("--batch-size must be >= 1 and --workers >= 0")
 
@@ -91,7 +68,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..predict import predict_files
 
     paths = _images(args)
-    inf = load_inference(args.model, args.weights, args.precision, calibration=paths, device=args.device,
+    inf = load_inference(*model_and_weights(args), args.precision, calibration=paths, device=args.device,
                          backend=args.backend)
     failed = 0
     for pred in predict_files(inf, paths, args.top, args.batch_size, args.workers):
@@ -112,9 +89,9 @@ def run_features(args: argparse.Namespace) -> int:
     from ..pipeline import load_inference
 
     paths = _images(args)
-    inf = load_inference(args.model, args.weights, args.precision, features=(args.pooling, args.layer),
+    inf = load_inference(*model_and_weights(args), args.precision, features=(args.pooling, args.layer),
                          calibration=paths, device=args.device, backend=args.backend)
-    job = {k: getattr(args, k) for k in ("model", "weights", "precision", "pooling", "layer")}
+    job = {"model": inf.name, **{k: getattr(args, k) for k in ("weights", "precision", "pooling", "layer")}}
     run = extract_features(inf, paths, args.output, args.batch_size, args.workers, job=job)
     print(f"wrote {run.images} x {run.dim} features to {run.out}"
           + (f" ({run.resumed} done in an earlier run)" if run.resumed else ""))
@@ -128,19 +105,18 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..pipeline import load_inference
 
     from ..data.images import find_images
-    from .common import UsageError
 
     _check_sizes(args)
     if args.precision == "int8" and not args.calibration:
         raise UsageError("--precision int8 needs --calibration DIR: images to calibrate on, not from the test set")
     calibration = find_images(args.calibration) if args.calibration else None
-    inf = load_inference(args.model, args.weights, args.precision, calibration=calibration, device=args.device,
+    inf = load_inference(*model_and_weights(args), args.precision, calibration=calibration, device=args.device,
                          backend=args.backend)
     acc = evaluate(inf, args.data, args.batch_size, args.workers)
     if args.json:
-        print(json.dumps({"model": args.model, "weights": args.weights, **acc.to_dict()}))
+        print(json.dumps({"model": inf.name, "weights": args.weights, **acc.to_dict()}))
     else:
-        print(f"{args.model} ({args.weights}) on {args.data}: top-1 {acc.top1:.2f}%  top-5 {acc.top5:.2f}%  "
+        print(f"{inf.name} ({args.weights}) on {args.data}: top-1 {acc.top1:.2f}%  top-5 {acc.top5:.2f}%  "
               f"({acc.images} images)")
         for path, error in acc.errors:
             print(f"resnets eval: skipped {error}", file=sys.stderr)

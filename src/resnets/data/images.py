@@ -27,7 +27,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -242,6 +242,13 @@ def find_images(paths_or_dirs: str | os.PathLike | Iterable[str | os.PathLike], 
     return list(found)
 
 
+@runtime_checkable
+class ImageSource(Protocol):
+    """Anything that is not a file path but can give an image (a tar member, an in-memory array)."""
+
+    def load(self) -> Image.Image: ...
+
+
 class ImageSample(NamedTuple):
     """One item of :class:`ImageFiles`: ``image`` is None and ``error`` says why when the file is bad."""
 
@@ -265,23 +272,25 @@ def _pixels_chw(img: Image.Image) -> torch.Tensor:
 class ImageFiles(torch.utils.data.Dataset):
     """Image files as tensors for a DataLoader that keeps going past bad files.
 
+    ``paths`` are files or :class:`ImageSource` objects (tar members, arrays: ``resnets.data.source``).
     Each item is an :class:`ImageSample` ``(image, index, error)``: the RGB image through ``transform``
     (default: uint8 CHW pixels), or ``None`` with the :class:`ImageLoadError` text. Batch with
     :func:`collate_images`, e.g. ``DataLoader(ImageFiles(paths, IMAGENET_TORCH), batch_size=64,
     num_workers=4, collate_fn=collate_images)``; map ``indices`` back to ``dataset.paths``.
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike],
+    def __init__(self, paths: Sequence[str | os.PathLike | ImageSource],
                  transform: Callable[[Image.Image], torch.Tensor] | None = None) -> None:
-        self.paths = [Path(p) for p in paths]
+        self.paths = [p if isinstance(p, ImageSource) else Path(p) for p in paths]
         self.transform = transform if transform is not None else _pixels_chw
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> ImageSample:
+        item = self.paths[index]
         try:
-            img = load_img(self.paths[index])
+            img = item.load() if isinstance(item, ImageSource) else load_img(item)
         except ImageLoadError as e:
             return ImageSample(None, index, str(e))
         return ImageSample(self.transform(img), index, None)

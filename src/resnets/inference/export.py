@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
+from ..weights.entry import META_KEY, WeightsEntry
 
 # ONNX opset 18: the dynamo exporter's native opset, run by every onnxruntime since 1.14.
 ONNX_OPSET = 18
@@ -38,9 +39,15 @@ def _require_onnx():
     return onnxruntime
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor) -> Path:
-    """Write ``model`` (eval mode, float32) as ONNX with input ``images`` and a dynamic batch size."""
+def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor,
+                entry: WeightsEntry | None = None) -> Path:
+    """Write ``model`` (eval mode, float32) as ONNX with input ``images`` and a dynamic batch size.
+
+    ``entry`` (the weights' description: classes, preprocessing...) goes into the model's metadata.
+    """
     _require_onnx()
+    import onnx
+
     path = Path(path)
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.onnx.export(
@@ -49,16 +56,36 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
     )
     with atomic_path(path) as tmp:
         program.save(str(tmp))
+        if entry is not None:
+            proto = onnx.load(str(tmp))
+            onnx.helper.set_model_props(proto, {META_KEY: entry.to_json()})
+            onnx.save(proto, str(tmp))
     return path
 
 
-def export_program(model: nn.Module, path: str | os.PathLike, example: torch.Tensor) -> Path:
-    """Write ``model`` as a ``torch.export`` program (``.pt2``) with a dynamic batch size."""
+def export_program(model: nn.Module, path: str | os.PathLike, example: torch.Tensor,
+                   entry: WeightsEntry | None = None) -> Path:
+    """Write ``model`` as a ``torch.export`` program (``.pt2``) with a dynamic batch size (and ``entry``)."""
     path = Path(path)
     program = export_dynamic_batch(model, example)
+    extra = {META_KEY: entry.to_json()} if entry is not None else None
     with atomic_path(path) as tmp:
-        torch.export.save(program, tmp)
+        torch.export.save(program, tmp, extra_files=extra)
     return path
+
+
+def exported_entry(path: str | os.PathLike, fmt: str) -> WeightsEntry | None:
+    """The weights description an exported file carries (classes, preprocessing...), or None."""
+    if fmt == "onnx":
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        text = props.get(META_KEY)
+    else:
+        extra = {META_KEY: ""}
+        torch.export.load(str(path), extra_files=extra)
+        text = extra[META_KEY] or None
+    return WeightsEntry.from_json(text) if text else None
 
 
 def run_exported(path: str | os.PathLike, x: torch.Tensor, fmt: str) -> torch.Tensor:

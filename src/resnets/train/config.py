@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ class TrainConfig:
     normalize: str = "channel"  # "channel" (mean/std) | "pixel" (per-pixel mean subtraction, the paper)
     mean: tuple[float, float, float] = CIFAR_MEAN
     std: tuple[float, float, float] = CIFAR_STD
-    augment: bool = True
+    augment: bool = True  # False: no random augmentation whatever the recipe's
+    augmentation: str = "pad-crop"  # "pad-crop" | "random-resized-crop" | "none": the recipe's (train/augment.py)
+    eval_resize: float = 1.0  # shorter side before the evaluation centre crop, as a multiple of the image size
     val_split: int = 0  # hold out this many training images and evaluate on them instead of the test set
     train_subset: int | None = None
     test_subset: int | None = None
@@ -95,17 +98,19 @@ RECIPES: dict[str, dict[str, Any]] = {
     "paper-cifar": dict(
         epochs=None, max_steps=64_000, batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4,
         schedule="step", milestones=(0.5, 0.75), gamma=0.1, normalize="pixel", label_smoothing=0.0,
-        precision="fp32",
+        precision="fp32", augmentation="pad-crop", eval_resize=1.0,
     ),
     # A short modern schedule for CPU budgets: one-cycle, Nesterov, label smoothing, bf16.
     "fast-cifar": dict(
         epochs=10, max_steps=None, batch_size=256, lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
         schedule="onecycle", warmup_fraction=0.15, label_smoothing=0.1, normalize="channel", precision="bf16",
+        augmentation="pad-crop", eval_resize=1.0,
     ),
     # From pretrained weights to a new class count.
     "finetune": dict(
         epochs=5, max_steps=None, batch_size=128, lr=0.01, momentum=0.9, weight_decay=1e-4,
         schedule="cosine", warmup_fraction=0.0, label_smoothing=0.0, normalize="channel",
+        augmentation="random-resized-crop", eval_resize=256 / 224,
     ),
 }
 
@@ -115,13 +120,17 @@ def make_config(recipe: str = "fast-cifar", **overrides: Any) -> TrainConfig:
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     values: dict[str, Any] = {"recipe": recipe, **RECIPES[recipe]}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "epochs" in given and "max_steps" not in given:
+        values["max_steps"] = None  # --epochs replaces a recipe's length in iterations (paper-cifar's 64k)
+    values.update(given)
     model = values.get("model", TrainConfig.model)
     values.setdefault("out", str(Path("runs") / f"{model}-{recipe}"))
     if recipe == "paper-cifar" and _depth(model) >= 110 and "warmup_lr" not in overrides:
         values["warmup_lr"] = 0.01  # "we use 0.01 to warm up the training until the training error is below 80%"
     if recipe == "finetune" and not values.get("weights"):
-        raise ValueError("the finetune recipe needs pretrained weights (--weights FILE)")
+        warnings.warn("the finetune recipe is meant to start from pretrained weights (--weights); "
+                      "training from random weights", stacklevel=2)
     return TrainConfig.from_dict(values)
 
 

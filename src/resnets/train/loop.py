@@ -1,14 +1,16 @@
 """The training loop behind ``resnets train`` and ``resnets.train.train(config)``.
 
-Data live in memory as uint8 tensors (decoded once); each step draws the global batch from a
-per-epoch permutation seeded by (seed, epoch) and augments it with a generator whose state is
+Data live in memory as uint8 tensors (decoded once), or stream from the files when too large
+(``streaming``); either way each step draws the global batch from a per-epoch permutation seeded by
+(seed, epoch) and augments it with the recipe's transforms from a generator whose state is
 checkpointed, so a resumed run, or a run on another number of processes, sees the same batches.
-Image folders too large for memory stream instead (``streaming``): DataLoader workers decode and
-augment each batch, with per-sample seeds that keep the same guarantees.
+Every checkpoint's weights file carries a :class:`~resnets.weights.WeightsEntry`: architecture,
+class names, the exact evaluation preprocessing, and the run's metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import shutil
@@ -16,7 +18,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +26,22 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data.cifar import ImageTensors, split_source, load_image_tensors
 from ..data.images import ImageBatch
+from ..data.source import ImageList, read_split
+from ..data.tensors import ImageTensors, decode_split
 from ..factory import create_model
-from .augment import crop_flip, normalize, sample_crop_flip
-from .checkpoint import load_checkpoint, model_state, save_checkpoint, save_weights, unwrap
+from ..preprocess import Preprocessing
+from ..weights.entry import WeightsEntry, save_safetensors
+from .augment import RecipeTransforms
+from .checkpoint import load_checkpoint, model_state, save_checkpoint, unwrap
 from .config import TrainConfig, default_image_size
 from .distributed import DistContext, all_sum, barrier, local_slice, setup, teardown
 from .metrics import MetricsLog
 from .schedule import lr_at
-from .streaming import (
-    EpochBatches, EvalBatches, ImageFolderList, choose_data_mode, eval_transform, image_folder_split, make_loader,
-    train_transform,
-)
+from .streaming import EpochBatches, EvalBatches, choose_data_mode, epoch_order, make_loader
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FREEZE_MODES = ("none", "backbone", "bn")
-CROP_PAD = 4
 
 
 class TrainingDiverged(RuntimeError):
@@ -50,29 +50,45 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class RunData:
-    train: ImageTensors | ImageFolderList  # decoded in memory, or file lists when streaming
-    eval: ImageTensors | ImageFolderList
+    train: ImageTensors | ImageList  # decoded in memory, or image lists when streaming
+    eval: ImageTensors | ImageList
     eval_split: str
-    mean: torch.Tensor  # broadcastable to (C, H, W), on the [0, 1] pixel scale
-    std: torch.Tensor
-    image_size: int
+    transforms: RecipeTransforms
+    preprocessing: Preprocessing  # the evaluation input recipe, recorded in every weights file
 
     @property
     def streaming(self) -> bool:
-        return isinstance(self.train, ImageFolderList)
+        return isinstance(self.train, ImageList)
 
 
 def train(config: TrainConfig, model: nn.Module | None = None) -> dict[str, Any]:
     """Train ``config.model`` (or the given ``model``) and return the last epoch's metrics.
 
     Under ``torchrun`` every process calls this; they train one model with DDP and rank 0 writes.
+    torch's global settings that a run changes (threads, deterministic algorithms, the RNG) are
+    restored on return.
     """
     _check(config)
-    ctx = setup(config.device)
+    with _restored_torch_state():
+        ctx = setup(config.device)
+        try:
+            return _Trainer(config, ctx, model).run()
+        finally:
+            teardown(ctx)
+
+
+@contextlib.contextmanager
+def _restored_torch_state() -> Iterator[None]:
+    """Put back torch's thread count, deterministic-algorithms mode and CPU RNG after a run."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    rng = torch.get_rng_state()
     try:
-        return _Trainer(config, ctx, model).run()
+        yield
     finally:
-        teardown(ctx)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.set_rng_state(rng)
 
 
 def _check(config: TrainConfig) -> None:
@@ -91,40 +107,65 @@ def _check(config: TrainConfig) -> None:
 
 
 def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:
-    """Train and evaluation tensors (file lists when streaming); rank 0 decodes first, the others read its cache."""
+    """Train and evaluation data (decoded tensors, or image lists when streaming) and the recipe's transforms.
+
+    Rank 0 decodes first, the others then read its cache.
+    """
     size = config.image_size or default_image_size(config.model)
-    streaming = choose_data_mode(config.data_mode, config.data, size) == "stream"
+    transforms = RecipeTransforms(size, config.augmentation if config.augment else "none", config.eval_resize)
+    train_list = read_split(config.data, "train")
+    if config.val_split:
+        perm = torch.randperm(len(train_list), generator=torch.Generator().manual_seed(config.seed))
+        eval_list, train_list = train_list.subset(perm[-config.val_split:]), train_list.subset(perm[: -config.val_split])
+        split = "val"
+    else:  # labelled by the training split's class names: its folders may lack, or add, a class
+        eval_list, split = read_split(config.data, "test"), "test"
+        try:
+            eval_list = eval_list.relabel(train_list.classes)
+        except ValueError as e:
+            raise ValueError(f"{eval_list.origin}: {e}") from e
+    if config.train_subset:
+        train_list = _random_subset(train_list, config.train_subset, config.seed + 1)
+    if config.test_subset:
+        eval_list = _random_subset(eval_list, config.test_subset, config.seed + 2)
+    streaming = choose_data_mode(config.data_mode, len(train_list), transforms.decode_sizes("train")[1]) == "stream"
     if streaming and config.normalize == "pixel":
         raise ValueError("normalize='pixel' needs the per-pixel mean of the decoded training set; "
                          "use --data-mode memory or channel normalisation when streaming")
-    if not ctx.is_main:
-        barrier(ctx)
-    load = image_folder_split if streaming else partial(load_image_tensors, image_size=size, cache_dir=config.cache_dir)
-    train_set = load(config.data, "train")
-    if config.val_split:
-        perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed))
-        eval_set, train_set = train_set.subset(perm[-config.val_split:]), train_set.subset(perm[: -config.val_split])
-        split = "val"
-    else:  # labelled by the training split's class names: its folders may lack, or add, a class
-        eval_set, split = load(config.data, "test"), "test"
-        try:
-            eval_set = eval_set.relabel(train_set.classes)
-        except ValueError as e:
-            raise ValueError(f"{split_source(Path(config.data), split)}: {e}") from e
-    if ctx.is_main:
-        barrier(ctx)
-    if config.train_subset:
-        train_set = _random_subset(train_set, config.train_subset, config.seed + 1)
-    if config.test_subset:
-        eval_set = _random_subset(eval_set, config.test_subset, config.seed + 2)
-    if config.normalize == "pixel":  # the paper: subtract the per-pixel mean of the training images
-        mean, std = train_set.images.double().mean(0).div(255).float(), torch.ones(1, 1, 1)
+    if streaming:
+        train_set: ImageTensors | ImageList = train_list
+        eval_set: ImageTensors | ImageList = eval_list
     else:
-        mean, std = torch.tensor(config.mean).view(-1, 1, 1), torch.tensor(config.std).view(-1, 1, 1)
-    return RunData(train_set, eval_set, split, mean, std, size)
+        if not ctx.is_main:
+            barrier(ctx)
+        train_set = _decode(train_list, transforms, "train", config)
+        eval_set = _decode(eval_list, transforms, "eval", config)
+        if ctx.is_main:
+            barrier(ctx)
+    preprocessing = Preprocessing(tuple(config.mean), tuple(config.std), resize_size=transforms.resize, crop_size=size)
+    if config.normalize == "pixel":  # the paper: subtract the per-pixel mean of the training images
+        pixels = train_set.images
+        if transforms.decode_sizes("train") != transforms.decode_sizes("eval"):
+            pixels = torch.stack([_centre(x, size) for x in pixels])
+        mean = pixels.double().mean(0).div(255).float()
+        preprocessing = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_size=transforms.resize,
+                                      crop_size=size, pixel_mean=tuple(mean.flatten().tolist()))
+    return RunData(train_set, eval_set, split, transforms, preprocessing)
 
 
-def _random_subset(data: ImageTensors | ImageFolderList, n: int, seed: int) -> ImageTensors | ImageFolderList:
+def _decode(images: ImageList, transforms: RecipeTransforms, split: str, config: TrainConfig) -> ImageTensors:
+    resize, crop = transforms.decode_sizes(split)
+    recipe = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_size=resize, crop_size=crop)
+    return decode_split(images, recipe.crop, f"resize {resize} crop {crop}", cache_dir=config.cache_dir)
+
+
+def _centre(image: torch.Tensor, size: int) -> torch.Tensor:
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.center_crop(image, [size, size])
+
+
+def _random_subset(data: ImageList, n: int, seed: int) -> ImageList:
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     return data.subset(perm[: min(n, len(data))].sort().values)
 
@@ -180,13 +221,13 @@ class _Trainer:
         self.skipped: set[str] = set()  # bad image files met by this process (streaming)
         self.tb = None  # TensorBoard SummaryWriter (rank 0, --tensorboard)
         if self.data.streaming:
-            size, pin = self.data.image_size, ctx.device.type == "cuda"
+            pin = ctx.device.type == "cuda"
             local = local_slice(config.batch_size, ctx)
             self.train_order = EpochBatches(len(self.data.train), config.batch_size, local)
-            augment = train_transform(size) if config.augment else eval_transform(size)
-            self.train_loader = make_loader(self.data.train, augment, self.train_order, config.workers, pin)
+            self.train_loader = make_loader(self.data.train, self._decoder("train"), self.train_order,
+                                            config.workers, pin)
             eval_order = EvalBatches(len(self.data.eval), config.eval_batch_size, ctx.rank, ctx.world_size)
-            self.eval_loader = make_loader(self.data.eval, eval_transform(size), eval_order, config.workers, pin)
+            self.eval_loader = make_loader(self.data.eval, self._decoder("eval"), eval_order, config.workers, pin)
         # progress of the run; replaced by the checkpoint's on resume
         self.step = self.epoch = self.epoch_step = 0
         self.meters = [0.0, 0.0, 0.0]  # loss sum, correct, images of the epoch so far
@@ -212,9 +253,35 @@ class _Trainer:
             "step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step, "meters": list(self.meters),
             "aug_rng": self.aug_rng.get_state(), "torch_rng": torch.get_rng_state(),
             "warming_up": self.warming_up, "error_ema": self.error_ema, "best_error": self.best_error,
-            "pixel_mean": self.data.mean.contiguous(), "pixel_std": self.data.std.contiguous(),
             "classes": list(self.data.train.classes), "model": self.config.model,
         }
+
+    def _decoder(self, split: str):
+        """The recipe's decode geometry for ``split``: PIL image to uint8 CHW (streaming workers)."""
+        resize, crop = self.data.transforms.decode_sizes(split)
+        return Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_size=resize, crop_size=crop).crop
+
+    def weights_entry(self, row: dict[str, Any] | None) -> WeightsEntry:
+        """What the weights written now are: the model file contract, as for any published weights."""
+        cfg, data = self.config, self.data
+        model = unwrap(self.model)
+        kwargs = {**cfg.model_kwargs, "num_classes": model.num_classes}
+        metrics, measured_on = {}, ""
+        training: dict[str, Any] = {"recipe": cfg.recipe, "epoch": self.epoch, "step": self.step,
+                                    "precision": cfg.precision, "seed": cfg.seed}
+        if row is not None:
+            metrics = {"top1": round(100 * (1 - row["eval_error"]), 4)}
+            measured_on = (f"the {row['eval_split']} split of {cfg.data} ({len(data.eval)} images) after epoch "
+                           f"{row['epoch']}, fp32")
+            training |= {"eval_error": row["eval_error"], "eval_loss": row["eval_loss"], "eval_split": row["eval_split"]}
+        return WeightsEntry(
+            name=f"{cfg.model}.{Path(cfg.out).name}", model=cfg.model, url=None, sha256=None,
+            file_format="safetensors", model_kwargs=kwargs, preprocessing=data.preprocessing,
+            classes=tuple(data.train.classes), metrics=metrics, metrics_data=measured_on,
+            source=f"resnets train --model {cfg.model} --data {cfg.data} --recipe {cfg.recipe} (config.json of "
+                   f"{cfg.out} has every option)" + (f", from weights {cfg.weights}" if cfg.weights else ""),
+            license="the training data's terms apply", training=training,
+        )
 
     def _resume(self) -> None:
         path = self.out / "last.pt"
@@ -242,12 +309,7 @@ class _Trainer:
         save_checkpoint(self.out / "last.pt", state)
         if self.tb is not None:  # TensorBoard's events keep up with the checkpoints
             self.tb.flush()
-        meta = {"model": self.config.model, "classes": list(self.data.train.classes), "recipe": self.config.recipe,
-                "normalize": self.config.normalize, "mean": list(self.config.mean), "std": list(self.config.std),
-                "epoch": self.epoch, "step": self.step}
-        if row is not None:
-            meta |= {"eval_error": row["eval_error"], "eval_split": row["eval_split"]}
-        save_weights(self.out / "model.safetensors", state["state_dict"], meta)
+        save_safetensors(state["state_dict"], self.out / "model.safetensors", self.weights_entry(row))
         if is_best:
             for src, dst in (("last.pt", "best.pt"), ("model.safetensors", "best.safetensors")):
                 shutil.copyfile(self.out / src, self.out / ".best.tmp")
@@ -270,7 +332,6 @@ class _Trainer:
         dev = ctx.device
         if not self.data.streaming:
             self.train_tensors = self.data.train.images.to(dev), self.data.train.labels.to(dev)
-        mean, std = self.data.mean.to(dev), self.data.std.to(dev)
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         row: dict[str, Any] = {}
         while self.epoch < self.epochs:
@@ -281,7 +342,7 @@ class _Trainer:
             start, seen = time.perf_counter(), 0
             for i, (x, y) in enumerate(self._train_batches(steps), start=self.epoch_step):
                 if self._every_rank_has_images(len(y), i):
-                    self._train_step(normalize(x, mean, std, cfg.channels_last), y, criterion)
+                    self._train_step(self._normalize(x), y, criterion)
                 self.epoch_step = i + 1
                 seen += cfg.batch_size
                 loss_sum, correct, count = self.meters
@@ -300,36 +361,52 @@ class _Trainer:
                 self.tb.close()
         return {**row, "run_dir": str(self.out), "best_error": self.best_error, "skipped_images": len(self.skipped)}
 
-    def _train_batches(self, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's uint8 images and labels for the epoch's steps from ``epoch_step`` on, on the device."""
-        cfg, dev = self.config, self.ctx.device
-        epoch_seed = cfg.seed * 100_003 + self.epoch
-        if self.data.streaming:
-            self.train_order.set_epoch(epoch_seed, self.epoch_step, steps)
-            for batch in self.train_loader:
-                yield self._device_batch(batch, self.data.train)
-            return
-        images, labels = self.train_tensors
-        local = local_slice(cfg.batch_size, self.ctx)
-        perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(epoch_seed))
-        for i in range(self.epoch_step, steps):
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            offsets, flips = sample_crop_flip(cfg.batch_size, CROP_PAD, self.aug_rng)
-            idx = idx[local].to(dev)
-            x = images[idx]
-            if cfg.augment:
-                x = crop_flip(x, offsets[local], flips[local], CROP_PAD)
-            yield x, labels[idx]
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 batch to network input with the recorded preprocessing (so ``resnets eval`` matches exactly)."""
+        x = self.data.preprocessing.normalize(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
 
-    def _device_batch(self, batch: ImageBatch, files: ImageFolderList) -> tuple[torch.Tensor, torch.Tensor]:
-        """A streamed batch's good images and their labels on the device; its bad files reported once each."""
+    def _train_batches(self, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's augmented uint8 images and labels for the epoch's steps from ``epoch_step`` on, on the device.
+
+        Both storage modes take the same permutation and the same augmentation parameters, drawn for
+        the global batch and sliced to this rank's share (and, streaming, to its readable files).
+        """
+        cfg, dev = self.config, self.ctx.device
+        local = local_slice(cfg.batch_size, self.ctx)
+        order = epoch_order(len(self.data.train), cfg.seed * 100_003 + self.epoch)
+        if self.data.streaming:
+            self.train_order.set_epoch(order, self.epoch_step, steps)
+            batches: Iterator = iter(self.train_loader)
+        else:
+            images, labels = self.train_tensors
+        for i in range(self.epoch_step, steps):
+            share = order[i * cfg.batch_size:(i + 1) * cfg.batch_size][local]
+            params = self.data.transforms.sample(cfg.batch_size, self.aug_rng)[local]
+            if self.data.streaming:
+                x, y, kept = self._device_batch(next(batches), self.data.train, share)
+                params = params[kept]
+            else:
+                idx = share.to(dev)
+                x, y = images[idx], labels[idx]
+            yield self.data.transforms.apply(x, params), y
+
+    def _device_batch(self, batch: ImageBatch, images: ImageList,
+                      share: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A streamed batch's good images, their labels (on the device) and places in ``share``; bad files
+        reported once each."""
         for _, message in batch.errors:
             if message not in self.skipped:
                 self.skipped.add(message)
                 tqdm.write(f"resnets train: skipping a bad image ({len(self.skipped)} so far): {message}",
                            file=sys.stderr)
         dev = self.ctx.device
-        return batch.images.to(dev, non_blocking=True), files.labels[batch.indices].to(dev, non_blocking=True)
+        kept = torch.zeros(0, dtype=torch.long)
+        if share is not None:
+            place = {int(j): p for p, j in enumerate(share.tolist())}
+            kept = torch.tensor([place[int(j)] for j in batch.indices.tolist()], dtype=torch.long)
+        return (batch.images.to(dev, non_blocking=True), images.labels[batch.indices].to(dev, non_blocking=True),
+                kept)
 
     def _every_rank_has_images(self, n: int, i: int) -> bool:
         """Whether step ``i`` can train: no process's share of the batch (``n`` images here) is empty.
@@ -405,18 +482,17 @@ class _Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        """Loss and error on the evaluation split, each rank taking every world_size-th image."""
-        cfg, dev = self.config, self.ctx.device
+        """Loss and error on the evaluation split, each rank taking every world_size-th image.
+
+        Always in fp32, whatever the training precision: the recorded error is then exactly what
+        ``resnets eval`` of the saved weights measures.
+        """
         model = unwrap(self.model)
         model.eval()
-        mean, std = self.data.mean.to(dev), self.data.std.to(dev)
-        dtype = PRECISIONS[cfg.precision]
         loss_sum = correct = count = 0.0
         for x, y in self._eval_batches():
-            x = normalize(x, mean, std, cfg.channels_last)
             count += len(y)
-            with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-                logits = model(x).float()
+            logits = model(self._normalize(x)).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
         # every rank gets here once, even one with no readable image (its streamed batches are all skipped)
@@ -429,7 +505,7 @@ class _Trainer:
         """This rank's evaluation images (every world_size-th) and labels, in batches, on the device."""
         if self.data.streaming:
             for batch in self.eval_loader:
-                x, y = self._device_batch(batch, self.data.eval)
+                x, y, _ = self._device_batch(batch, self.data.eval)
                 if len(y):
                     yield x, y
             return
