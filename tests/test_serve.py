@@ -36,6 +36,7 @@ from resnets.data.images import load_img  # noqa: E402
 from resnets.pipeline import Inference, StageFeatures, load_inference  # noqa: E402
 from resnets.predict import predict_files  # noqa: E402
 from resnets.serve import Batcher, QueueFull, ServeConfig  # noqa: E402
+from resnets.serve.app import batch_sizes  # noqa: E402
 from resnets.serve.metrics import Metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,7 +261,7 @@ def test_a_client_that_disconnects_does_not_poison_the_batch(inf: Inference, ref
             assert time.monotonic() < deadline, "the disconnected request was never accounted for"
             time.sleep(0.05)
         assert metric(port, "resnets_cancelled_total") == 1  # dropped before its model call, not computed
-        assert sum(model.model.batches) == 4 + 2 + 1 + 1 + 3  # warm-up (4, 2, 1), busy, the three: not it
+        assert sum(model.model.batches) == 4 + 1 + 1 + 3  # warm-up (4, 1), busy, the three: not it
 
 
 def test_api_key(inf: Inference) -> None:
@@ -324,6 +325,22 @@ def test_cli_refuses_bad_options() -> None:
         run = subprocess.run([sys.executable, "-m", "resnets", "serve", "--model", "resnet20", "--weights", WEIGHTS,
                               *args], capture_output=True, text=True, timeout=60)
         assert run.returncode == 2 and words in run.stderr, run.stderr
+
+
+def test_a_compiled_model_runs_only_at_its_warmed_up_batch_sizes(inf: Inference, reference: dict) -> None:
+    """resnets.optimize's compiled models get static batch sizes: powers of two up to max_batch, padded."""
+    assert batch_sizes(16) == (1, 2, 4, 8, 16) and batch_sizes(12) == (1, 2, 4, 8, 12) and batch_sizes(1) == (1,)
+    assert batch_sizes(1024) == (8, 16, 32, 64, 128, 256, 512, 1024)
+    served = slow(inf, 0.3)
+    served.model.compiled = True  # as resnets.optimize marks them; the sizes are checked, not compiled
+    with serving(served, ServeConfig(max_batch=8, max_delay_ms=300)) as port:
+        assert served.model.batches == [1, 2, 4, 8]  # the warm-up compiles each size
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda _: predict(port, CAT.read_bytes()), range(3)))
+    for answer in answers:
+        assert answer.status == 200 and answer.json["batch_size"] == 3
+        assert_same_top(answer.json, reference[CAT.name])  # the padding's rows do not leak into the answers
+    assert served.model.batches[4:] == [4]
 
 
 # --- the batcher on its own ------------------------------------------------------------------------------

@@ -70,9 +70,8 @@ class Batcher:
 
     Inputs are grouped by ``key`` (which model, and the input's shape), so a batch is always one
     model on same-shaped inputs. ``max_queue`` bounds the inputs waiting (memory never grows with
-    load: :meth:`submit` raises :class:`QueueFull` instead). ``warmup`` inputs run once at start,
-    before :attr:`ready` is set, at batch sizes ``max_batch``, 2 and 1: a compiled model compiles for
-    its first size, for any size (dynamic) on the second, and once more for 1, which torch specialises.
+    load: :meth:`submit` raises :class:`QueueFull` instead). ``warmup`` batches run once at start
+    (a compiled model compiles on them), before :attr:`ready` is set.
     """
 
     def __init__(self, models: ModelLookup, max_batch: int = 16, max_delay_s: float = 0.005,
@@ -90,7 +89,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
 
     def start(self, warmup: Sequence[tuple[Hashable, torch.Tensor]] = ()) -> None:
-        """Start the model thread; it first runs ``warmup`` ``(key, single input)`` pairs, then serves."""
+        """Start the model thread; it first runs the ``warmup`` ``(key, batch)`` pairs, then serves."""
         self._thread = threading.Thread(target=self._serve, args=(list(warmup),), name="resnets-model", daemon=True)
         self._thread.start()
 
@@ -122,9 +121,8 @@ class Batcher:
 
     def _serve(self, warmup: list[tuple[Hashable, torch.Tensor]]) -> None:
         try:
-            for key, x in warmup:
-                for size in dict.fromkeys((self.max_batch, min(2, self.max_batch), 1)):
-                    run_model(self.models(key), x.expand(size, *x.shape).contiguous())
+            for key, batch in warmup:
+                run_model(self.models(key), batch)
         except BaseException as e:  # noqa: BLE001 - reported by /readyz and the log; the server stays up
             log.exception("warm-up failed")
             self.error = e
