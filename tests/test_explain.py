@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -329,6 +330,33 @@ def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
     code = main(["explain", str(EXAMPLES / "cifar10_ship.jpg"), *CLI_MODEL, "-o", str(tmp_path), *argv])
     err = capsys.readouterr().err
     assert code == 1 and message in err and "Traceback" not in err
+
+
+def test_predict_explain_writes_maps_beside_the_predictions(tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"")
+    out = tmp_path / "maps"
+    code = main(["predict", str(EXAMPLES / "cifar10_cat.jpg"), str(EXAMPLES / "cifar10_ship.jpg"), str(bad),
+                 *CLI_MODEL, "--json", "--explain", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1
+    lines = [json.loads(line) for line in captured.out.splitlines()]  # stdout stays pure JSON
+    assert [Path(r["path"]).name for r in lines if "error" not in r] == ["cifar10_cat.jpg", "cifar10_ship.jpg"]
+    assert captured.err.count("broken.jpg") == 1  # listed once, by predict
+    assert sorted(p.name for p in out.iterdir()) == ["cifar10_cat.png", "cifar10_ship.png"]
+
+
+def test_optimized_model_is_explained_through_its_eager_weights(tmp_path, cifar):
+    from resnets.cli.explain import write_explanations
+    from resnets.pipeline import Inference
+
+    wrapped = nn.Sequential(copy.deepcopy(cifar))  # stands in for a compiled or quantised model: no stages
+    inf = Inference(wrapped, cifar.pretrained_cfg.preprocessing, "cifar10", "resnet20", "resnet20.cifar10")
+    assert write_explanations(inf, [EXAMPLES / "cifar10_cat.jpg"], tmp_path, workers=0, command=None) == 0
+    assert (tmp_path / "cifar10_cat.png").is_file()
+    inf.weights = None
+    with pytest.raises(ValueError, match="random weights"):
+        write_explanations(inf, [EXAMPLES / "cifar10_cat.jpg"], tmp_path, workers=0, command=None)
 
 
 def test_class_index_by_name_id_and_index():

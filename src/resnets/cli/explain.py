@@ -58,9 +58,17 @@ def write_explanations(inf: Inference, paths: Sequence[Path], out_dir: str | os.
     """Write the PNGs of :func:`resnets.explain_images.explain_files` for an Inference and its image paths;
     print one line per PNG and list bad files on stderr as ``resnets <command>: skipped ...``
     (``command=None``: silent, for ``predict --explain``, which reports bad files itself).
+    An optimized model (bf16, int8, onnxruntime) has no gradients: its weights are reloaded eagerly in fp32.
     Returns the number of files that failed."""
     from ..explain_images import explain_files
+    from ..networks import ResNet
+    from ..pipeline import load_inference
 
+    if not isinstance(inf.model, ResNet):  # compiled, quantised or onnxruntime for speed: explain the eager weights
+        if inf.weights is None:
+            raise ValueError("maps need the eager model's gradients: with random weights use --precision fp32 "
+                             "--backend torch")
+        inf = load_inference(inf.name, inf.weights, device=inf.device)
     failed = 0
     for item in explain_files(inf, paths, out_dir, target, method, layer, sheet, batch_size, workers):
         if item.error is not None:

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _model_options(p)
     p.add_argument("--top", type=int, default=5, help="classes shown per image (default: 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    p.add_argument("--explain", metavar="DIR",
+                   help="also write each image's Grad-CAM map of its top class as DIR/<name>.png "
+                        "(see 'resnets explain')")
     p.set_defaults(func=run_predict)
 
     p = sub.add_parser("features", help="write one feature vector per image",
@@ -81,6 +84,10 @@ def run_predict(args: argparse.Namespace) -> int:
         if pred.error is not None:
             failed += 1
             print(f"resnets predict: skipped {pred.error}", file=sys.stderr)
+    if args.explain:
+        from .explain import write_explanations
+
+        write_explanations(inf, paths, args.explain, batch_size=args.batch_size, workers=args.workers, command=None)
     return 1 if failed else 0
 
 
