@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
 from resnets import create_model
-from resnets.data.cifar import load_image_tensors
+from resnets.data.tensors import load_image_tensors
 from resnets.preprocess import CIFAR10
 from resnets.train import make_config, train
 

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from resnets.data.cifar import load_image_tensors
-from resnets.train.augment import crop_flip, sample_crop_flip
+from resnets.data.tensors import load_image_tensors
+from resnets.train.augment import RecipeTransforms, crop_flip
 
 SHARED_TEST_TAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg" / "test.tar"
 CLASSES = tuple(f"class{i}" for i in range(10))
@@ -73,7 +73,7 @@ def test_cifar_python_folder_and_archive_match_the_written_batches(tmp_path):
 
 
 def test_image_folder_and_its_tar_decode_to_the_same_pixels_and_are_cached(tmp_path):
-    # 3 classes x 100 images > the 256 above which decoding runs in a process pool
+    # 3 classes x 100 images > the 256 above which decoding runs in DataLoader workers
     pixels = write_image_tree(tmp_path / "tree", "train", per_class=100)
     write_image_tree(tmp_path / "tree", "val", per_class=2, seed=1)
     cache = tmp_path / "cache"
@@ -118,7 +118,8 @@ def test_shared_jpeg_tar_matches_pil_decoding(tmp_path):
 def test_vectorised_crop_flip_matches_torchvision_per_image():
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
-    offsets, flips = sample_crop_flip(16, 4, g)
+    params = RecipeTransforms(32, "pad-crop").sample(16, g)
+    offsets, flips = params[:, :2], params[:, 2].bool()
     out = crop_flip(images, offsets, flips, pad=4)
     for img, (top, left), flip, got in zip(images, offsets.tolist(), flips.tolist(), out):
         ref = TF.crop(TF.pad(img, [4]), top, left, 32, 32)

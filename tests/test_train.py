@@ -103,7 +103,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cifar, tmp_path):
 
 def test_checkpoints_load_with_create_model_and_reproduce_the_logged_error(cifar, tmp_path):
     result = train(tiny_config(cifar, tmp_path, epochs=1, precision="bf16"))
-    from resnets.data.cifar import load_image_tensors
+    from resnets.data.tensors import load_image_tensors
 
     test = load_image_tensors(cifar, "test", cache_dir=cifar / "cache")
     model = resnets.create_model("resnet20", weights=tmp_path / "best.pt").eval()

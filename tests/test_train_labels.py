@@ -9,7 +9,7 @@ import torch
 from test_cifar_data import write_image_tree
 from torchvision.datasets import ImageFolder
 
-from resnets.data.cifar import load_image_tensors
+from resnets.data.tensors import load_image_tensors
 from resnets.train import make_config
 from resnets.train.distributed import DistContext
 from resnets.train.loop import RunData, load_run_data
@@ -31,7 +31,7 @@ def test_eval_split_lacking_the_first_class_is_labelled_by_the_training_class_na
     stream = run_data(tmp_path, "stream")
     assert stream.train.classes == stream.eval.classes == tuple(reference)
     assert len(stream.eval) == 6
-    assert stream.eval.labels.tolist() == [reference[path.parent.name] for path in stream.eval.paths]
+    assert stream.eval.labels.tolist() == [reference[path.parent.name] for path in stream.eval.images]
 
     # a test-split cache written before the fix numbers bee 0 and cat 1; reading it must not bring that back
     cached = load_image_tensors(tmp_path, "test", image_size=32, cache_dir=tmp_path / "cache")

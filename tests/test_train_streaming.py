@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import sys
 
 import numpy as np
@@ -17,6 +19,7 @@ from torchvision import transforms as T
 import resnets
 from resnets.cli import main
 from resnets.data.images import load_img
+from resnets.data.source import read_split
 from resnets.preprocess import CIFAR10
 from resnets.train import make_config, streaming, train
 
@@ -48,22 +51,39 @@ def two_class(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def config(folder, out, **kw):
+def config(folder, out, recipe="fast-cifar", **kw):
     values = {"model": "resnet20", "data": str(folder), "out": str(out), "epochs": 2, "batch_size": 8, "lr": 0.05,
               "image_size": 32, "precision": "fp32", "deterministic": True, "threads": 1, "progress": False,
               "cache_dir": str(out.parent / "cache"), "data_mode": "stream", "workers": 0}
-    return make_config("fast-cifar", **{**values, **kw})
+    return make_config(recipe, **{**values, **kw})
 
 
 def torchvision_eval(weights, files) -> tuple[torch.Tensor, torch.Tensor]:
-    """The saved model's logits on ``files`` through torchvision's Resize(32 * 256 / 224 = 37) + CenterCrop(32),
-    and the labels their class folders give: the reference for the trainer's logged evaluation."""
+    """The saved model's logits on ``files`` through torchvision's Resize(32) + CenterCrop(32) (the fast-cifar
+    recipe's evaluation), and the labels their class folders give: the reference for the trainer's logged evaluation."""
     model = resnets.create_model("resnet20", weights=weights).eval()
-    prep = T.Compose([T.PILToTensor(), T.Resize(37, antialias=True), T.CenterCrop(32)])
+    prep = T.Compose([T.PILToTensor(), T.Resize(32, antialias=True), T.CenterCrop(32)])
     x = torch.stack([prep(load_img(f)) for f in files]).float() / 255
     x = (x - torch.tensor(CIFAR10.mean).view(3, 1, 1)) / torch.tensor(CIFAR10.std).view(3, 1, 1)
     with torch.no_grad():
         return model(x), torch.tensor([CLASSES.index(f.parent.name) for f in files])
+
+
+@pytest.mark.parametrize("recipe", ["fast-cifar", "finetune"])
+def test_a_recipe_trains_on_the_same_batches_cached_or_streamed(folder, tmp_path, recipe):
+    """The recipe owns the transforms: the same decode geometry and augmentation in both storage modes,
+    so a cached and a streamed run (2 workers) log the same losses (pad-crop and random-resized-crop)."""
+    options = dict(epochs=1, lr=0.01, image_size=24)
+    if recipe == "finetune":
+        options["weights"] = "none"
+    with pytest.warns(UserWarning) if recipe == "finetune" else contextlib.nullcontext():
+        cached = config(folder, tmp_path / "memory", data_mode="memory", recipe=recipe, **options)
+        streamed = config(folder, tmp_path / "stream", workers=2, recipe=recipe, **options)
+    train(cached)
+    train(streamed)
+    a, b = metrics(tmp_path / "memory")[0], metrics(tmp_path / "stream")[0]
+    for key in ("train_loss", "train_error", "eval_loss", "eval_error"):
+        assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key
 
 
 def test_stream_writes_what_memory_writes_and_evaluates_like_torchvision(folder, tmp_path):
@@ -134,16 +154,14 @@ def test_an_epoch_of_only_unreadable_training_files_is_a_clear_error(tmp_path):
         train(config(data, tmp_path / "run", epochs=1, batch_size=2))
 
 
-def test_auto_mode_streams_only_large_image_folders(folder, tmp_path, monkeypatch):
-    assert streaming.choose_data_mode("auto", folder, 224) == "memory"  # 40 x 224^2 x 3 bytes: 6 MB
-    cifar = tmp_path / "cifar"
-    write_fake_cifar(cifar, per_batch=2, n_test=2)
-    with pytest.raises(ValueError, match="only image folders"):
-        streaming.choose_data_mode("stream", cifar, 32)
+def test_auto_mode_streams_only_large_data_sets(monkeypatch):
+    assert streaming.choose_data_mode("auto", 40, 224) == "memory"  # 40 x 224^2 x 3 bytes: 6 MB
     monkeypatch.setattr(streaming, "AUTO_MEMORY_LIMIT", 40 * 32 * 32 * 3)
-    assert streaming.choose_data_mode("auto", folder, 32) == "stream"
-    assert streaming.choose_data_mode("auto", folder, 31) == "memory"
-    assert streaming.choose_data_mode("auto", cifar, 32) == "memory"
+    assert streaming.choose_data_mode("auto", 40, 32) == "stream"
+    assert streaming.choose_data_mode("auto", 40, 31) == "memory"
+    assert streaming.choose_data_mode("stream", 1, 32) == "stream"
+    with pytest.raises(ValueError, match="data_mode must be one of"):
+        streaming.choose_data_mode("disk", 1, 32)
 
 
 def test_two_process_gloo_stream_run_matches_one_process(folder, tmp_path):
@@ -164,10 +182,11 @@ def test_a_process_whose_share_of_a_batch_is_all_bad_files_skips_the_step_with_t
     # 2 processes, global batch 8: rank 1 takes places 4-7 of each batch, and every other test image from 1 on
     data = tmp_path / "data"
     write_folder(data, n_train=8, n_test=4)
-    train_files, test_files = streaming.image_folder_split(data, "train"), streaming.image_folder_split(data, "test")
+    train_files, test_files = read_split(data, "train"), read_split(data, "test")
     order = streaming.EpochBatches(len(train_files), 8, slice(4, 8))
-    order.set_epoch(0, 0, 2)  # --seed 0, epoch 0: the trainer's seed of the epoch is seed * 100003 + epoch
-    bad = [train_files.paths[i] for i, _ in next(iter(order))] + test_files.paths[1::2]
+    # --seed 0, epoch 0: the trainer's seed of the epoch is seed * 100003 + epoch
+    order.set_epoch(streaming.epoch_order(len(train_files), 0), 0, 2)
+    bad = [train_files.images[i] for i in next(iter(order))] + test_files.images[1::2]
     for path in bad:
         path.write_bytes(b"not an image")
     out = tmp_path / "run"
@@ -181,6 +200,6 @@ def test_a_process_whose_share_of_a_batch_is_all_bad_files_skips_the_step_with_t
     assert row["step"] == 1  # step 2 trained on both processes
 
     # the logged evaluation is the model's on rank 0's readable images only: rank 1 added nothing, once
-    logits, y = torchvision_eval(out / "last.pt", test_files.paths[0::2])
+    logits, y = torchvision_eval(out / "last.pt", test_files.images[0::2])
     assert row["eval_loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-2)
     assert row["eval_error"] == pytest.approx((logits.argmax(1) != y).float().mean().item())

@@ -167,7 +167,8 @@ def read_split(source: str | os.PathLike, split: str, flat: bool = False) -> Ima
     origin = split_source(Path(source), split, flat)
     if (origin / "data_batch_1").is_file() or _is_cifar_python_archive(origin):
         return _read_cifar_python(origin, split)
-    entries = list(_folder_entries(origin) if origin.is_dir() else _tar_entries(origin, split))
+    entries = sorted(_folder_entries(origin) if origin.is_dir() else _tar_entries(origin, split),
+                     key=lambda e: (e[0], str(e[1])))
     if not entries:
         raise FileNotFoundError(f"{origin}: no images found for split '{split}' (expected <split>/<class>/<image>)")
     classes = tuple(sorted({cls for cls, _ in entries}))

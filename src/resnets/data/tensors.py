@@ -9,7 +9,6 @@ second run starts at once.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -21,8 +20,9 @@ from PIL import Image
 
 from ..atomic import atomic_path
 from ..cache import cache_root
+from ..preprocess import Preprocessing
 from .images import ImageFiles, collate_images
-from .source import ImageList, labels_by_name
+from .source import ImageList, labels_by_name, read_split
 
 
 @dataclass
@@ -60,12 +60,14 @@ def decode_split(
 ) -> ImageTensors:
     """``images`` through ``transform`` (uint8 CHW of one size) as tensors, decoded only the first time.
 
-    ``transform_key`` names the transform in the cache key (e.g. its resize and crop sizes).
+    ``transform_key`` names the transform in the cache key (e.g. its resize and crop sizes). The cache
+    holds pixels only: labels and class names always come from ``images``.
     """
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     cache_file = cache / f"{_cache_key(images, transform_key)}.safetensors"
     if cache_file.is_file():
-        return _read_cache(cache_file)
+        pixels, index = _read_cache(cache_file)
+        return ImageTensors(pixels, images.labels[index], images.classes)
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     files = ImageFiles(images.images, transform)
     loader = torch.utils.data.DataLoader(files, batch_size=batch_size, num_workers=workers if len(files) > 256 else 0,
@@ -81,14 +83,29 @@ def decode_split(
     if not chunks:
         raise ValueError(f"{images.origin}: no readable image among {len(images)} files")
     index = torch.cat(kept)
-    data = ImageTensors(torch.cat(chunks), images.labels[index], images.classes)
-    _write_cache(cache_file, data, images.origin)
-    return data
+    pixels = torch.cat(chunks)
+    _write_cache(cache_file, pixels, index, images.origin)
+    return ImageTensors(pixels, images.labels[index], images.classes)
+
+
+def load_image_tensors(
+    source: str | os.PathLike,
+    split: str = "train",
+    *,
+    image_size: int = 32,
+    cache_dir: str | os.PathLike | None = None,
+) -> ImageTensors:
+    """``split`` of ``source`` (:func:`~resnets.data.source.read_split`) decoded at ``image_size`` (shorter
+    side resized, centre crop: never squashed), cached."""
+    geometry = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_size=image_size, crop_size=image_size)
+    return decode_split(read_split(source, split), geometry.crop, f"resize {image_size} crop {image_size}",
+                        cache_dir=cache_dir)
 
 
 def _cache_key(images: ImageList, transform_key: str) -> str:
     origin = images.origin
-    stats: list = [str(origin.resolve()), len(images)]
+    names = hashlib.sha256("\n".join(map(str, images.images)).encode()).hexdigest()  # which images, in order
+    stats: list = [str(origin.resolve()), names]
     if origin.is_dir():
         stats += sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in origin.iterdir())
     else:
@@ -97,19 +114,17 @@ def _cache_key(images: ImageList, transform_key: str) -> str:
     return hashlib.sha256(repr((stats, transform_key)).encode()).hexdigest()[:24]
 
 
-def _read_cache(path: Path) -> ImageTensors:
-    from safetensors import safe_open
+def _read_cache(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     from safetensors.torch import load_file
 
-    with safe_open(str(path), "pt") as f:
-        classes = tuple(json.loads(f.metadata()["classes"]))
     tensors = load_file(str(path))
-    return ImageTensors(tensors["images"], tensors["labels"], classes)
+    return tensors["images"], tensors["index"]
 
 
-def _write_cache(path: Path, data: ImageTensors, origin: Path) -> None:
+def _write_cache(path: Path, pixels: torch.Tensor, index: torch.Tensor, origin: Path) -> None:
+    """The decoded pixels and, for each, its place in the image list (bad images are left out)."""
     from safetensors.torch import save_file
 
-    tensors = {"images": data.images.contiguous(), "labels": data.labels.contiguous()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"classes": json.dumps(list(data.classes)), "source": str(origin)})
+        save_file({"images": pixels.contiguous(), "index": index.contiguous()}, str(tmp),
+                  metadata={"source": str(origin)})

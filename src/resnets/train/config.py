@@ -128,6 +128,8 @@ def make_config(recipe: str = "fast-cifar", **overrides: Any) -> TrainConfig:
     values.setdefault("out", str(Path("runs") / f"{model}-{recipe}"))
     if recipe == "paper-cifar" and _depth(model) >= 110 and "warmup_lr" not in overrides:
         values["warmup_lr"] = 0.01  # "we use 0.01 to warm up the training until the training error is below 80%"
+    if str(values.get("weights")).lower() == "none":
+        values["weights"] = None  # random weights, as --weights none everywhere
     if recipe == "finetune" and not values.get("weights"):
         warnings.warn("the finetune recipe is meant to start from pretrained weights (--weights); "
                       "training from random weights", stacklevel=2)

@@ -201,8 +201,8 @@ class _Trainer:
             torch.set_num_threads(config.threads)
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
-        torch.manual_seed(config.seed)
         self.data = load_run_data(config, ctx)
+        torch.manual_seed(config.seed)  # after the data: decoding (DataLoader workers) draws from the global RNG
         self.model = model if model is not None else build_model(config, len(self.data.train.classes))
         if config.sync_bn and ctx.enabled:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -389,7 +389,7 @@ class _Trainer:
             else:
                 idx = share.to(dev)
                 x, y = images[idx], labels[idx]
-            yield self.data.transforms.apply(x, params), y
+            yield (self.data.transforms.apply(x, params) if len(y) else x), y
 
     def _device_batch(self, batch: ImageBatch, images: ImageList,
                       share: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
