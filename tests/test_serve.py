@@ -142,6 +142,29 @@ def test_features_match_the_eager_network(port: int, inf: Inference, layer: int 
     np.testing.assert_allclose(np.frombuffer(raw.body, "<f4"), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_explain_draws_what_resnets_explain_draws(port: int, inf: Inference, reference: dict, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from resnets.explain_images import CAPTION_HEIGHT, explain_files
+
+    written = next(explain_files(inf, [CAT], tmp_path, workers=0)).output  # what `resnets explain` writes
+    answer = request(port, "POST", "/v1/explain", CAT.read_bytes())
+    assert answer.status == 200 and answer.headers["content-type"] == "image/png", answer.body[:300]
+    top_id, top_name, top_p = reference[CAT.name][0]
+    assert (answer.headers["x-class-index"], answer.headers["x-class-name"]) == (top_id, top_name)
+    assert abs(float(answer.headers["x-probability"]) - top_p) < 1e-5
+    served, expected = Image.open(io.BytesIO(answer.body)), Image.open(written)
+    assert served.size == expected.size
+    picture = (0, 0, served.width, served.height - CAPTION_HEIGHT)  # the captions name the file differently
+    np.testing.assert_array_equal(np.asarray(served.crop(picture)), np.asarray(expected.crop(picture)))
+    other = request(port, "POST", "/v1/explain?target=dog&method=gradcam%2B%2B&layer=2", CAT.read_bytes())
+    assert other.status == 200 and other.headers["x-class-name"] == "dog"
+    for query, words in (("target=unicorn", "unicorn"), ("method=lime", "method"), ("layer=7", "layer"),
+                         ("method=cam&layer=2", "CAM")):
+        bad = request(port, "POST", f"/v1/explain?{query}", CAT.read_bytes())
+        assert bad.status == 422 and words in bad.json["detail"], (query, bad.body)
+
+
 def test_health_readiness_metrics_and_page(port: int) -> None:
     assert request(port, "GET", "/healthz").json == {"status": "ok"}
     ready = request(port, "GET", "/readyz").json
@@ -161,7 +184,7 @@ def test_health_readiness_metrics_and_page(port: int) -> None:
     for asset in ("/", "/static/app.js", "/static/style.css"):  # nothing loaded from the internet
         text = request(port, "GET", asset).body.decode()
         assert not re.search(r"(src|href)=\"(https?:)?//|url\((https?:)?//|@import|https?://", text), asset
-    assert request(port, "GET", "/openapi.json").json["paths"].keys() >= {"/v1/predict", "/v1/features"}
+    assert request(port, "GET", "/openapi.json").json["paths"].keys() >= {"/v1/predict", "/v1/features", "/v1/explain"}
 
 
 # --- bad input ---------------------------------------------------------------------------------------------

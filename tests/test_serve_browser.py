@@ -24,6 +24,8 @@ from resnets.serve import ServeConfig  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CAT = ROOT / "examples" / "images" / "cifar10_cat.jpg"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PREVIEW_WIDTH = ("width => { const img = document.getElementById('preview'); "
+                 "return img.complete && img.naturalWidth === width; }")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -48,9 +50,16 @@ def test_upload_through_the_page_shows_the_cli_answer() -> None:
             assert names[0] == expected[0][1] == "cat"
             assert names == [name for _, name, _ in expected]
             assert shown == [f"{100 * p:.2f}%" for *_, p in expected]
-            assert page.locator("#preview").evaluate("img => img.complete && img.naturalWidth") == 32
+            page.wait_for_function(PREVIEW_WIDTH, arg=32)  # the photo itself
             widths = page.locator("#classes .bar span").evaluate_all("spans => spans.map(s => s.style.width)")
             assert widths == shown  # the bars are as long as the probabilities say
+            page.check("#heatmap")  # again, with the heat map: the preview becomes /v1/explain's picture
+            page.set_input_files("#file", [])
+            page.set_input_files("#file", str(CAT))
+            page.wait_for_selector("body[data-state=done]", timeout=20_000)
+            sync_api.expect(page.locator("#preview")).to_have_attribute("alt", "the photo with the heat map of cat")
+            page.wait_for_function(PREVIEW_WIDTH, arg=256)  # the explanation panel
+            assert page.locator("#classes .name").all_inner_texts() == names
             assert not outside, f"the page loaded from elsewhere: {outside}"
             if os.environ.get("RESNETS_UPDATE_DOCS") == "1":
                 page.screenshot(path=str(ROOT / "docs" / "serve.png"), full_page=True)

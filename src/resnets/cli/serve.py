@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "/healthz, /readyz, /metrics, /docs. Needs pip install 'resnets[serve]'.")
     p.add_argument("--model", default="resnet50", help="model name from 'resnets list' (default: resnet50)")
     p.add_argument("--weights", required=True,
-                   help="registry name from 'resnets weights list', 'imagenet', a local file, or 'none' (random weights, for load tests)")
+                   help="registry name from 'resnets weights list', 'imagenet', a local file, or 'none' "
+                        "(random weights, for load tests)")
     p.add_argument("--precision", choices=CPU_PRECISIONS, default="fp32",
                    help="fp32 (eager), or bf16/int8 through resnets.optimize (compiled at start-up) (default: fp32)")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="torch or onnxruntime (default: torch)")

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hmac
 import io
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import torch
 from fastapi import FastAPI, Query, Request
@@ -36,8 +37,11 @@ from starlette.requests import ClientDisconnect
 from torch import nn
 
 from .. import create_model
-from ..classes import decode_predictions
+from ..classes import _id_name_pairs, decode_predictions
+from ..cli.explain import class_index
 from ..data.images import ImageLoadError, load_img
+from ..explain import METHODS, explain
+from ..explain_images import METHOD_NAMES, explanation_panel
 from ..pipeline import Inference, StageFeatures
 from .batcher import Batcher, Closed, QueueFull
 from .metrics import Metrics
@@ -104,21 +108,22 @@ class _ClientGone(Exception):
 
 
 class Models:
-    """Key -> module for the model thread: the classifier, and feature extractors built on first use.
+    """Key -> module for the model thread: the classifier, and feature extractors and explainers built on
+    first use.
 
-    Features run the eager fp32 network (exact, as ``resnets features`` at fp32): the served model
-    itself when it is eager, else one eager copy loaded once and shared by every ``(pooling, layer)``.
+    Those run the eager fp32 network (exact, as ``resnets features`` and ``resnets explain`` at fp32):
+    the served model itself when it is eager, else one eager copy loaded once and shared by them all.
     """
 
     def __init__(self, inf: Inference, classifier: nn.Module) -> None:
         self.inf, self.classifier = inf, classifier
         self._eager: nn.Module | None = inf.model if hasattr(inf.model, "stage_names") else None
-        self._features: dict[tuple[str, int], StageFeatures] = {}
+        self._extra: dict[tuple, nn.Module] = {}
         self._lock = threading.Lock()
 
     def __call__(self, key: Any) -> nn.Module:
         kind = key[0]
-        return self.classifier if kind == CLASSIFY else self._features[kind]
+        return self.classifier if kind == CLASSIFY else self._extra[kind]
 
     def eager(self) -> nn.Module:
         """The eager network (blocking: loads it the first time)."""
@@ -132,9 +137,29 @@ class Models:
         """The key of the extractor for ``pooling`` and ``layer`` (None: last stage), created if new."""
         model = self.eager()
         extractor = StageFeatures(model, layer, pooling).eval()  # validates both, naming the bad one
-        key = (pooling, extractor.stage)
-        self._features.setdefault(key, extractor)
+        key = ("features", pooling, extractor.stage)
+        self._extra.setdefault(key, extractor)
         return key
+
+    def explainer(self, method: str, layer: int | None, target: int | None) -> tuple:
+        """The key of the :class:`ExplainMaps` for these arguments, created if new."""
+        key = ("explain", method, layer, target)
+        self._extra.setdefault(key, ExplainMaps(self.eager(), method, layer, target))
+        return key
+
+
+class ExplainMaps(nn.Module):
+    """:func:`resnets.explain.explain` as a module the batcher can run: per image one row of
+    ``(class, probability, heat map flattened)``."""
+
+    def __init__(self, model: nn.Module, method: str, layer: int | None, target: int | None) -> None:
+        super().__init__()
+        self.model, self.method, self.layer, self.target = model, method, layer, target
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        found = explain(self.model, x, self.target, self.method, self.layer)
+        return torch.cat([found.classes[:, None].float(), found.probabilities[:, None].float(),
+                          found.maps.flatten(1).float()], dim=1)
 
 
 def batch_sizes(max_batch: int, most: int = 8) -> tuple[int, ...]:
@@ -169,16 +194,29 @@ class StaticBatches(nn.Module):
             return self.model(x)[:n]
 
 
-@functools.cache
-def _class_indices(classes: Any, count: int) -> dict[str, int]:
-    """Class id -> output index, as :func:`decode_predictions` names the classes (descending scores list them all)."""
-    ranked = decode_predictions(torch.arange(count, 0, -1, dtype=torch.float64)[None], count, classes)[0]
-    return {cid: index for index, (cid, _, _) in enumerate(ranked)}
+@dataclass
+class Ran:
+    """One image through the model: its output row, the photo (if kept), the input's shape, timings in ms."""
+
+    output: torch.Tensor
+    photo: Image.Image | None
+    shape: tuple[int, ...]
+    timings: dict[str, float]
+    batch_size: int
 
 
-def _decode(data: bytes, inf: Inference) -> torch.Tensor:
-    """One uploaded image as the network's input: the same ``load_img`` + recipe as ``resnets predict``."""
-    return inf.preprocessing(load_img(io.BytesIO(data)))
+def _panel_png(photo: Image.Image, heat: Any, inf: Inference, title: str, subtitle: str) -> bytes:
+    """The explanation picture of ``resnets explain`` as PNG bytes."""
+    buffer = io.BytesIO()
+    explanation_panel(photo, heat, inf.preprocessing, title, subtitle).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _decode(data: bytes, inf: Inference, keep_photo: bool = False) -> tuple[Image.Image | None, torch.Tensor]:
+    """One uploaded image as the network's input: the same ``load_img`` + recipe as ``resnets predict``;
+    and the photo itself if ``keep_photo`` (else it is freed at once: it can be far larger than the input)."""
+    photo = load_img(io.BytesIO(data))
+    return photo if keep_photo else None, inf.preprocessing(photo)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -227,6 +265,8 @@ async def _client_gone(request: Request) -> None:
 def create_app(inf: Inference, config: ServeConfig = ServeConfig()) -> FastAPI:
     """The FastAPI application serving ``inf``; the model thread starts and warms up with the app's lifespan."""
     metrics = Metrics()
+    _, pairs = _id_name_pairs(inf.classes)  # (id, name) in output order
+    index_of = {cid: i for i, (cid, _) in enumerate(pairs)}
     compiled = bool(getattr(inf.model, "compiled", False))  # resnets.optimize's compiled models
     sizes = batch_sizes(config.max_batch) if compiled else tuple(dict.fromkeys((config.max_batch, 1)))
     models = Models(inf, StaticBatches(inf.model, sizes) if compiled else inf.model)
@@ -240,7 +280,7 @@ def create_app(inf: Inference, config: ServeConfig = ServeConfig()) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sample = _decode(_sample_image(), inf)
+        _, sample = _decode(_sample_image(), inf)
         key = (CLASSIFY, tuple(sample.shape))
         batcher.start(warmup=[(key, sample.expand(size, *sample.shape).contiguous()) for size in sizes])
         yield
@@ -268,12 +308,12 @@ def create_app(inf: Inference, config: ServeConfig = ServeConfig()) -> FastAPI:
         finally:
             inside -= 1
 
-    async def _infer(request: Request, key: Any, data: bytes) -> tuple[torch.Tensor, dict[str, float], int]:
-        """Decode ``data`` off the event loop, then run it in a batch; returns the output row and timings."""
+    async def _infer(request: Request, key: Any, data: bytes, keep_photo: bool = False) -> Ran:
+        """Decode ``data`` off the event loop, then run it in a batch."""
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         try:
-            x = await loop.run_in_executor(decoder, _decode, data, inf)
+            photo, x = await loop.run_in_executor(decoder, _decode, data, inf, keep_photo)
         except ImageLoadError as e:
             unknown = isinstance(e.__cause__, Image.UnidentifiedImageError)
             raise ApiError(415 if unknown else 422, "not_an_image" if unknown else "bad_image",
@@ -291,9 +331,13 @@ def create_app(inf: Inference, config: ServeConfig = ServeConfig()) -> FastAPI:
         except (QueueFull, Closed) as e:
             raise ApiError(503, "overloaded" if isinstance(e, QueueFull) else "shutting_down", str(e),
                            {"Retry-After": "1"}) from e
+        except ValueError as e:
+            if key[0] != "explain":
+                raise
+            raise ApiError(422, "bad_parameter", str(e)) from e  # explain's own checks (layer, CAM's conditions)
         timings = {"decode": 1000 * (decoded - start), "queue": 1000 * result.queue_s,
                    "model": 1000 * result.model_s, "total": 1000 * (time.perf_counter() - start)}
-        return result.output, timings, result.batch_size
+        return Ran(result.output, photo, tuple(x.shape), timings, result.batch_size)
 
     def _names() -> dict[str, Any]:
         return {"model": inf.name, "weights": inf.weights, "precision": config.precision, "backend": config.backend}
@@ -302,15 +346,15 @@ def create_app(inf: Inference, config: ServeConfig = ServeConfig()) -> FastAPI:
     async def predict(request: Request, top: int = Query(5, ge=1, le=1000, description="classes to return")):
         async def handle() -> Response:
             data = await _image_bytes(request, config.max_upload_bytes)
-            out, timings, batch = await _infer(request, CLASSIFY, data)
+            ran = await _infer(request, CLASSIFY, data)
+            out = ran.output
             probs = out[None] if getattr(inf.model, "classifier_activation", None) else out[None].softmax(dim=1)
-            index = _class_indices(inf.classes, probs.shape[1])
             answer = decode_predictions(probs, min(top, probs.shape[1]), inf.classes)[0]
             return JSONResponse({
                 **_names(),
-                "predictions": [{"index": index[cid], "id": cid, "name": name, "probability": p}
+                "predictions": [{"index": index_of[cid], "id": cid, "name": name, "probability": p}
                                 for cid, name, p in answer],
-                "batch_size": batch, "timings_ms": timings,
+                "batch_size": ran.batch_size, "timings_ms": ran.timings,
             })
         return await _admitted(request, handle)
 
@@ -326,14 +370,43 @@ def create_app(inf: Inference, config: ServeConfig = ServeConfig()) -> FastAPI:
             except ValueError as e:
                 raise ApiError(422, "bad_parameter", str(e)) from e
             data = await _image_bytes(request, config.max_upload_bytes)
-            out, timings, batch = await _infer(request, key, data)
-            vector = out.to(torch.float32)
+            ran = await _infer(request, key, data)
+            vector = ran.output.to(torch.float32)
             if "application/octet-stream" in request.headers.get("accept", ""):
                 return Response(vector.numpy().astype("<f4").tobytes(), media_type="application/octet-stream",
-                                headers={"X-Feature-Dim": str(len(vector)), "X-Layer": str(key[1]),
+                                headers={"X-Feature-Dim": str(len(vector)), "X-Layer": str(key[2]),
                                          "X-Pooling": pooling})
-            return JSONResponse({**_names(), "layer": key[1], "pooling": pooling, "dim": len(vector),
-                                 "features": vector.tolist(), "batch_size": batch, "timings_ms": timings})
+            return JSONResponse({**_names(), "layer": key[2], "pooling": pooling, "dim": len(vector),
+                                 "features": vector.tolist(), "batch_size": ran.batch_size,
+                                 "timings_ms": ran.timings})
+        return await _admitted(request, handle)
+
+    @app.post("/v1/explain", openapi_extra=IMAGE_BODY, summary="Heat map of where the network saw a class",
+              response_class=Response, responses={200: {"content": {"image/png": {}}}},
+              description="The photo as the network saw it with the class activation map overlaid, as a PNG "
+                          "(as `resnets explain` writes it); the class in `X-Class-Index`, `X-Class-Name` and "
+                          "`X-Probability`.")
+    async def explain_image(request: Request,
+                            target: str | None = Query(None, description="class name or index (default: the top)"),
+                            method: str = Query("gradcam", pattern=f"^({'|'.join(map(re.escape, METHODS))})$"),
+                            layer: int | None = Query(None, description="stage, 1-based (default: the last)")):
+        async def handle() -> Response:
+            try:
+                index = None if target is None else class_index(inf.classes, target)
+            except ValueError as e:
+                raise ApiError(422, "bad_parameter", str(e)) from e
+            key = await asyncio.to_thread(models.explainer, method, layer, index)
+            data = await _image_bytes(request, config.max_upload_bytes)
+            ran = await _infer(request, key, data, keep_photo=True)
+            found, prob = int(ran.output[0]), float(ran.output[1])
+            heat = ran.output[2:].view(ran.shape[-2:]).numpy()
+            name = pairs[found][1]
+            stage = layer or len(models.eager().stage_names)
+            caption = f"{METHOD_NAMES[method]}, stage {stage}"
+            png = await asyncio.get_running_loop().run_in_executor(
+                decoder, _panel_png, ran.photo, heat, inf, f"{name}  {prob:.1%}", caption)
+            return Response(png, media_type="image/png", headers={
+                "X-Class-Index": str(found), "X-Class-Name": quote(name), "X-Probability": f"{prob:.6f}"})
         return await _admitted(request, handle)
 
     @app.get("/healthz", summary="The process is alive")

@@ -40,7 +40,18 @@ function render(answer) {
   $("timings").textContent = `decode ${t.decode.toFixed(1)} ms · queue ${t.queue.toFixed(1)} ms · ` +
     `model ${t.model.toFixed(1)} ms (batch of ${answer.batch_size})`;
   $("result").hidden = false;
-  document.body.dataset.state = "done";
+}
+
+async function post(path, file) {
+  const form = new FormData();
+  form.append("file", file);
+  const response = await fetch(path, { method: "POST", body: form, headers: headers() });
+  if (!response.ok) {
+    if (response.status === 401) $("key-box").open = true;
+    const problem = await response.json().catch(() => ({}));
+    throw new Error(problem.detail || response.statusText);
+  }
+  return response;
 }
 
 async function classify(file) {
@@ -50,16 +61,16 @@ async function classify(file) {
   const preview = $("preview");
   if (preview.src) URL.revokeObjectURL(preview.src);
   preview.src = URL.createObjectURL(file);
-  const form = new FormData();
-  form.append("file", file);
   try {
-    const response = await fetch("/v1/predict?top=5", { method: "POST", body: form, headers: headers() });
-    const answer = await response.json();
-    if (!response.ok) {
-      if (response.status === 401) $("key-box").open = true;
-      throw new Error(answer.detail || response.statusText);
+    const answer = await post("/v1/predict?top=5", file);
+    render(await answer.json());
+    if ($("heatmap").checked) {
+      const picture = await post("/v1/explain", file);
+      URL.revokeObjectURL(preview.src);
+      preview.src = URL.createObjectURL(await picture.blob());
+      preview.alt = "the photo with the heat map of " + decodeURIComponent(picture.headers.get("X-Class-Name"));
     }
-    render(answer);
+    document.body.dataset.state = "done";
   } catch (e) {
     $("result").hidden = true;
     document.body.dataset.state = "error";
