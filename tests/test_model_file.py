@@ -1,0 +1,128 @@
+"""The model-file contract, end to end: train -> predict -> eval -> optimize -> export keep the architecture,
+the class names and the preprocessing, for every recipe, on a folder whose classes are not CIFAR's."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import resnets
+from resnets.cli import main
+from resnets.data.images import find_images
+from resnets.inference.export import exported_entry, run_exported
+from resnets.pipeline import file_batches, load_inference, run_model
+from resnets.weights import read_checkpoint
+from resnets.train import make_config, train
+from resnets.train.metrics import read_metrics
+
+CLASSES = ("boat", "jet", "kitty")  # sorted, as the trainer numbers class folders
+
+
+def write_photos(root, n_train: int = 16, n_test: int = 6) -> None:
+    """Non-square (40x52) noisy photos, each class tinted in its own channel: resize and crop both matter."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c, name in enumerate(CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 150, (40, 52, 3), dtype=np.uint8)
+                pixels[..., c] += 100
+                Image.fromarray(pixels).save(root / split / name / f"{i:02d}.png")
+    (root / "train" / ".ipynb_checkpoints").mkdir()  # hidden: never a class
+
+
+def run_cli(capsys, *args: str) -> str:
+    capsys.readouterr()
+    assert main(list(args)) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("recipe", ["paper-cifar", "fast-cifar", "finetune"])
+def test_train_predict_eval_optimize_export_round_trip(tmp_path, capsys, recipe):
+    data, run = tmp_path / "data", tmp_path / "run"
+    write_photos(data)
+    extra = ["--weights", "none"] if recipe == "finetune" else []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # finetune from random weights says so
+        run_cli(capsys, "train", "--model", "resnet20", "--data", str(data), "--recipe", recipe, "--epochs", "2",
+                "--batch-size", "8", "--lr", "0.02", "--out", str(run), "--threads", "1", "--no-progress",
+                "--cache-dir", str(tmp_path / "cache"), *extra)
+    best = run / "best.safetensors"
+
+    # The file says what it is: architecture, class names in label order, evaluation recipe, metrics.
+    entry = read_checkpoint(best).entry
+    assert entry.model == "resnet20" and entry.classes == CLASSES and entry.model_kwargs["num_classes"] == 3
+    assert (entry.preprocessing.pixel_mean is not None) == (recipe == "paper-cifar")
+    assert entry.training["recipe"] == recipe and "test split" in entry.metrics_data
+
+    # predict without --model names the classes the run was trained on
+    photo = data / "test" / "kitty" / "00.jpg"
+    Image.open(data / "test" / "kitty" / "00.png").convert("RGB").save(photo)
+    answer = json.loads(run_cli(capsys, "predict", "--weights", str(best), "--json", "--top", "3", str(photo)))
+    assert sorted(p["name"] for p in answer["predictions"]) == list(CLASSES)
+    photo.unlink()
+
+    # eval of best.safetensors gives exactly the error the run recorded for that epoch
+    row = next(r for r in read_metrics(run) if r["epoch"] == entry.training["epoch"])
+    assert row["eval_error"] == entry.training["eval_error"]
+    result = json.loads(run_cli(capsys, "eval", "--weights", str(best), str(data), "--json", "--workers", "0"))
+    assert result["model"] == "resnet20" and result["images"] == 18
+    assert round(result["top1"] * 18 / 100) == round((1 - row["eval_error"]) * 18)
+
+    # optimized int8 (onnxruntime) and the ONNX export keep the class names and agree with eager on top-1
+    files = find_images(data / "test")
+    eager = load_inference(None, best)
+    x = torch.cat([b.images for b, _ in file_batches(files, eager.preprocessing, 32, workers=0)])
+    reference = run_model(eager.model, x).argmax(1)
+    int8 = load_inference(None, best, "int8", calibration=find_images(data / "train"), backend="onnxruntime")
+    assert int8.classes == CLASSES and int8.preprocessing == eager.preprocessing
+    assert (run_model(int8.model, x).argmax(1) == reference).float().mean() >= 0.9
+
+    onnx_file = tmp_path / "model.onnx"
+    run_cli(capsys, "export", "--weights", str(best), "--format", "onnx", "-o", str(onnx_file))
+    assert exported_entry(onnx_file, "onnx").classes == CLASSES
+    assert torch.equal(run_exported(onnx_file, x, "onnx").argmax(1), reference)
+
+
+def test_create_model_and_builders_take_weights_like_torchvision(tmp_path):
+    model = resnets.resnet20(weights="resnet20.cifar10")
+    assert model.pretrained_cfg.name == "resnet20.cifar10"
+    path = tmp_path / "mine.safetensors"
+    resnets.weights.save_safetensors(model.state_dict(), path, model.pretrained_cfg)
+    again = resnets.create_model(weights=path)  # no name: the file says resnet20
+    assert again.pretrained_cfg.classes == "cifar10"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match=r"are a resnet20 \(recorded in the file\), not a resnet32"):
+        resnets.create_model("resnet32", weights=path)
+    with pytest.raises(ValueError, match="needs a model name"):
+        resnets.create_model(weights=None)
+    assert getattr(resnets.resnet20(weights="none"), "pretrained_cfg", None) is None
+
+
+def test_register_model_refuses_a_taken_name():
+    with pytest.raises(ValueError, match="'resnet50' is already registered"):
+        resnets.register_model(lambda **kw: None, "resnet50")
+
+
+def test_unknown_names_suggest_the_closest_and_the_aliases():
+    with pytest.raises(ValueError, match=r"did you mean resnet20\.cifar10.*'imagenet' or 'cifar10'.*local file"):
+        resnets.create_model("resnet20", weights="resnet20.cifar1O")
+    with pytest.raises(ValueError, match="did you mean .*resnet50"):
+        resnets.create_model("resnet5O")
+
+
+def test_train_restores_torch_global_state(tmp_path):
+    write_photos(tmp_path / "data", n_train=4, n_test=2)
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    config = make_config("fast-cifar", model="resnet20", data=str(tmp_path / "data"),
+                         out=str(tmp_path / "run"), epochs=1, batch_size=4, threads=1,
+                         deterministic=True, precision="fp32", progress=False,
+                         cache_dir=str(tmp_path / "cache"))
+    train(config)
+    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+    assert torch.equal(torch.get_rng_state(), rng)
