@@ -4,7 +4,11 @@ the class names and the preprocessing, for every recipe, on a folder whose class
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tarfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +16,15 @@ import torch
 from PIL import Image
 
 import resnets
+from resnets.classes import CIFAR10_CLASSES
 from resnets.cli import main
+from resnets.data.source import read_split
+from resnets.data.tensors import load_image_tensors
+from resnets.evaluate import evaluate
 from resnets.data.images import find_images
 from resnets.inference.export import exported_entry, run_exported
-from resnets.pipeline import file_batches, load_inference, run_model
+from resnets.pipeline import Inference, file_batches, load_inference, run_model
+from resnets.preprocess import CIFAR10, Preprocessing
 from resnets.weights import read_checkpoint
 from resnets.train import make_config, train
 from resnets.train.metrics import read_metrics
@@ -126,3 +135,59 @@ def test_train_restores_torch_global_state(tmp_path):
     train(config)
     assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_no_import_cycles():
+    tool = Path(__file__).resolve().parents[2] / "shared" / "tools" / "import_cycles.py"
+    if not tool.is_file():
+        pytest.skip("shared/tools/import_cycles.py not available")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(tool), "src", "resnets"], cwd=root, capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "cycles 0", out.stdout
+
+
+class _Sizes(torch.nn.Module):
+    """Records the input sizes it is given; predicts class 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[int, int]] = set()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.add(tuple(x.shape[-2:]))
+        return torch.zeros(len(x), 3).index_fill_(1, torch.tensor([0]), 1.0)
+
+
+def test_eval_of_a_tar_decodes_at_the_models_recorded_preprocessing(tmp_path):
+    write_photos(tmp_path / "data", n_train=1, n_test=2)
+    with tarfile.open(tmp_path / "test.tar", "w") as tar:
+        tar.add(tmp_path / "data" / "test", arcname="test")
+    recipe = Preprocessing(CIFAR10.mean, CIFAR10.std, resize_size=72, crop_size=64)
+    model = _Sizes()
+    inf = Inference(model, recipe, CLASSES, "sizes", None)
+    acc = evaluate(inf, tmp_path / "test.tar", workers=0, progress=False)
+    assert model.seen == {(64, 64)} and acc.images == 6 and acc.top1 == pytest.approx(100 / 3)
+    assert evaluate(inf, tmp_path / "data", workers=0, progress=False).top1 == acc.top1  # the folder: same answer
+
+
+def test_a_bad_image_is_listed_not_fatal_when_decoding_into_memory(tmp_path, capsys):
+    write_photos(tmp_path / "data", n_train=4, n_test=2)
+    bad = tmp_path / "data" / "train" / "jet" / "01.png"
+    bad.write_bytes(b"not an image")
+    images = read_split(tmp_path / "data", "train")
+    assert len(images) == 12  # the hidden .ipynb_checkpoints/ folder is not a class
+    data = load_image_tensors(tmp_path / "data", "train", cache_dir=tmp_path / "cache")
+    assert len(data) == 11 and data.classes == CLASSES
+    assert f"{bad}: not an image file" in capsys.readouterr().err
+
+
+def test_random_weights_everywhere_and_small_folders_suggest_a_batch_size(tmp_path, capsys):
+    write_photos(tmp_path / "data", n_train=2, n_test=1)
+    photo = tmp_path / "data" / "test" / "jet" / "00.png"
+    out = run_cli(capsys, "predict", "--model", "resnet20", "--weights", "none", "--json", "--top", "1", str(photo))
+    assert json.loads(out)["predictions"][0]["name"] in CIFAR10_CLASSES  # random CIFAR net: CIFAR-10 names
+    with pytest.raises(ValueError, match=r"6 training images are fewer than one batch of 256: use a smaller "
+                                         r"--batch-size \(batch_size=\), at most 6"):
+        train(make_config("fast-cifar", model="resnet20", data=str(tmp_path / "data"), out=str(tmp_path / "run"),
+                          progress=False, cache_dir=str(tmp_path / "cache")))

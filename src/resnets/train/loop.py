@@ -214,7 +214,9 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=config.precision == "fp16")
         self.steps_per_epoch = len(self.data.train) // config.batch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(self.data.train)} training images are fewer than one batch of {config.batch_size}")
+            n = len(self.data.train)
+            raise ValueError(f"{n} training images are fewer than one batch of {config.batch_size}: "
+                             f"use a smaller --batch-size (batch_size=), at most {n}")
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.aug_rng = torch.Generator().manual_seed(config.seed)
