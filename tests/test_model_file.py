@@ -42,7 +42,8 @@ def write_photos(root, n_train: int = 16, n_test: int = 6) -> None:
                 pixels = rng.integers(0, 150, (40, 52, 3), dtype=np.uint8)
                 pixels[..., c] += 100
                 Image.fromarray(pixels).save(root / split / name / f"{i:02d}.png")
-    (root / "train" / ".ipynb_checkpoints").mkdir()  # hidden: never a class
+    (root / "train" / ".ipynb_checkpoints").mkdir()  # hidden: never a class, whatever it holds
+    Image.fromarray(pixels).save(root / "train" / ".ipynb_checkpoints" / "00-checkpoint.png")
 
 
 def run_cli(capsys, *args: str) -> str:
