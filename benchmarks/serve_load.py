@@ -7,12 +7,15 @@ Measured in one run, so that load from other processes falls on every figure ali
 * the service as ``resnets serve`` runs it: the optimised model (``--precision``), dynamic batching;
 * a naive server: one request = one eager fp32 call (the same service with ``max_batch=1``);
 * the model alone: the same optimised model object at batch 16 on preprocessed photos, timed with
-  the server idle before every level and after the last.
+  both servers idle.
 
-The servers run in this process (uvicorn in a thread, the model in the batcher's thread), the
-clients in a subprocess, so client work does not hold this process's GIL.
+Interleaved, level by level (model alone, batching server, naive server, ..., model alone), and
+``--rounds`` times over, so that every ratio compares figures measured minutes apart at most. The
+servers run in this process (uvicorn in threads, each model in its batcher's thread), the clients
+in a subprocess, so client work does not hold this process's GIL.
 
-    python benchmarks/serve_load.py --precision int8 --seconds 20 --out benchmarks/results/serve-load-int8.json
+    python benchmarks/serve_load.py --precision int8 --seconds 20 --rounds 2 \
+        --out benchmarks/results/serve-load-int8.json
 """
 
 from __future__ import annotations
@@ -114,30 +117,16 @@ def model_only(model, batch, seconds: float) -> dict:
     return {"batch": len(batch), "calls": calls, "images_per_s": len(batch) * calls / elapsed}
 
 
-def load_levels(inf, config, args: argparse.Namespace, batch=None) -> tuple[list[dict], list[dict]]:
-    """Each level's client figures and mean batch size; with ``batch``, the model alone around every level."""
-    from resnets.serve import background_server, create_app
-
-    app = create_app(inf, config)
-    metrics = app.state.metrics
-    levels, alone = [], []
-    with background_server(app) as port:
-        for clients in args.levels:
-            if batch is not None:
-                alone.append(model_only(inf.model, batch, args.model_seconds))
-                print(f"  model alone, batch {len(batch)}: {alone[-1]['images_per_s']:.1f} img/s", flush=True)
-            calls, images = metrics.batch_size.count, metrics.batch_size.sum
-            level = run_clients(port, clients, args)
-            calls, images = metrics.batch_size.count - calls, metrics.batch_size.sum - images
-            level["mean_batch"] = images / calls if calls else 0.0
-            levels.append(level)
-            print(f"  {clients:3d} clients: {level['req_per_s']:7.1f} req/s  p50 {level['p50_ms']:7.1f}  "
-                  f"p90 {level['p90_ms']:7.1f}  p99 {level['p99_ms']:7.1f} ms  errors {level['errors']}  "
-                  f"mean batch {level['mean_batch']:.2f}", flush=True)
-        if batch is not None:
-            alone.append(model_only(inf.model, batch, args.model_seconds))
-            print(f"  model alone, batch {len(batch)}: {alone[-1]['images_per_s']:.1f} img/s", flush=True)
-    return levels, alone
+def load_level(port: int, metrics, clients: int, args: argparse.Namespace) -> dict:
+    """One level's client figures, and the server's mean batch size over it."""
+    calls, images = metrics.batch_size.count, metrics.batch_size.sum
+    level = run_clients(port, clients, args)
+    calls, images = metrics.batch_size.count - calls, metrics.batch_size.sum - images
+    level["mean_batch"] = images / calls if calls else 0.0
+    print(f"  {clients:3d} clients: {level['req_per_s']:7.1f} req/s  p50 {level['p50_ms']:7.1f}  "
+          f"p90 {level['p90_ms']:7.1f}  p99 {level['p99_ms']:7.1f} ms  errors {level['errors']}  "
+          f"mean batch {level['mean_batch']:.2f}", flush=True)
+    return level
 
 
 def main() -> None:
@@ -148,13 +137,13 @@ def main() -> None:
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     p.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help=f"photos to post (default: {DEFAULT_IMAGES})")
     p.add_argument("--levels", type=lambda s: [int(v) for v in s.split(",")], default=[1, 8, 32])
-    p.add_argument("--seconds", type=float, default=20.0, help="load per level (default: 20)")
+    p.add_argument("--seconds", type=float, default=20.0, help="load per level and server (default: 20)")
+    p.add_argument("--rounds", type=int, default=1, help="times to repeat all levels (default: 1)")
     p.add_argument("--max-requests", type=int, default=20000, help="cap on requests per level (default: 20000)")
     p.add_argument("--model-seconds", type=float, default=5.0, help="model-alone timing per point (default: 5)")
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--max-delay-ms", type=float, default=5.0)
     p.add_argument("--workers", type=int, default=2, help="decode threads of the server (default: 2)")
-    p.add_argument("--no-naive", action="store_true", help="skip the naive server")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--client", type=int, default=None, help=argparse.SUPPRESS)  # internal: be the client
     p.add_argument("--clients", type=int, default=1, help=argparse.SUPPRESS)
@@ -164,48 +153,62 @@ def main() -> None:
 
     import torch
 
-    from resnets.data.images import find_images
     from resnets.atomic import atomic_path
+    from resnets.data.images import find_images
     from resnets.pipeline import file_batches, load_inference
-    from resnets.serve import ServeConfig
+    from resnets.serve import ServeConfig, background_server, create_app
 
     paths = find_images(args.images)
     if not paths:
         raise SystemExit(f"no images in {args.images}")
     max_queue = 2 * max(args.levels) + args.max_batch  # room for every client: errors would be the queue's
-    common = dict(max_queue=max_queue, workers=args.workers)
-    print(f"loading {args.model} {args.precision} ({args.backend}); a compiled model compiles at start-up", flush=True)
+    print(f"loading {args.model} {args.precision} ({args.backend}) and eager fp32; the first compiles at start-up",
+          flush=True)
     started = time.perf_counter()
     inf = load_inference(args.model, args.weights, args.precision, device="cpu", backend=args.backend,
                          calibration=paths if args.precision == "int8" else None)
     first = (paths * args.max_batch)[:args.max_batch]  # a full batch even from fewer photos
-    batch = next(b for b, _ in file_batches(first, inf.preprocessing, args.max_batch, workers=0))
-    config = ServeConfig(max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, precision=args.precision,
-                         backend=args.backend, **common)
-    print(f"batching server, {args.precision}, max batch {args.max_batch}, {args.max_delay_ms:g} ms:", flush=True)
-    served, alone = load_levels(inf, config, args, batch.images)
-    print(f"  (loaded, compiled and measured in {time.perf_counter() - started:.0f} s)")
-    naive = []
-    if not args.no_naive:
-        eager = load_inference(args.model, args.weights, "fp32", device="cpu")
-        print("naive server: one request = one eager fp32 call:", flush=True)
-        naive, _ = load_levels(eager, ServeConfig(max_batch=1, max_delay_ms=0, **common), args)
+    batch = next(b for b, _ in file_batches(first, inf.preprocessing, args.max_batch, workers=0)).images
+    served_app = create_app(inf, ServeConfig(max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+                                             max_queue=max_queue, workers=args.workers, precision=args.precision,
+                                             backend=args.backend))
+    eager = load_inference(args.model, args.weights, "fp32", device="cpu")
+    naive_app = create_app(eager, ServeConfig(max_batch=1, max_delay_ms=0, max_queue=max_queue, workers=args.workers))
+    served, naive, alone, rounds = [], [], [], []
+    with background_server(served_app) as served_port, background_server(naive_app) as naive_port:
+        print(f"ready in {time.perf_counter() - started:.0f} s", flush=True)
 
-    top = len(args.levels) - 1
-    around_top = statistics.fmean(a["images_per_s"] for a in alone[top:top + 2])
-    summary = {"clients": args.levels[top], "served_req_per_s": served[top]["req_per_s"],
-               "model_only_images_per_s": around_top,
-               "of_model_only": served[top]["req_per_s"] / around_top,
+        def model_alone() -> float:
+            alone.append(model_only(inf.model, batch, args.model_seconds))
+            print(f"  model alone, batch {len(batch)}: {alone[-1]['images_per_s']:.1f} img/s", flush=True)
+            return alone[-1]["images_per_s"]
+
+        for r in range(args.rounds):  # each level: the model alone, the batching server, the naive one
+            print(f"round {r + 1}: batching server ({args.precision}, max batch {args.max_batch}, "
+                  f"{args.max_delay_ms:g} ms), then the naive one (one request = one eager fp32 call)", flush=True)
+            before = model_alone()
+            for clients in args.levels:
+                served.append({"round": r + 1, **load_level(served_port, served_app.state.metrics, clients, args)})
+                naive.append({"round": r + 1, **load_level(naive_port, naive_app.state.metrics, clients, args)})
+                after = model_alone()
+                if clients == args.levels[-1]:
+                    model = statistics.fmean((before, after))
+                    rounds.append({"round": r + 1, "clients": clients, "served_req_per_s": served[-1]["req_per_s"],
+                                   "model_only_images_per_s": model,
+                                   "of_model_only": served[-1]["req_per_s"] / model,
+                                   "naive_req_per_s": naive[-1]["req_per_s"],
+                                   "x_naive": served[-1]["req_per_s"] / naive[-1]["req_per_s"]})
+                before = after
+    summary = {"rounds": rounds,
+               "median_of_model_only": statistics.median(r["of_model_only"] for r in rounds),
+               "median_x_naive": statistics.median(r["x_naive"] for r in rounds),
                "failed_requests": sum(level["errors"] for level in served + naive)}
-    if naive:
-        summary["naive_req_per_s"] = naive[top]["req_per_s"]
-        summary["x_naive"] = served[top]["req_per_s"] / naive[top]["req_per_s"]
     print(json.dumps(summary, indent=1))
     if args.out:
         report = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                            if k not in ("client", "clients")},
                   "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "served": served, "model_only": alone, "naive": naive, "summary": summary}
+                  "served": served, "naive": naive, "model_only": alone, "summary": summary}
         with atomic_path(args.out) as tmp:
             tmp.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.out}")

@@ -72,8 +72,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log.warning("binding %s: the service is reachable from other machines%s", args.host,
                     "" if args.api_key else " without an API key")
     calibration = find_images(args.calibration) if args.calibration else None
-    weights = None if args.weights == "none" else args.weights
-    inf = load_inference(args.model, weights, args.precision, calibration=calibration, device="cpu",
+    inf = load_inference(args.model, args.weights, args.precision, calibration=calibration, device="cpu",
                          backend=args.backend)
     app = create_app(inf, config)
     # uvicorn drains on SIGTERM, then raises SIGTERM again under the handler it found; this one makes

@@ -51,7 +51,8 @@ STATIC = Path(__file__).parent / "static"
 CLASSIFY = "classify"
 # The page's Content-Security-Policy: everything from this server, the preview from a blob: URL.
 PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-KNOWN_PATHS = ("/v1/predict", "/v1/features", "/healthz", "/readyz", "/metrics", "/", "/docs", "/openapi.json")
+KNOWN_PATHS = ("/v1/predict", "/v1/features", "/v1/explain", "/healthz", "/readyz", "/metrics", "/", "/docs",
+               "/openapi.json")
 IMAGE_BODY = {
     "requestBody": {
         "required": True,
@@ -290,7 +291,7 @@ def create_app(inf: Inference, config: ServeConfig = ServeConfig()) -> FastAPI:
 
     app = FastAPI(title="resnets serve", version="1", lifespan=lifespan,
                   description=f"{inf.name} ({inf.weights or 'random weights'}), {config.precision}, "
-                              f"{config.backend}: classification and features with dynamic batching.")
+                              f"{config.backend}: classes, features and heat maps, with dynamic batching.")
     app.state.batcher, app.state.metrics, app.state.config = batcher, metrics, config
 
     async def _admitted(request: Request, handler: Callable[[], Awaitable[Response]]) -> Response:
