@@ -148,7 +148,7 @@ def part_accuracy(device: torch.device, sizes: Sizes, work: Path) -> dict:
 def part_bench(device: torch.device, sizes: Sizes, work: Path) -> dict:
     """(b) ``resnets bench`` on the device, torchvision eager fp32 as the baseline."""
     saved = work / "bench.json"
-    _cli(["bench", "--device", str(device), "--model", sizes.model, "--batch", sizes.bench_batches,
+    _cli(["bench", "--device", str(device), "--model", sizes.model, "--weights", "none", "--batch", sizes.bench_batches,
           "--precision", ",".join(_precisions(device)), "--input-size", str(sizes.input_size),
           "--save", str(saved), *sizes.bench_extra], timeout=300)
     return json.loads(saved.read_text())

@@ -37,7 +37,7 @@ def test_cli_bench_json_with_end_to_end(tmp_path, capsys) -> None:
         Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).convert("L" if i == 3 else "RGB") \
             .save(tmp_path / f"{i}.jpg")
     saved = tmp_path / "out" / "bench.json"
-    code = main(["bench", "--model", "resnet18", "--batch", "1,2", "--precision", "fp32,bf16", "--no-compile",
+    code = main(["bench", "--model", "resnet18", "--weights", "none", "--batch", "1,2", "--precision", "fp32,bf16", "--no-compile",
                  "--input-size", "32", "--runs", "3", "--end-to-end", str(tmp_path), "--workers", "0", "--json",
                  "--save", str(saved)])
     assert code == 0

@@ -76,7 +76,7 @@ def test_model_device_follows_the_weights() -> None:
 def test_cli_device_cuda_without_a_gpu_is_a_one_line_error(no_gpu, command, image, tmp_path, capsys) -> None:
     args = [a.replace("IMG", str(image)).replace("OUT.npz", str(tmp_path / "f.npz")) for a in command]
     code = main([*args, "--model", "resnet20", "--weights", "resnet20.cifar10", "--device", "cuda"]
-                if command[0] != "bench" else [*args, "--model", "resnet20", "--device", "cuda"])
+                if command[0] != "bench" else [*args, "--model", "resnet20", "--weights", "none", "--device", "cuda"])
     err = capsys.readouterr().err
     assert code == 1
     assert err.count("\n") == 1 and err.startswith(f"resnets {command[0]}: error: device cuda: no CUDA GPU")
@@ -160,7 +160,7 @@ def test_timing_on_cuda_synchronises_around_every_timed_call(monkeypatch) -> Non
 
 
 def test_bench_on_the_cpu_defaults_to_its_native_precisions(capsys) -> None:
-    code = main(["bench", "--model", "resnet18", "--device", "cpu", "--batch", "1", "--input-size", "32", "--runs",
+    code = main(["bench", "--model", "resnet18", "--weights", "none", "--device", "cpu", "--batch", "1", "--input-size", "32", "--runs",
                  "1", "--warmup", "0", "--no-compile", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["machine"]["device"] == "cpu" and "gpu" not in report["machine"]

@@ -37,12 +37,12 @@ def test_exported_program_fp32(cifar_model, tmp_path) -> None:
 
 def test_cli_export_exit_codes(tmp_path, capsys) -> None:
     out = tmp_path / "m.pt2"
-    args = ["export", "resnet20", "--format", "exported-program", "-o", str(out)]
+    args = ["export", "resnet20", "--weights", "none", "--format", "exported-program", "-o", str(out)]
     assert main(args) == 0
     assert out.is_file() and "max abs diff" in capsys.readouterr().out
     # The file's check fails loudly when the tolerance cannot be met.
     assert main([*args, "--tolerance", "1e-12"]) == 1
     assert "differs from eager" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
-        main(["export", "resnet20", "--format", "onnx", "--precision", "int8", "-o", str(tmp_path / "q.onnx")])
+        main(["export", "resnet20", "--weights", "none", "--format", "onnx", "--precision", "int8", "-o", str(tmp_path / "q.onnx")])
     assert e.value.code == 2

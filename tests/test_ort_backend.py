@@ -99,7 +99,7 @@ def test_missing_onnxruntime_names_the_extra(monkeypatch) -> None:
 
 def test_cli_bench_names_the_onnxruntime_modes(capsys) -> None:
     pytest.importorskip("torchvision")
-    assert main(["bench", "--model", "resnet18", "--batch", "2", "--precision", "fp32,bf16", "--no-compile",
+    assert main(["bench", "--model", "resnet18", "--weights", "none", "--batch", "2", "--precision", "fp32,bf16", "--no-compile",
                  "--backend", "torch,onnxruntime", "--input-size", "32", "--runs", "2", "--device", "cpu",
                  "--json"]) == 0
     results = json.loads(capsys.readouterr().out)["results"]
