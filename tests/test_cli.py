@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import resnets
 from resnets.cli import main
@@ -25,7 +26,11 @@ def test_list(capsys):
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
     assert set(rows) == set(resnets.list_models("resnet*"))
-    assert rows["resnet50"][1:3] == ["25.56", "M"]
+    # exact counts, as README's table: checked against torchvision's ResNet-50
+    torchvision = pytest.importorskip("torchvision")
+    with torch.device("meta"):
+        expected = sum(p.numel() for p in torchvision.models.resnet50().parameters())
+    assert rows["resnet50"][1:4] == [f"{expected:,}", "4.089", "G"] == ["25,557,032", "4.089", "G"]
 
 
 def test_summary(capsys):

@@ -1,31 +1,69 @@
 """resnets: the deep residual networks of He et al. (CVPR 2016) on plain PyTorch.
 
 Every model is an ordinary ``torch.nn.Module`` taking NCHW float tensors.
+
+The public names load on first use (PEP 562), so ``import resnets`` and the ``resnets`` command's
+``--help`` do not pay for importing torch; ``from resnets import ResNet50`` works as always.
 """
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .blocks import BasicBlock, Bottleneck, PadShortcut, convolutional_block, identity_block, make_shortcut
-from .inference import optimize
-from .keras_api import ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
-from .networks import ResNet, make_stage
-from .factory import BUILDERS, create_model
-from .registry import list_models, register_model
-from .summary import summarize
-from .classes import decode_predictions
-from .data.images import array_to_img, img_to_array, load_img
-from .explain import Explanation, explain
-from .preprocess import Preprocessing, preprocess_input
-from .weights import WeightsEntry, get_weights, list_weights
+# public name -> the submodule that defines it
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("BasicBlock", "Bottleneck", "PadShortcut", "convolutional_block", "identity_block",
+                     "make_shortcut"), ".blocks"),
+    "optimize": ".inference",
+    **dict.fromkeys(("ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152"), ".keras_api"),
+    **dict.fromkeys(("ResNet", "make_stage"), ".networks"),
+    **dict.fromkeys(("BUILDERS", "create_model"), ".factory"),
+    **dict.fromkeys(("list_models", "register_model"), ".registry"),
+    "summarize": ".summary",
+    "decode_predictions": ".classes",
+    **dict.fromkeys(("array_to_img", "img_to_array", "load_img"), ".data.images"),
+    **dict.fromkeys(("Explanation", "explain"), ".explain"),
+    **dict.fromkeys(("Preprocessing", "preprocess_input"), ".preprocess"),
+    **dict.fromkeys(("WeightsEntry", "get_weights", "list_weights"), ".weights"),
+}
+_NOT_IN_ALL = ("BUILDERS",)
 
-globals().update(BUILDERS)  # resnets.resnet50(weights=...), resnets.plain56(), ...
 
-__all__ = [
-    "Explanation", "explain",
-    "BasicBlock", "Bottleneck", "PadShortcut", "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101",
-    "ResNet152", "convolutional_block", "create_model", "identity_block", "list_models", "make_shortcut",
-    "make_stage", "optimize", "register_model", "summarize",
-    *BUILDERS,
-    "Preprocessing", "array_to_img", "decode_predictions", "img_to_array", "load_img", "preprocess_input",
-    "WeightsEntry", "get_weights", "list_weights",
-]
+def _builders() -> dict[str, Any]:
+    """``resnets.resnet50(weights=...)``, ``resnets.plain56()``...: one builder per registered architecture."""
+    return importlib.import_module(".factory", __name__).BUILDERS
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    elif name == "__all__":
+        value = [n for n in _EXPORTS if n not in _NOT_IN_ALL] + list(_builders())
+    elif not name.startswith("_") and name in _builders():
+        value = _builders()[name]
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *__getattr__("__all__")})
+
+
+class _Package(types.ModuleType):
+    """Keeps ``resnets.explain`` the function: importing the submodule ``resnets.explain`` would otherwise
+    bind the module to that name (the eager package bound the function after the submodule)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == f".{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

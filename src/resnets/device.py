@@ -6,12 +6,10 @@ every command understands the same names and refuses a missing GPU the same way.
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
 
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+from .choices import DEVICE_PATTERN
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .classes import CIFAR10_CLASSES, imagenet_classes
 from .data.source import read_split
 from .pipeline import Inference, file_batches, run_model
+from .progress import progress_bar
 
 
 @dataclass
@@ -26,11 +26,12 @@ class Accuracy:
                 "errors": [{"path": p, "error": e} for p, e in self.errors]}
 
 
-def class_index(folder_classes: list[str], model_classes) -> list[int]:
+def class_index(folder_classes: list[str], model_classes, by_position: bool = False) -> list[int]:
     """Map the data set's class folder names to the model's output indices.
 
-    Names are matched to the model's class list (CIFAR-10 names, ImageNet wnids or names); a data
-    set whose folders match none of them is taken in sorted order, as torchvision's ImageFolder does.
+    Names are matched to the model's class list (CIFAR-10 names, ImageNet wnids or names). A data set
+    whose folders match none of them is refused, naming both lists, unless ``by_position``: then its
+    classes in sorted order are the model's classes 0, 1, ... (as torchvision's ImageFolder numbers them).
     """
     if model_classes == "cifar10":
         names = [[c] for c in CIFAR10_CLASSES]
@@ -46,6 +47,13 @@ def class_index(folder_classes: list[str], model_classes) -> list[int]:
         raise ValueError(f"class folders {missing[:5]} are not among the model's classes")
     if len(folder_classes) > len(names):
         raise ValueError(f"the data has {len(folder_classes)} classes but the model only {len(names)}")
+    if not by_position:
+        def shown(items: list[str]) -> str:
+            return ", ".join(items[:10]) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
+
+        raise ValueError(f"none of the data's class folders ({shown(list(folder_classes))}) is one of the model's "
+                         f"classes ({shown([a[-1] for a in names])}); to take them in sorted order as the model's "
+                         "classes 0, 1, ... pass --by-position (by_position=True)")
     return list(range(len(folder_classes)))
 
 
@@ -57,19 +65,19 @@ def _topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
 
 
 def evaluate(inf: Inference, data: str | os.PathLike, batch_size: int = 128, workers: int = 2,
-             progress: bool = True) -> Accuracy:
+             progress: bool = True, by_position: bool = False) -> Accuracy:
     """Accuracy on ``data``'s test (or val) split: an image folder (``<class>/<image>``, or its ``val``/``test``
     split), a tar of one, or CIFAR python batches (:mod:`resnets.data.source`).
 
     Every image is decoded with the model's own preprocessing (``inf.preprocessing``); unreadable ones
-    are listed in ``errors``, not counted.
+    are listed in ``errors``, not counted. ``by_position``: see :func:`class_index`.
     """
     images = read_split(Path(data), "test", flat=True)
-    index = torch.tensor(class_index(list(images.classes), inf.classes))
+    index = torch.tensor(class_index(list(images.classes), inf.classes, by_position))
     labels = index[images.labels]
     top1 = top5 = seen = 0
     errors: list[tuple[str, str]] = []
-    bar = tqdm(total=len(images), unit="img", disable=not progress, desc="eval")
+    bar = progress_bar(len(images), "eval", progress, unit="img")
     for batch, refs in file_batches(images.images, inf.preprocessing, batch_size, workers,
                                     pin_memory=inf.device.type == "cuda"):
         errors += [(str(refs[i]), e) for i, e in batch.errors]

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-METHODS = ("cam", "gradcam", "gradcam++")
+from .choices import METHODS
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Work is written in shards (``OUT.parts/part-NNNNNN.npz``, each atomic) as it is done; a rerun of
 the same job skips every file already in a shard, so a killed run loses at most one shard.  When
-all files are done the shards are joined into ``OUT`` (``.npz``, ``.npy`` + ``.paths.txt``, or
+all files are done the shards are joined into ``OUT`` (``.npz``, ``.npy`` + ``OUT.paths.txt``, or
 ``.parquet``) in input order, unreadable files are listed in ``OUT.errors.tsv``, and the shards go.
 """
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from .atomic import atomic_path
 from .pipeline import Inference, file_batches, run_model
+from .progress import progress_bar
 
 FORMATS = (".npz", ".npy", ".parquet")
 
@@ -78,7 +78,7 @@ def _write_output(out: Path, paths: list[str], features: np.ndarray) -> None:
         _atomic_write(out, lambda tmp: np.savez(tmp, features=features, paths=np.array(paths, dtype=str)))
     elif out.suffix == ".npy":
         _atomic_write(out, lambda tmp: np.save(tmp, features))
-        index = out.with_suffix(".paths.txt")
+        index = out.with_name(out.name + ".paths.txt")  # OUT.paths.txt, like OUT.errors.tsv
         _atomic_write(index, lambda tmp: Path(tmp).write_text("".join(p + "\n" for p in paths)))
     else:
         import pyarrow as pa
@@ -124,7 +124,7 @@ def extract_features(
     shard_paths: list[str] = []
     shard_feats: list[np.ndarray] = []
     shard_errors: list[tuple[str, str]] = []
-    bar = tqdm(total=len(keys), initial=resumed, unit="img", disable=not progress, desc="features")
+    bar = progress_bar(len(keys), "features", progress, unit="img", initial=resumed)
     for batch, all_paths in file_batches(todo, inf.preprocessing, batch_size, workers,
                                          pin_memory=inf.device.type == "cuda"):
         shard_errors += [(str(all_paths[i]), e) for i, e in batch.errors]

@@ -2,31 +2,44 @@
 
 A subcommand module has ``register(subparsers)``, which adds its parser and sets
 ``func=handler`` on it; the handler takes the parsed arguments and returns an exit code.
+Building the parser imports no torch (``resnets --help`` and ``--version`` start in a fraction of a
+second): command modules import what they run inside their handlers.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from .. import __version__
 from . import explain, infer, models, predict, serve, train, weights
-from .common import UsageError
+from .common import Parser, UsageError
 
 COMMAND_MODULES = [models, weights, predict, explain, train, infer, serve]
+#: Exit status after the reader of our output went away (``resnets list | head``): 128 + SIGPIPE, as shells report.
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="resnets", description="Deep residual networks: models, weights, prediction, training, inference."
     )
     parser.add_argument("--version", action="version", version=f"resnets {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks on errors and the third-party warnings hidden by default")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in COMMAND_MODULES:
         module.register(sub)
     return parser
+
+
+def _stop_quietly_on_broken_pipe() -> int:
+    """The reader closed the pipe: point stdout at /dev/null so the exit-time flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,8 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    if args.debug:
+        os.environ["RESNETS_DEBUG"] = "1"  # resnets.quiet: show the known-harmless third-party warnings too
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, while it can still be handled
+        return code
+    except BrokenPipeError:
+        return _stop_quietly_on_broken_pipe()
     except KeyboardInterrupt:
         print("resnets: interrupted", file=sys.stderr)
         return 130

@@ -1,36 +1,74 @@
-"""What the subcommands share: the usage error, and the model/weights/device options of every inference command.
+"""What the subcommands share: the usage error, the parser class, and the options of every inference command.
 
 Kept apart from ``cli/__init__`` so that subcommand modules never import the package that imports them.
+Nothing here imports torch: ``resnets --help`` builds every parser, and must stay fast.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
 
-from ..device import DEVICE_PATTERN
-from ..inference.optimize import BACKENDS
-from ..inference.prepare import PRECISIONS
+from ..choices import BACKENDS, DEVICE_PATTERN, PRECISIONS
 
 #: What ``--weights`` means when not given, the same for every command that loads a model.
 DEFAULT_WEIGHTS = "imagenet"
 #: The architecture used when neither ``--model`` nor the weights name one (``imagenet``, ``none``).
 DEFAULT_MODEL = "resnet50"
+#: ``--device`` help, word for word the same on every command.
+DEVICE_HELP = "auto (cuda if a GPU is available, else cpu), cpu, cuda or cuda:N (default: auto)"
+#: ``--cache-dir`` help of the commands that read registered weights.
+WEIGHTS_CACHE_HELP = "weights cache (default: $RESNETS_CACHE, else ~/.cache/resnets)"
 
 
 class UsageError(Exception):
     """Bad command-line usage found after parsing; exits with status 2 like argparse."""
 
 
-def _device(text: str) -> str:
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose options can be added on first use: ``add_parser(..., options=fn)`` calls
+    ``fn(parser)`` only when that subcommand is parsed or its help shown, so options whose help needs a
+    heavy module (the training recipes import torch) cost nothing to ``resnets --help`` or other commands."""
+
+    def __init__(self, *args, options: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred = options
+
+    def add_deferred_options(self) -> None:
+        """Add the options given as ``options=`` now (done once; later calls do nothing)."""
+        if self._deferred is not None:
+            add, self._deferred = self._deferred, None
+            add(self)
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):
+        self.add_deferred_options()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self.add_deferred_options()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self.add_deferred_options()
+        return super().format_help()
+
+
+def parse_device(text: str) -> str:
+    """argparse type of ``--device``: auto, cpu, cuda or cuda:N."""
     if not DEVICE_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
     return text
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:
-    """``--device``, the same for every inference command."""
-    p.add_argument("--device", type=_device, default="auto",
-                   help="auto (cuda if a GPU is available, else cpu), cpu, cuda or cuda:N (default: auto)")
+    """``--device``, the same for every command that runs a model."""
+    p.add_argument("--device", type=parse_device, default="auto", help=DEVICE_HELP)
+
+
+def add_progress_option(p: argparse.ArgumentParser) -> None:
+    """``--no-progress``, the same for every long-running command."""
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress output (default: a bar on a terminal, a plain line every 30 s in a log)")
 
 
 def add_model_options(p: argparse.ArgumentParser, model_flag: bool = True) -> None:
@@ -44,11 +82,15 @@ def add_model_options(p: argparse.ArgumentParser, model_flag: bool = True) -> No
                         f"weights file, or 'none' for random weights (default: {DEFAULT_WEIGHTS})")
 
 
-def add_precision_options(p: argparse.ArgumentParser) -> None:
-    """``--precision`` and ``--backend`` of the commands that run a model through :func:`resnets.optimize`."""
+def add_precision_options(p: argparse.ArgumentParser, int8_calibrates_on_inputs: bool = True) -> None:
+    """``--precision`` and ``--backend`` of the commands that run a model through :func:`resnets.optimize`.
+
+    ``int8_calibrates_on_inputs=False`` for ``eval``, which calibrates on ``--calibration`` images only."""
+    int8 = ("int8 calibrates on the input images" if int8_calibrates_on_inputs
+            else "int8 needs --calibration DIR")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (eager), or bf16/fp16/int8 through resnets.optimize (compiled; fp16 on CUDA only, "
-                        "int8 on the CPU only) (default: fp32)")
+                        f"int8 on the CPU only; {int8}) (default: fp32)")
     p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="torch, or onnxruntime (CPU; fp32 and int8 only) (default: torch)")
 

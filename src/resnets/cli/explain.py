@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..explain import METHODS
+from ..choices import METHODS
 from .common import UsageError, add_device_option, add_model_options, model_and_weights
 
 if TYPE_CHECKING:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 
-from ..inference.export import FORMATS
-from ..inference.optimize import BACKENDS
-from ..inference.prepare import DTYPES, PRECISIONS
-from .common import UsageError, add_device_option, add_model_options, model_and_weights
+from ..choices import BACKENDS, FORMATS, PRECISIONS
+from .common import UsageError, add_device_option, add_model_options, add_progress_option, model_and_weights
 
 # Default --tolerance per precision: max |exported - eager| relative to max |eager|.
 TOLERANCES = {"fp32": 1e-4, "bf16": 5e-2, "int8": 0.1}
@@ -34,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", nargs="?", default=None,
                    help="a name from 'resnets list' (default: the architecture the weights record)")
     add_model_options(p, model_flag=False)
-    p.add_argument("--format", choices=FORMATS, required=True, help="onnx or exported-program (.pt2)")
+    p.add_argument("--format", choices=FORMATS, required=True, help="onnx or exported-program (.pt2) (required)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (onnx and exported-program), bf16 or int8 (exported-program) (default: fp32)")
     p.add_argument("--input-size", type=int, default=None, help="square input side (default: the model's)")
@@ -42,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="int8: folder of images to calibrate on (default: random inputs, with a warning)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="max |exported - eager| / max |eager| accepted (default: 1e-4 fp32, 0.05 bf16, 0.1 int8)")
-    p.add_argument("-o", "--output", required=True, help="file to write")
+    p.add_argument("-o", "--output", required=True, help="file to write (required)")
+    add_progress_option(p)
     p.set_defaults(func=run_export)
 
     p = sub.add_parser("bench", help="images/s and latency per precision against torchvision eager fp32",
@@ -58,13 +58,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, default=None, help="square input side (default: the model's)")
     p.add_argument("--runs", type=int, default=None, help="timed rounds (default: 50 at batch 1, else 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per mode first (default: 2)")
-    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (int8 is then left out)")
+    p.add_argument("--no-compile", action="store_true",
+                   help="skip torch.compile (int8 is then left out) (default: compile, as resnets.optimize does)")
     p.add_argument("--end-to-end", metavar="DIR", default=None,
-                   help="also time JPEG decode + resize + inference over the images in DIR")
+                   help="also time JPEG decode + resize + inference over the images in DIR (default: model only)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for --end-to-end (default: 2)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--save", metavar="FILE", default=None, help="also write the JSON to FILE")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table (default: a table)")
+    p.add_argument("--save", metavar="FILE", default=None, help="also write the JSON to FILE (default: not saved)")
     add_device_option(p)
+    add_progress_option(p)
     p.set_defaults(func=run_bench)
 
 
@@ -85,14 +87,14 @@ def run_export(args: argparse.Namespace) -> int:
     import torch
 
     from ..inference.export import export_onnx, export_program, max_abs_diff
-    from ..inference.prepare import prepare
+    from ..inference.prepare import DTYPES, prepare
     from ..pipeline import load_inference
 
     if args.format == "onnx" and args.precision != "fp32":
         raise UsageError("ONNX export is fp32 only; use --format exported-program for bf16 or int8")
     if args.calibration and args.precision != "int8":
         raise UsageError("--calibration only applies to --precision int8")
-    inf = load_inference(*model_and_weights(args))
+    inf = load_inference(*model_and_weights(args), progress=args.progress)
     model = inf.model
     entry = getattr(model, "pretrained_cfg", None)
     size = args.input_size or model.input_size[-1]
@@ -145,9 +147,13 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if min(args.batch) < 1 or (args.runs is not None and args.runs < 1) or args.workers < 0:
         raise UsageError("--batch and --runs must be >= 1 and --workers >= 0")
+    def status(text: str) -> None:
+        if args.progress:  # a line per step: compiling and timing take minutes
+            print(f"resnets bench: {text}", file=sys.stderr, flush=True)
+
     device = resolve_device(args.device)
     name, weights = model_and_weights(args)
-    model = create_model(name, weights=weights).eval().to(device)
+    model = create_model(name, weights=weights, progress=args.progress).eval().to(device)
     args.model = name or model.pretrained_cfg.model
     size = args.input_size or model.input_size[-1]
     gen = torch.Generator().manual_seed(0)
@@ -166,6 +172,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 continue
             mode = f"resnets {precision}" if backend == "torch" else f"onnxruntime {precision}"
             options = {"compile": not args.no_compile} if backend == "torch" else {}
+            status(f"preparing {mode}")
             models[mode] = optimize(model, precision, example_inputs=calibration[0], calibration=calibration,
                                     backend=backend, **options)
             optimized.append(mode)
@@ -173,6 +180,7 @@ def run_bench(args: argparse.Namespace) -> int:
     results = []
     for b in args.batch:
         runs = args.runs or (50 if b == 1 else 10)
+        status(f"batch {b}: {len(models)} modes, {args.warmup} warm-up and {runs} timed calls each")
         results += compare(models, inputs[b], base_name, runs, args.warmup)
         if args.end_to_end and b > 1:
             for mode in optimized:

@@ -6,34 +6,39 @@ import argparse
 import json
 import sys
 
-from .common import UsageError, add_device_option, add_model_options, add_precision_options, model_and_weights
+from .common import (
+    UsageError, add_device_option, add_model_options, add_precision_options, add_progress_option, model_and_weights,
+)
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
+def _model_options(p: argparse.ArgumentParser, int8_calibrates_on_inputs: bool = True) -> None:
     add_model_options(p)
-    add_precision_options(p)
+    add_precision_options(p, int8_calibrates_on_inputs)
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding images (default: 2)")
     add_device_option(p)
+    add_progress_option(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images with a pretrained model",
                        description="Print the top classes of each image (files or folders).")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders of images")
     _model_options(p)
     p.add_argument("--top", type=int, default=5, help="classes shown per image (default: 5)")
-    p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per image, one per line (default: a readable list)")
     p.add_argument("--explain", metavar="DIR",
                    help="also write each image's Grad-CAM map of its top class as DIR/<name>.png "
-                        "(see 'resnets explain')")
+                        "(see 'resnets explain') (default: no maps)")
     p.set_defaults(func=run_predict)
 
     p = sub.add_parser("features", help="write one feature vector per image",
                        description="Extract pooled features of every image under DIR into OUT (.npz, .npy or "
                                    ".parquet). Resumable: rerun the same command after an interruption.")
-    p.add_argument("inputs", nargs="+", metavar="DIR")
-    p.add_argument("-o", "--output", required=True, help="output file: .npz, .npy (+ .paths.txt) or .parquet")
+    p.add_argument("inputs", nargs="+", metavar="DIR", help="folders (or files) of images")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file: .npz, .npy (paths in OUT.paths.txt) or .parquet (required)")
     _model_options(p)
     p.add_argument("--pooling", choices=("avg", "max"), default="avg", help="global pooling (default: avg)")
     p.add_argument("--layer", type=int, default=None,
@@ -43,10 +48,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1/top-5 accuracy on a labelled data set",
                        description="Evaluate on an image folder (DATA/<class>/*, or its val/ or test/ split), "
                                    "a .tar of one, or CIFAR-10 python batches.")
-    p.add_argument("data", metavar="DATA")
-    _model_options(p)
-    p.add_argument("--calibration", metavar="DIR", help="images for int8 calibration (required with int8)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("data", metavar="DATA",
+                   help="an image folder (DATA/<class>/*, or its val/ or test/ split), a .tar of one, or "
+                        "cifar-10-batches-py")
+    _model_options(p, int8_calibrates_on_inputs=False)
+    p.add_argument("--calibration", metavar="DIR",
+                   help="images for int8 calibration, not from the test set (required with --precision int8; "
+                        "default: none)")
+    p.add_argument("--by-position", action="store_true",
+                   help="accept class folders that are not the model's classes, taken in sorted order as the "
+                        "model's classes 0, 1, ... (default: refuse)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (default: one line of text)")
     p.set_defaults(func=run_eval)
 
 
@@ -72,7 +84,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     paths = _images(args)
     inf = load_inference(*model_and_weights(args), args.precision, calibration=paths, device=args.device,
-                         backend=args.backend)
+                         backend=args.backend, progress=args.progress)
     failed = 0
     for pred in predict_files(inf, paths, args.top, args.batch_size, args.workers):
         if args.json:
@@ -97,9 +109,9 @@ def run_features(args: argparse.Namespace) -> int:
 
     paths = _images(args)
     inf = load_inference(*model_and_weights(args), args.precision, features=(args.pooling, args.layer),
-                         calibration=paths, device=args.device, backend=args.backend)
+                         calibration=paths, device=args.device, backend=args.backend, progress=args.progress)
     job = {"model": inf.name, **{k: getattr(args, k) for k in ("weights", "precision", "pooling", "layer")}}
-    run = extract_features(inf, paths, args.output, args.batch_size, args.workers, job=job)
+    run = extract_features(inf, paths, args.output, args.batch_size, args.workers, progress=args.progress, job=job)
     print(f"wrote {run.images} x {run.dim} features to {run.out}"
           + (f" ({run.resumed} done in an earlier run)" if run.resumed else ""))
     if run.errors:
@@ -108,18 +120,17 @@ def run_features(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from ..data.images import find_images
     from ..evaluate import evaluate
     from ..pipeline import load_inference
-
-    from ..data.images import find_images
 
     _check_sizes(args)
     if args.precision == "int8" and not args.calibration:
         raise UsageError("--precision int8 needs --calibration DIR: images to calibrate on, not from the test set")
     calibration = find_images(args.calibration) if args.calibration else None
     inf = load_inference(*model_and_weights(args), args.precision, calibration=calibration, device=args.device,
-                         backend=args.backend)
-    acc = evaluate(inf, args.data, args.batch_size, args.workers)
+                         backend=args.backend, progress=args.progress)
+    acc = evaluate(inf, args.data, args.batch_size, args.workers, progress=args.progress, by_position=args.by_position)
     if args.json:
         print(json.dumps({"model": inf.name, "weights": args.weights, **acc.to_dict()}))
     else:

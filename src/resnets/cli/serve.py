@@ -6,8 +6,7 @@ import argparse
 import logging
 import signal
 
-from ..inference.optimize import BACKENDS
-from ..pipeline import PRECISIONS
+from ..choices import BACKENDS, PRECISIONS
 
 CPU_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp16")  # the service runs on the CPU
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

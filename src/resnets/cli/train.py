@@ -5,88 +5,158 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..train.config import RECIPES, TrainConfig, make_config
+from .common import DEVICE_HELP, UsageError, add_progress_option, parse_device
+
+if TYPE_CHECKING:
+    from ..train.config import TrainConfig
 
 # CLI flag -> TrainConfig field, for the options whose names differ
-_RENAMED = {"no_channels_last": "channels_last", "no_progress": "progress",
-            "checkpoint_every": "checkpoint_every_steps", "tensorboard_every": "tensorboard_every_steps"}
+_RENAMED = {"no_channels_last": "channels_last", "checkpoint_every": "checkpoint_every_steps",
+            "tensorboard_every": "tensorboard_every_steps"}
+DATA_CACHE_HELP = "decoded data cache (default: $RESNETS_CACHE/data, else ~/.cache/resnets/data)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    # The options are added on first use (cli.common.Parser): their help quotes the recipes, which import torch.
     p = sub.add_parser("train", help="train a model (single process, or DDP under torchrun)",
                        description="Train a model on CIFAR-10 (python format), an image folder or a tar of one. "
-                                   "Under 'torchrun --nproc_per_node=N -m resnets train ...' it runs DDP.")
-    p.add_argument("--model", help="model name (default resnet20)")
-    p.add_argument("--data", help="cifar-10-batches-py/, cifar-10-python.tar.gz, an image folder or a folder of "
-                                  "train.tar/test.tar")
-    p.add_argument("--recipe", choices=list(RECIPES), default=None, help="default fast-cifar")
-    p.add_argument("--out", help="run directory (default runs/MODEL-RECIPE)")
-    p.add_argument("--resume", action="store_true", default=None, help="continue from RUN_DIR/last.pt")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--max-steps", type=int, help="length in iterations (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, help="global batch size (split over the processes)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--schedule", choices=("step", "onecycle", "cosine"))
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"))
-    p.add_argument("--no-channels-last", action="store_const", const=False, help="keep NCHW memory format")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    p.add_argument("--weights", help="start from these weights (a file, or a registry name)")
-    p.add_argument("--num-classes", type=int, help="classifier size (default: the data's class count)")
-    p.add_argument("--freeze", choices=("none", "backbone", "bn"),
-                   help="backbone: train the classifier only; bn: freeze BatchNorm statistics")
-    p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under DDP (GPUs)")
-    p.add_argument("--val-split", type=int, help="hold out this many training images as the evaluation set")
-    p.add_argument("--image-size", type=int,
-                   help="square training size images are decoded to (default: the model's, 32 CIFAR / 224 ImageNet)")
-    p.add_argument("--train-subset", type=int, help="train on a random subset of this size")
-    p.add_argument("--test-subset", type=int, help="evaluate on a random subset of this size")
-    p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--deterministic", action="store_true", default=None)
-    p.add_argument("--cache-dir", help="decoded data cache (default ~/.cache/resnets/data)")
-    p.add_argument("--data-mode", choices=("auto", "memory", "stream"),
-                   help="memory: decode once into RAM; stream: decode image folders per batch with DataLoader "
-                        "workers; auto (default): stream when the decoded training set would exceed 2 GiB")
-    p.add_argument("--workers", type=int, help="DataLoader worker processes when streaming (default 2)")
-    p.add_argument("--tensorboard", action="store_true", default=None,
-                   help="also write TensorBoard scalars to RUN_DIR/tb (pip install 'resnets[tensorboard]')")
-    p.add_argument("--tensorboard-every", type=int, help="train loss to TensorBoard every N steps (default 50)")
-    p.add_argument("--no-progress", action="store_const", const=False, help="no progress bar")
+                                   "Under 'torchrun --nproc_per_node=N -m resnets train ...' it runs DDP. Options "
+                                   "left out take the recipe's value, shown per recipe.",
+                       options=_train_options)
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("plot", help="draw a run's loss and error curves to PNG",
                        description="Draw RUN_DIR/metrics.jsonl to RUN_DIR/curves.png.")
-    p.add_argument("run_dir")
-    p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of 'resnets train'")
+    p.add_argument("--out", help="PNG path (default: RUN_DIR/curves.png)")
     p.set_defaults(func=run_plot)
 
     p = sub.add_parser("experiment", help="the paper's degradation experiment (plain vs residual nets)",
                        description="Train plain and residual nets of each depth; write a CSV and a PNG like the "
-                                   "paper's Figures 1 and 6.")
-    p.add_argument("name", choices=("degradation",))
-    p.add_argument("--data", required=True, help="CIFAR-10 (as for 'resnets train --data')")
-    p.add_argument("--depths", default="20,56", help="comma-separated 6n+2 depths (default 20,56)")
-    p.add_argument("--preset", choices=("quick", "paper"), default="quick",
-                   help="quick: < 30 min on a 2-core CPU; paper: the full section 4.2 schedule (GPU)")
-    p.add_argument("--out", default="runs/degradation")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--train-subset", type=int)
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"))
-    p.add_argument("--threads", type=int)
-    p.add_argument("--device")
-    p.add_argument("--cache-dir")
-    p.add_argument("--no-progress", action="store_const", const=False)
+                                   "paper's Figures 1 and 6. Options left out take the preset's value.",
+                       options=_experiment_options)
     p.set_defaults(func=run_experiment)
+
+
+def _recipe_default(field: str, table: dict[str, dict[str, Any]] | None = None, what: str = "recipe") -> str:
+    """``(default: ...)`` for a training option: one value, or each recipe's (or preset's) own."""
+    from ..train.config import RECIPES, TrainConfig
+
+    def shown(values: dict[str, Any]) -> str:
+        value = values.get(field, getattr(TrainConfig, field))
+        if field == "epochs" and value is None and values.get("max_steps"):
+            return f"{values['max_steps']:,} steps"
+        if isinstance(value, bool) or value is None:
+            return {None: "none", True: "on", False: "off"}[value]
+        return f"{value:,}" if isinstance(value, int) else str(value)
+
+    per = {name: shown(values) for name, values in (RECIPES if table is None else table).items()}
+    if len(set(per.values())) == 1:
+        return f"(default: {next(iter(per.values()))})"
+    return f"(default: the {what}'s: " + ", ".join(f"{name} {value}" for name, value in per.items()) + ")"
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    from ..train.config import RECIPES, TrainConfig
+
+    d = _recipe_default
+    p.add_argument("--model", help=f"model name from 'resnets list' (default: {TrainConfig.model})")
+    p.add_argument("--data", help="cifar-10-batches-py/, cifar-10-python.tar.gz, an image folder or a folder of "
+                                  "train.tar/test.tar (required unless resuming)")
+    p.add_argument("--recipe", choices=list(RECIPES), default=None,
+                   help=f"the training recipe; other options default to its values (default: {TrainConfig.recipe})")
+    p.add_argument("--out", help="run directory (default: runs/MODEL-RECIPE)")
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue from RUN_DIR/last.pt (default: start a new run)")
+    p.add_argument("--epochs", type=int, help="length in passes over the training set " + d("epochs"))
+    p.add_argument("--max-steps", type=int, help="length in iterations; overrides --epochs " + d("max_steps"))
+    p.add_argument("--batch-size", type=int, help="global batch size, split over the processes " + d("batch_size"))
+    p.add_argument("--lr", type=float, help="SGD learning rate at the start (step) or peak (onecycle, cosine) " + d("lr"))
+    p.add_argument("--weight-decay", type=float, help="L2 weight decay " + d("weight_decay"))
+    p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing " + d("label_smoothing"))
+    p.add_argument("--schedule", choices=("step", "onecycle", "cosine"),
+                   help="learning-rate schedule: step (/10 at 50%% and 75%%), onecycle or cosine " + d("schedule"))
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="training arithmetic: fp32, bf16 autocast, or fp16 with loss scaling (CUDA) " + d("precision"))
+    p.add_argument("--no-channels-last", action="store_const", const=False,
+                   help="keep NCHW memory format (default: channels-last)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (default: eager)")
+    p.add_argument("--weights", help="start from these weights: a file, a registry name, 'imagenet' or 'cifar10' "
+                                     "(default: random weights)")
+    p.add_argument("--num-classes", type=int, help="classifier size (default: the data's class count)")
+    p.add_argument("--freeze", choices=("none", "backbone", "bn"),
+                   help="backbone: train the classifier only; bn: freeze BatchNorm statistics (default: none)")
+    p.add_argument("--sync-bn", action="store_true", default=None,
+                   help="SyncBatchNorm under DDP (GPUs) (default: per-process BatchNorm)")
+    p.add_argument("--val-split", type=int,
+                   help="hold out this many training images as the evaluation set (default: 0, evaluate on the "
+                        "test split)")
+    p.add_argument("--image-size", type=int,
+                   help="square training size images are decoded to (default: the model's, 32 CIFAR / 224 ImageNet)")
+    p.add_argument("--train-subset", type=int, help="train on a random subset of this size (default: all images)")
+    p.add_argument("--test-subset", type=int, help="evaluate on a random subset of this size (default: all images)")
+    p.add_argument("--checkpoint-every", type=int,
+                   help="also checkpoint every N steps (default: 0, at the end of each epoch only)")
+    p.add_argument("--device", type=parse_device, help=DEVICE_HELP)
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, one per core)")
+    p.add_argument("--seed", type=int, help="seed of the initialisation, data order and augmentation " + d("seed"))
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic kernels only (torch.use_deterministic_algorithms; slower) (default: off)")
+    p.add_argument("--cache-dir", help=DATA_CACHE_HELP)
+    p.add_argument("--data-mode", choices=("auto", "memory", "stream"),
+                   help="memory: decode once into RAM; stream: decode image folders per batch with DataLoader "
+                        "workers; auto: stream when the decoded training set would exceed 2 GiB (default: auto)")
+    p.add_argument("--workers", type=int,
+                   help=f"DataLoader worker processes when streaming (default: {TrainConfig.workers})")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also write TensorBoard scalars to RUN_DIR/tb (pip install 'resnets[tensorboard]') "
+                        "(default: off)")
+    p.add_argument("--tensorboard-every", type=int,
+                   help=f"train loss to TensorBoard every N steps (default: {TrainConfig.tensorboard_every_steps})")
+    add_progress_option(p)
+
+
+def _cifar_depths() -> list[int]:
+    """Depths with both a plain and a residual CIFAR net registered (what the experiment can compare)."""
+    from ..networks import CIFAR_DEPTHS
+    from ..registry import list_models
+
+    names = set(list_models())
+    return [d for d in CIFAR_DEPTHS if f"plain{d}" in names and f"resnet{d}" in names]
+
+
+def _experiment_options(p: argparse.ArgumentParser) -> None:
+    from ..train.config import RECIPES
+    from ..train.experiment import PRESETS
+
+    presets = {name: {**RECIPES[settings["recipe"]], **settings} for name, settings in PRESETS.items()}
+
+    def d(field: str) -> str:
+        return _recipe_default(field, presets, "preset")
+
+    p.add_argument("name", choices=("degradation",), help="the experiment: degradation (Figures 1 and 6)")
+    p.add_argument("--data", required=True, help="CIFAR-10, as for 'resnets train --data' (required)")
+    p.add_argument("--depths", default="20,56",
+                   help="comma-separated CIFAR depths 6n+2 that have a plain twin: "
+                        f"{', '.join(map(str, _cifar_depths()))} (default: 20,56)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="quick",
+                   help="quick: < 30 min on a 2-core CPU; paper: the full section 4.2 schedule (GPU) (default: quick)")
+    p.add_argument("--out", default="runs/degradation",
+                   help="folder for the runs, the CSV and the PNG (default: runs/degradation)")
+    p.add_argument("--epochs", type=int, help="length of each run in epochs " + d("epochs"))
+    p.add_argument("--train-subset", type=int, help="train on a random subset of this size " + d("train_subset"))
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="training arithmetic " + d("precision"))
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, one per core)")
+    p.add_argument("--device", type=parse_device, help=DEVICE_HELP)
+    p.add_argument("--cache-dir", help=DATA_CACHE_HELP)
+    add_progress_option(p)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Recipe defaults, or a resumed run's saved config, with the given flags on top."""
-    from .common import UsageError
+    from ..train.config import TrainConfig, make_config
 
     values = {_RENAMED.get(k, k): v for k, v in vars(args).items()
               if v is not None and k not in ("command", "func", "debug")}
@@ -119,15 +189,20 @@ def run_plot(args: argparse.Namespace) -> int:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
-    from .common import UsageError
     from ..train.experiment import run_degradation
 
+    valid = _cifar_depths()
     try:
-        depths = [int(d) for d in args.depths.split(",") if d]
+        depths = [int(d) for d in args.depths.split(",") if d.strip()]
     except ValueError:
         raise UsageError(f"--depths must be comma-separated integers, got {args.depths!r}") from None
+    bad = [d for d in depths if d not in valid]
+    if not depths or bad:
+        why = "is not of the form 6n+2" if bad and (bad[0] - 2) % 6 else "has no registered plain and residual net"
+        raise UsageError(f"--depths {args.depths}: {bad[0] if bad else 'no depth'} {why if bad else 'given'}; "
+                         f"choose from {', '.join(map(str, valid))}")
     csv_path, png = run_degradation(args.data, args.out, depths, args.preset, epochs=args.epochs,
                                     train_subset=args.train_subset, precision=args.precision, threads=args.threads,
-                                    device=args.device, progress=args.no_progress, cache_dir=args.cache_dir)
+                                    device=args.device, progress=args.progress, cache_dir=args.cache_dir)
     print(f"{csv_path}\n{png}")
     return 0

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from .common import WEIGHTS_CACHE_HELP, UsageError, add_progress_option
 
-from ..registry import list_models, model_builder
-from ..weights import (
-    WeightsEntry, cached_file, cached_path, convert_to_safetensors, get_weights, is_cached, list_weights,
-)
+if TYPE_CHECKING:
+    from ..weights import WeightsEntry
+
+#: Names that pick a model's default weights of a kind; they need a model to mean one file.
+ALIASES = ("imagenet", "cifar10")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,29 +22,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     a = actions.add_parser("list", help="list the registered weights", description="List the registered weights.")
-    a.add_argument("--model", help="only the weights of this model, e.g. resnet50")
-    a.add_argument("--cache-dir", help="weights cache (default: $RESNETS_CACHE or ~/.cache/resnets)")
+    a.add_argument("--model", help="only the weights of this model, e.g. resnet50 (default: every model)")
+    a.add_argument("--cache-dir", help=WEIGHTS_CACHE_HELP)
     a.set_defaults(func=run_list)
 
     a = actions.add_parser("download", help="download weights into the cache",
                            description="Download and verify weights files into the cache; print their paths.")
     a.add_argument("names", nargs="+", metavar="NAME", help="registry names, e.g. resnet50.tv_in1k_v2")
-    a.add_argument("--cache-dir", help="weights cache (default: $RESNETS_CACHE or ~/.cache/resnets)")
-    a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a.add_argument("--cache-dir", help=WEIGHTS_CACHE_HELP)
+    add_progress_option(a)
     a.set_defaults(func=run_download)
 
     a = actions.add_parser("convert", help="convert weights to .safetensors",
                            description="Convert a weights file (.pth/.pt/.th, Keras .h5, .safetensors) or a "
                                        "registry name to a .safetensors file that records its variant.")
-    a.add_argument("src", metavar="IN", help="a weights file or a registry name")
+    a.add_argument("src", metavar="IN",
+                   help="a weights file, a registry name, or the alias 'imagenet'/'cifar10' with --model")
     a.add_argument("dst", metavar="OUT", help="the .safetensors file to write")
-    a.add_argument("--cache-dir", help="weights cache for registry names")
+    a.add_argument("--model", help="the model whose default weights an alias means, e.g. resnet20 for cifar10 "
+                                   "(default: none; required with an alias)")
+    a.add_argument("--cache-dir", help=WEIGHTS_CACHE_HELP + " for registry names")
+    add_progress_option(a)
     a.set_defaults(func=run_convert)
 
 
 @functools.lru_cache(maxsize=None)
 def _param_count(model_name: str, kwargs: tuple[tuple[str, object], ...]) -> int:
     """Parameters of a network, counted on the meta device (no memory); cached per variant."""
+    import torch
+
+    from ..registry import model_builder
+
     with torch.device("meta"):
         model = model_builder(model_name)(**dict(kwargs))
     return sum(p.numel() for p in model.parameters())
@@ -50,6 +60,8 @@ def _param_count(model_name: str, kwargs: tuple[tuple[str, object], ...]) -> int
 
 def _file_size(entry: WeightsEntry, cache: str | None) -> str:
     """The published size, else the cached file's own size, else unknown."""
+    from ..weights import cached_path, is_cached
+
     size = entry.file_size_mb
     if size is None and is_cached(entry, cache):
         size = cached_path(entry, cache).stat().st_size / 1e6
@@ -57,7 +69,8 @@ def _file_size(entry: WeightsEntry, cache: str | None) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from .common import UsageError
+    from ..registry import list_models
+    from ..weights import is_cached, list_weights
 
     if args.model and args.model not in list_models():
         raise UsageError(f"unknown model {args.model!r}; see 'resnets list'")
@@ -69,7 +82,7 @@ def run_list(args: argparse.Namespace) -> int:
     rows = [
         (
             e.name, e.model, f"{e.metrics['top1']:.2f}" if "top1" in e.metrics else "-",
-            f"{_param_count(e.model, tuple(sorted(e.model_kwargs.items()))) / 1e6:.2f} M",
+            f"{_param_count(e.model, tuple(sorted(e.model_kwargs.items()))):,}",
             _file_size(e, args.cache_dir), "yes" if is_cached(e, args.cache_dir) else "no",
         )
         for e in entries
@@ -81,7 +94,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from .common import UsageError
+    from ..weights import cached_file, get_weights
 
     entries = []
     for name in args.names:
@@ -90,16 +103,26 @@ def run_download(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise UsageError(str(e)) from None
     for entry in entries:
-        print(cached_file(entry, args.cache_dir, progress=not args.no_progress))
+        print(cached_file(entry, args.cache_dir, progress=args.progress))
     return 0
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from .common import UsageError
+    from ..weights import convert_to_safetensors, get_weights
 
     if Path(args.dst).suffix != ".safetensors":
         raise UsageError(f"the output must be a .safetensors file, got {args.dst}")
-    path, entry = convert_to_safetensors(args.src, args.dst, cache_dir=args.cache_dir)
+    src = args.src
+    if src in ALIASES and not Path(src).is_file():
+        if not args.model:
+            raise UsageError(f"{src!r} is an alias for a model's default {src} weights: say which model with "
+                             f"--model (e.g. --model {'resnet20' if src == 'cifar10' else 'resnet50'}), or give a "
+                             "registry name from 'resnets weights list'")
+        try:
+            src = get_weights(src, args.model).name
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    path, entry = convert_to_safetensors(src, args.dst, cache_dir=args.cache_dir, progress=args.progress)
     what = f" ({entry.model}, {entry.name})" if entry else ""
     print(f"wrote {path}{what}")
     return 0

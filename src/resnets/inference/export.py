@@ -13,11 +13,12 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
+from ..choices import FORMATS
+from ..quiet import quiet_third_party
 from ..weights.entry import META_KEY, WeightsEntry
 
 # ONNX opset 18: the dynamo exporter's native opset, run by every onnxruntime since 1.14.
 ONNX_OPSET = 18
-FORMATS = ("onnx", "exported-program")
 
 
 def export_dynamic_batch(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
@@ -50,10 +51,11 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
 
     path = Path(path)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.onnx.export(
-        model, (example,), dynamo=True, opset_version=ONNX_OPSET, input_names=["images"], output_names=["output"],
-        dynamic_shapes=({0: batch},), external_data=False, verbose=False,
-    )
+    with quiet_third_party():
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, opset_version=ONNX_OPSET, input_names=["images"],
+            output_names=["output"], dynamic_shapes=({0: batch},), external_data=False, verbose=False,
+        )
     with atomic_path(path) as tmp:
         program.save(str(tmp))
         if entry is not None:
@@ -69,7 +71,7 @@ def export_program(model: nn.Module, path: str | os.PathLike, example: torch.Ten
     path = Path(path)
     program = export_dynamic_batch(model, example)
     extra = {META_KEY: entry.to_json()} if entry is not None else None
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, quiet_third_party():
         torch.export.save(program, tmp, extra_files=extra)
     return path
 

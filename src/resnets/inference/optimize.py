@@ -17,7 +17,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..choices import BACKENDS
 from ..device import model_device
+from ..quiet import quiet_third_party
 from .ort import ort_model
 from .prepare import DTYPES, PRECISIONS, Precision, prepare
 
@@ -25,8 +27,7 @@ from .prepare import DTYPES, PRECISIONS, Precision, prepare
 # it does for every precision, and int8 needs it (the quantized graph only becomes int8
 # kernels when inductor lowers it).
 COMPILE_BY_DEFAULT = {"fp32": True, "bf16": True, "fp16": True, "int8": True}
-# "onnxruntime": the folded network exported to ONNX and run by onnxruntime's CPU kernels (fp32, int8).
-BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
+# BACKENDS (from choices): "onnxruntime" is the folded network exported to ONNX and run by onnxruntime's CPU kernels.
 
 
 class InferenceModel(nn.Module):
@@ -47,6 +48,7 @@ class InferenceModel(nn.Module):
         self.cuda_graphs = cuda_graphs
         self.int8_mixed_bf16 = int8_mixed_bf16
         self.dtype = DTYPES[precision]
+        self._compiled_for: set[tuple[int, ...]] = set()  # input shapes seen: a new one may (re)compile
 
     @property
     def device(self) -> torch.device:
@@ -61,20 +63,27 @@ class InferenceModel(nn.Module):
         x = x.to(self.device, dtype=self.dtype, memory_format=torch.channels_last, non_blocking=True)
         if not self.compiled:
             out = self.net(x)
-        elif self.device.type == "cuda":
-            if self.cuda_graphs:  # a new replay may overwrite the last one's outputs: copied out below
-                torch.compiler.cudagraph_mark_step_begin()
-            out = self.net(x)
+        elif tuple(x.shape) not in self._compiled_for:  # compiles now: inductor's harmless warnings silenced
+            with quiet_third_party():
+                out = self._run_compiled(x)
+            self._compiled_for.add(tuple(x.shape))
         else:
-            # Compilation happens lazily, inside this call.  Freezing must be set in the global inductor
-            # config (torch.compile's options= does not reach the constant folding that pre-packs int8 weights).
-            from torch._inductor import config as inductor_config
-
-            with inductor_config.patch(freezing=True), torch.autocast("cpu", torch.bfloat16,
-                                                                       enabled=self.int8_mixed_bf16):
-                out = self.net(x)
+            out = self._run_compiled(x)
         # copy=: an fp32 output would otherwise be the CUDA graph's own buffer, rewritten by the next call.
         return out.to(source, torch.float32, memory_format=torch.contiguous_format, copy=self.cuda_graphs)
+
+    def _run_compiled(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            if self.cuda_graphs:  # a new replay may overwrite the last one's outputs: copied out below
+                torch.compiler.cudagraph_mark_step_begin()
+            return self.net(x)
+        # Compilation happens lazily, inside this call.  Freezing must be set in the global inductor
+        # config (torch.compile's options= does not reach the constant folding that pre-packs int8 weights).
+        from torch._inductor import config as inductor_config
+
+        with inductor_config.patch(freezing=True), torch.autocast("cpu", torch.bfloat16,
+                                                                   enabled=self.int8_mixed_bf16):
+            return self.net(x)
 
     def extra_repr(self) -> str:
         mixed = ", int8_mixed_bf16=True" if self.int8_mixed_bf16 else ""

@@ -14,12 +14,12 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..choices import PRECISIONS
 from ..device import model_device
 from .fold import fold_batchnorm
 from .quantize import quantize_int8
 
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
 # Half precisions convert the weights and activations themselves rather than running under autocast:
 # with BatchNorm folded every layer is a conv, a linear or an elementwise op, all safe in half, and
 # autocast would re-cast every weight on every call (its cast cache only keeps tensors that require

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..quiet import quiet_third_party
 from .export import export_dynamic_batch
 
 
@@ -32,10 +33,11 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], example
     The result is a reference-quantized FX graph (quantize/dequantize around float ops) that
     ``torch.compile`` with freezing lowers to fused int8 oneDNN kernels.
     """
-    prepare_pt2e, convert_pt2e, xiq = _require_torchao()
-    quantizer = xiq.X86InductorQuantizer()
-    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
-    prepared = prepare_pt2e(export_dynamic_batch(model, example).module(), quantizer)
+    with quiet_third_party():  # torchao's import and its annotation of the stem's max-pool warn harmlessly
+        prepare_pt2e, convert_pt2e, xiq = _require_torchao()
+        quantizer = xiq.X86InductorQuantizer()
+        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(export_dynamic_batch(model, example).module(), quantizer)
     seen = 0
     with torch.no_grad():
         for batch in calibration:

@@ -31,6 +31,7 @@ from ..data.source import ImageList, read_split
 from ..data.tensors import ImageTensors, decode_split
 from ..factory import create_model
 from ..preprocess import Preprocessing
+from ..progress import progress_bar
 from ..weights.entry import WeightsEntry, save_safetensors
 from .augment import RecipeTransforms
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, unwrap
@@ -339,8 +340,8 @@ class _Trainer:
         while self.epoch < self.epochs:
             steps = min(self.steps_per_epoch, self.total_steps - self.epoch * self.steps_per_epoch)
             set_train_mode(self.model, cfg.freeze)
-            bar = tqdm(total=steps, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}/{self.epochs}",
-                       disable=not (ctx.is_main and cfg.progress), leave=False, dynamic_ncols=True)
+            bar = progress_bar(steps, f"epoch {self.epoch + 1}/{self.epochs}", ctx.is_main and cfg.progress,
+                               unit="step", initial=self.epoch_step, leave=False, dynamic_ncols=True)
             start, seen = time.perf_counter(), 0
             for i, (x, y) in enumerate(self._train_batches(steps), start=self.epoch_step):
                 if self._every_rank_has_images(len(y), i):

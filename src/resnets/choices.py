@@ -1,0 +1,20 @@
+"""The names the command line offers as choices, kept free of torch so that ``resnets --help`` starts fast.
+
+The modules that implement them (``inference/prepare.py``, ``inference/optimize.py``, ``inference/export.py``,
+``device.py``, ``explain.py``) import their lists from here, so each list is still defined once.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: Inference precisions (``resnets.optimize``, ``--precision``).
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
+#: Inference backends (``resnets.optimize(backend=...)``, ``--backend``).
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
+#: Export file formats (``resnets export --format``).
+FORMATS: tuple[str, ...] = ("onnx", "exported-program")
+#: Class-activation-map methods (``resnets.explain``, ``resnets explain --method``).
+METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++")
+#: Device names every command understands: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
