@@ -4,7 +4,7 @@ A file enters the cache only whole and with the published hash: it streams into 
 its final place, hashed as it arrives, and is moved in with ``os.replace`` once the hash matches.
 Networks fail, so a download
 
-* is retried with exponential backoff (``RESNETS_DOWNLOAD_RETRIES`` times in a row without progress) and
+* is retried with exponential backoff (``RESNETS_DOWNLOAD_RETRIES`` times in a row without 1 MiB of new data) and
   resumed where it stopped with an HTTP ``Range`` request, also by a later run after a crash;
 * gives up an attempt that brings less than 64 KiB in ``RESNETS_DOWNLOAD_TIMEOUT`` seconds (default 60),
   so a dead or trickling connection does not hang forever;
@@ -297,8 +297,11 @@ def _fetch_once(url: str, part: _Part, timeout: float, bar: tqdm) -> None:
 
 
 def _fetch(entry: WeightsEntry, part: _Part, timeout: float, retries: int, bar: tqdm) -> None:
-    """Fill ``part`` with the whole file, retrying with backoff; ``retries`` failures in a row without
-    new bytes end it."""
+    """Fill ``part`` with the whole file, retrying with backoff; ``retries`` failures in a row end it.
+
+    An attempt that added at least 1 MiB beyond what was ever held is progress, not a failure in a row, so
+    a large file on a flaky link gets there; a server that drops or stalls early every time does not loop.
+    """
     failures, attempts, best = 0, 0, part.size
     while True:
         attempts += 1
@@ -314,7 +317,7 @@ def _fetch(entry: WeightsEntry, part: _Part, timeout: float, retries: int, bar: 
                     pass
             part.restart()
         except _Transient as e:
-            failures = 1 if part.size > best else failures + 1
+            failures = 1 if part.size >= best + CHUNK else failures + 1
             best = max(best, part.size)
             if failures > retries:
                 raise DownloadError(
