@@ -192,3 +192,21 @@ def test_random_weights_everywhere_and_small_folders_suggest_a_batch_size(tmp_pa
                                          r"--batch-size \(batch_size=\), at most 6"):
         train(make_config("fast-cifar", model="resnet20", data=str(tmp_path / "data"), out=str(tmp_path / "run"),
                           progress=False, cache_dir=str(tmp_path / "cache")))
+
+
+def test_a_weights_file_from_before_the_contract_still_loads_with_its_classes(tmp_path):
+    """``resnets train`` used to write its own metadata keys; such run folders keep working without --model."""
+    from safetensors.torch import save_file
+
+    model = resnets.create_model("resnet20", num_classes=3)
+    old = {"model": "resnet20", "classes": json.dumps(list(CLASSES)), "recipe": "fast-cifar", "normalize": "channel",
+           "mean": json.dumps(list(CIFAR10.mean)), "std": json.dumps(list(CIFAR10.std)), "epoch": "3", "step": "30"}
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=old)
+    loaded = resnets.create_model(weights=path)
+    assert loaded.pretrained_cfg.classes == CLASSES and loaded.pretrained_cfg.preprocessing == CIFAR10
+    bad = tmp_path / "bad.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(bad),
+              metadata={"resnets.weights_entry": '{"name": "x", "model": "resnet20", "classes": 3}'})
+    with pytest.raises(ValueError, match=r"bad\.safetensors: damaged resnets metadata: missing field\(s\) preprocessing"):
+        resnets.create_model(weights=bad)
