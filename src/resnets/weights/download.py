@@ -358,7 +358,11 @@ def download(
             _remove_stale(dest.parent)
             part = _Part(dest.with_name(dest.name + PART), entry)
             with tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name, disable=not progress) as bar:
-                _fetch(entry, part, timeout, retries, bar)
+                try:
+                    _fetch(entry, part, timeout, retries, bar)
+                except DownloadError as e:  # one clear message, not the chain of attempts behind it
+                    raise DownloadError(f"{e}; or download {entry.url} on a connected machine and put it at "
+                                        f"{dest}") from None
             try:
                 part.check(f"downloaded {entry.url}")
             except ChecksumError:
