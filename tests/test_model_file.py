@@ -210,3 +210,32 @@ def test_a_weights_file_from_before_the_contract_still_loads_with_its_classes(tm
               metadata={"resnets.weights_entry": '{"name": "x", "model": "resnet20", "classes": 3}'})
     with pytest.raises(ValueError, match=r"bad\.safetensors: damaged resnets metadata: missing field\(s\) preprocessing"):
         resnets.create_model(weights=bad)
+
+
+def test_runs_are_never_overwritten_or_shared_and_bad_options_are_named(tmp_path, capsys):
+    write_photos(tmp_path / "data", n_train=4, n_test=2)
+    values = dict(model="resnet20", data=str(tmp_path / "data"), out=str(tmp_path / "run"), epochs=1, batch_size=4,
+                  precision="fp32", threads=1, progress=False, cache_dir=str(tmp_path / "cache"))
+    train(make_config("fast-cifar", **values))
+    before = (tmp_path / "run" / "metrics.csv").read_text()
+    with pytest.raises(ValueError, match=r"already holds a training run .* --resume"):
+        train(make_config("fast-cifar", **values))
+    assert (tmp_path / "run" / "metrics.csv").read_text() == before
+    capsys.readouterr()
+    train(make_config("fast-cifar", **values, resume=True))
+    assert "already finished (1 of 1 epochs)" in capsys.readouterr().out
+
+    import fcntl
+
+    with open(tmp_path / "run" / ".lock", "a+") as lock:  # another process holds the run folder
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match="another 'resnets train' is writing to"):
+            train(make_config("fast-cifar", **values, resume=True))
+    with pytest.raises(ValueError, match=r"is a run of resnet20, not resnet32"):
+        train(make_config("fast-cifar", **{**values, "model": "resnet32"}, resume=True))
+    for bad, message in ((dict(batch_size=0), "batch_size .* must be a positive integer, got 0"),
+                         (dict(epochs=-1), "epochs .* must be a positive integer, got -1"),
+                         (dict(freeze="backbone"), "--freeze backbone .* give --weights"),
+                         (dict(precision="fp16"), "fp16 is for CUDA GPUs")):
+        with pytest.raises(ValueError, match=message):
+            train(make_config("fast-cifar", **{**values, "out": str(tmp_path / "other"), **bad}))

@@ -15,11 +15,11 @@ from .plots import plot_degradation
 
 # quick: degradation is an optimisation effect, read on the training error (how well a net fits its training
 # set), so a CIFAR-10 subset without augmentation seen for many epochs (1,000 iterations of batch 128;
-# max_steps=0: epochs decide), bf16, one-cycle with a linear warm-up; the same recipe for every net; sized for
+# giving epochs replaces the recipe's length in iterations), bf16, one-cycle with a linear warm-up; the same recipe for every net; sized for
 # < 30 min on a 2-core CPU. (With crop+flip and 975 iterations ResNet-56 still trailed ResNet-20 in training error.)
 # paper: section 4.2 exactly (64k iterations of batch 128), for a GPU.
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": dict(recipe="paper-cifar", max_steps=0, epochs=20, batch_size=128, train_subset=6400,
+    "quick": dict(recipe="paper-cifar", epochs=20, batch_size=128, train_subset=6400,
                   test_subset=1000, augment=False, precision="bf16", schedule="onecycle", warmup_fraction=0.15),
     "paper": dict(recipe="paper-cifar"),
 }

@@ -11,6 +11,7 @@ class names, the exact evaluation preprocessing, and the run's metrics.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import math
 import shutil
@@ -73,9 +74,35 @@ def train(config: TrainConfig, model: nn.Module | None = None) -> dict[str, Any]
     with _restored_torch_state():
         ctx = setup(config.device)
         try:
-            return _Trainer(config, ctx, model).run()
+            if config.precision == "fp16" and ctx.device.type != "cuda":
+                raise ValueError(f"precision fp16 is for CUDA GPUs; on the {ctx.device.type} it runs about 100x "
+                                 "slower than fp32 (no half-precision kernels): use --precision bf16 or fp32")
+            with _run_folder(Path(config.out), config.resume, ctx.is_main):
+                return _Trainer(config, ctx, model).run()
         finally:
             teardown(ctx)
+
+
+@contextlib.contextmanager
+def _run_folder(out: Path, resume: bool, is_main: bool) -> Iterator[None]:
+    """Refuse to overwrite an earlier run unless resuming it, and hold the folder against a second writer."""
+    if not is_main:
+        yield
+        return
+    if not resume and ((out / "last.pt").exists() or (out / "metrics.jsonl").exists()):
+        raise ValueError(f"{out} already holds a training run (last.pt, metrics): continue it with --resume, "
+                         "or give a new --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another 'resnets train' is writing to {out} right now; give this run "
+                             "another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -103,6 +130,13 @@ def _check(config: TrainConfig) -> None:
         raise ValueError("no training data given (config.data / --data)")
     if not config.epochs and not config.max_steps:
         raise ValueError("give the run length as epochs or max_steps")
+    for name in ("epochs", "max_steps", "batch_size", "eval_batch_size"):
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a positive integer, got {value!r}")
+    if config.freeze == "backbone" and not config.weights:
+        raise ValueError("--freeze backbone trains the classifier alone, on top of pretrained weights: "
+                         "give --weights (a registry name or a file)")
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ImportError("--tensorboard needs the tensorboard package: pip install 'resnets[tensorboard]'")
 
@@ -293,10 +327,14 @@ class _Trainer:
                 print(f"resnets train: no checkpoint at {path}; starting from scratch")
             return
         state = load_checkpoint(path)
+        if state.get("model", self.config.model) != self.config.model:
+            raise ValueError(f"{path} is a run of {state['model']}, not {self.config.model}: resume it with "
+                             f"--model {state['model']} (or without --model)")
         try:
             unwrap(self.model).load_state_dict(state["state_dict"])
         except RuntimeError as e:
-            raise ValueError(f"{path}: checkpoint does not fit model {self.config.model}: {e}") from e
+            first = str(e).splitlines()[1:2] or [str(e)[:200]]
+            raise ValueError(f"{path}: checkpoint does not fit model {self.config.model}: {first[0].strip()}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.aug_rng.set_state(state["aug_rng"])
@@ -332,6 +370,9 @@ class _Trainer:
 
                 # purge_step: a resumed run drops the events logged after its checkpoint
                 self.tb = SummaryWriter(str(self.out / "tb"), purge_step=self.step + 1 if self.step else None)
+        if cfg.resume and self.epoch >= self.epochs and ctx.is_main:
+            print(f"resnets train: the run in {self.out} is already finished ({self.epoch} of {self.epochs} epochs); "
+                  "nothing to do (raise --epochs to train further)")
         dev = ctx.device
         if not self.data.streaming:
             self.train_tensors = self.data.train.images.to(dev), self.data.train.labels.to(dev)
