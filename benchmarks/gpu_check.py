@@ -254,12 +254,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="JSON file (default: $OUT/gpu_check.json)")
     parser.add_argument("--shared", default=None, help="the shared data folder (default: ../shared or ./shared)")
     args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:  # no GPU here: say what to run instead, no traceback
+        parser.error(f"{e} (with --quick for the small CPU smoke test; the full check is for GPUs)")
     if args.out is None and not os.environ.get("OUT"):
         parser.error("give --out FILE, or set $OUT")
     out_file = Path(args.out or Path(os.environ["OUT"]) / "gpu_check.json")
     shared = Path(args.shared) if args.shared else next(
         (p for p in (ROOT.parent / "shared", ROOT / "shared") if p.is_dir()), None)
-    device = resolve_device(args.device)
     sizes = QUICK if args.quick else FULL
     report: dict = {"device": str(device), "quick": args.quick, "machine": machine(device),
                     "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
