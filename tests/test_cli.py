@@ -36,7 +36,8 @@ def test_list(capsys):
 def test_summary(capsys):
     assert main(["summary", "resnet50", "--input-size", "224"]) == 0
     out = capsys.readouterr().out
-    assert "Total params: 25,557,032" in out and "Multiply-adds: 4.089 G" in out
+    assert "PyTorch parameters(): 25,557,032" in out and "Multiply-adds: 4.089 G" in out
+    assert "Non-trainable params: 53,120" in out  # BN moving statistics, as the Keras tutorial counts them
 
 
 @pytest.mark.parametrize("argv", [[], ["summary"], ["summary", "resnet51"], ["summary", "resnet50", "--input-size", "x"],

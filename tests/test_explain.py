@@ -259,7 +259,7 @@ def test_targets_and_errors(cifar, examples):
     with pytest.raises(ValueError, match="method must be one of"):
         explain(cifar, examples, method="scorecam")
     with pytest.raises(ValueError, match="needs a classifier"):
-        explain(resnets.ResNet18(include_top=False), torch.randn(1, 3, 64, 64))
+        explain(resnets.ResNet18(weights=None, include_top=False), torch.randn(1, 3, 64, 64))
     with pytest.raises(TypeError, match="needs a resnets ResNet"):
         explain(nn.Sequential(nn.Conv2d(3, 3, 1)), torch.randn(1, 3, 8, 8))
 

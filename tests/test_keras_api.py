@@ -9,7 +9,7 @@ from resnets import ResNet18, ResNet50
 
 
 def test_include_top_gives_probabilities():
-    model = ResNet18().eval()
+    model = ResNet18(weights=None).eval()
     with torch.no_grad():
         p = model(torch.randn(2, 3, 64, 64))
     assert p.shape == (2, 1000)
@@ -18,18 +18,18 @@ def test_include_top_gives_probabilities():
 
 def test_logits_with_no_activation_match_create_model():
     torch.manual_seed(0)
-    keras_like = ResNet18(classifier_activation=None, classes=5).eval()
+    keras_like = ResNet18(weights=None, classifier_activation=None, classes=5).eval()
     plain = resnets.create_model("resnet18", num_classes=5).eval()
     plain.load_state_dict(keras_like.state_dict())
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(keras_like(x), plain(x))
-        assert torch.allclose(ResNet18(classes=5).eval().forward_head(plain.forward_features(x)).sum(), torch.tensor(1.0))
+        assert torch.allclose(ResNet18(weights=None, classes=5).eval().forward_head(plain.forward_features(x)).sum(), torch.tensor(1.0))
 
 
 @pytest.mark.parametrize("pooling, shape", [(None, (1, 2048, 7, 7)), ("avg", (1, 2048)), ("max", (1, 2048))])
 def test_notop_outputs(pooling, shape):
-    model = ResNet50(include_top=False, pooling=pooling).eval()
+    model = ResNet50(weights=None, include_top=False, pooling=pooling).eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         out = model(x)
@@ -42,7 +42,7 @@ def test_notop_outputs(pooling, shape):
 
 
 def test_dropout_rate_before_classifier():
-    model = ResNet18(dropout_rate=0.5, classifier_activation=None).train()
+    model = ResNet18(weights=None, dropout_rate=0.5, classifier_activation=None).train()
     x = torch.randn(4, 3, 32, 32)
     model.bn1.eval()
     a, b = model(x), model(x)
@@ -53,7 +53,7 @@ def test_dropout_rate_before_classifier():
 
 
 def test_predict_accepts_keras_nhwc_numpy():
-    model = ResNet18(classes=3)
+    model = ResNet18(weights=None, classes=3)
     x = np.random.default_rng(0).random((2, 48, 48, 3), dtype=np.float32)
     out = model.predict(x)
     assert isinstance(out, np.ndarray) and out.shape == (2, 3)
@@ -79,7 +79,7 @@ def test_argument_errors(kwargs, message):
 
 
 def test_input_shape_sets_summary_size():
-    model = ResNet50(include_top=False, input_shape=(160, 128, 3))
+    model = ResNet50(weights=None, include_top=False, input_shape=(160, 128, 3))
     assert model.input_size == (3, 160, 128)
     s = model.summary(print_fn=None)
     assert s.input_size == (3, 160, 128)

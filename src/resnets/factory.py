@@ -50,6 +50,15 @@ def create_model(
     return create_with_weights(name, weights, **kwargs)
 
 
+#: ResNet's keyword arguments with their defaults, as the builders' docstrings list them.
+_RESNET_ARGUMENTS = (
+    "``shortcut`` (\"A\", \"B\" or \"C\"; default B, A for the CIFAR nets), ``stride_in_1x1`` (False: v1.5), "
+    "``conv_bias`` (False), ``bn_eps`` (1e-5), ``zero_init_residual`` (False), ``global_pool`` "
+    "(\"avg\", \"max\" or \"\"), ``drop_rate`` (0.0), ``classifier_activation`` (None, \"softmax\" or "
+    "\"sigmoid\"), ``in_chans`` (3)"
+)
+
+
 def _builder(name: str) -> Callable[..., nn.Module]:
     def build(*, weights: Weights = None, progress: bool = True, **kwargs) -> nn.Module:
         return create_model(name, weights=weights, progress=progress, **kwargs)
@@ -58,9 +67,16 @@ def _builder(name: str) -> Callable[..., nn.Module]:
     build.__module__ = "resnets"
     build.__doc__ = (
         f"{model_builder(name).__doc__}\n\n"
-        f"``weights``: None (random), ``\"imagenet\"``/``\"cifar10\"``, a registry name from "
-        f"``resnets.list_weights(\"{name}\")`` or a local file, as in :func:`create_model`; "
-        "other keyword arguments (``num_classes``, ``shortcut``, ``zero_init_residual``...) go to the model."
+        "Keyword arguments:\n\n"
+        f"- ``weights``: None (random, the default), ``\"imagenet\"``/``\"cifar10\"`` (the model's default "
+        f"weights of that kind), a registry name from ``resnets.list_weights(\"{name}\")`` or a local file, as "
+        "in :func:`create_model`.\n"
+        "- ``progress``: show a download progress bar (default True); ``cache_dir``: the weights cache "
+        "(default: $RESNETS_CACHE, else ~/.cache/resnets).\n"
+        "- ``num_classes``: classifier size (default: the model's, or the weights' class count; 0 drops it).\n"
+        "- the rest go to :class:`resnets.ResNet`: " + _RESNET_ARGUMENTS + ".\n\n"
+        "Returns a :class:`resnets.ResNet` (an ``nn.Module``) in train mode; ``model.pretrained_cfg`` says "
+        "what the weights are."
     )
     return build
 

@@ -1,13 +1,15 @@
 """``keras.applications``-style constructors: ``ResNet50(include_top=True, weights=..., ...)``.
 
 They return the same :class:`~resnets.networks.ResNet` modules as :func:`resnets.create_model`,
-configured the way Keras users expect: probabilities out of the top, or features without it.
-Input is NCHW float tensors (``predict`` also accepts Keras' NHWC numpy batches).
+configured the way Keras users expect: ImageNet weights unless ``weights=None``, probabilities out of
+the top, or features without it. Input is NCHW float tensors (``predict`` also accepts Keras' NHWC
+numpy batches).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 from .networks import ResNet
@@ -41,7 +43,7 @@ def _check_input_shape(input_shape: Sequence[int] | None) -> tuple[int, int, int
 def keras_resnet(
     depth: int,
     include_top: bool = True,
-    weights: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = "imagenet",
     input_shape: Sequence[int] | None = None,
     pooling: str | None = None,
     classes: int = 1000,
@@ -49,7 +51,8 @@ def keras_resnet(
     dropout_rate: float = 0.0,
     **kwargs,
 ) -> ResNet:
-    """Build ``resnet{depth}`` with Keras-application semantics and argument checks."""
+    """Build ``resnet{depth}`` with Keras-application semantics and argument checks (see ``ResNet50``)."""
+    shape = _check_input_shape(input_shape)  # before any download
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be None, 'avg' or 'max'; received pooling={pooling!r}")
     if weights == "imagenet" and include_top and classes != 1000:
@@ -62,28 +65,70 @@ def keras_resnet(
             "weights must be None (random initialization), 'imagenet' (pre-training on ImageNet), "
             f"a registry name or the path to a weights file; received weights={weights!r}"
         )
-    if weights == "imagenet" and depth in KERAS_DEPTHS:
-        weights = f"resnet{depth}.keras_in1k" + ("" if include_top else "_notop")
+    if weights == "imagenet":
+        weights = _imagenet_weights(depth, include_top)
     if include_top:
         kwargs.update(num_classes=classes, global_pool="avg", classifier_activation=classifier_activation)
     else:
         kwargs.update(num_classes=0, global_pool=pooling or "")
     model = create_model(f"resnet{depth}", weights=weights, drop_rate=dropout_rate, **kwargs)
-    shape = _check_input_shape(input_shape)
     if shape is not None:
         model.input_size = shape
     return model
 
 
+def _imagenet_weights(depth: int, include_top: bool = True) -> str:
+    """The registry name ``weights="imagenet"`` means for this depth."""
+    from .weights import get_weights
+
+    if depth in KERAS_DEPTHS:
+        return f"resnet{depth}.keras_in1k" + ("" if include_top else "_notop")
+    return get_weights("imagenet", f"resnet{depth}").name
+
+
+def _docstring(depth: int) -> str:
+    from .weights import get_weights
+
+    entry = get_weights(_imagenet_weights(depth))
+    top1 = f", {entry.metrics['top1']:.1f}% top-1 on ImageNet val" if "top1" in entry.metrics else ""
+    source = re.split(r" \(|;", entry.source)[0] + (" (the paper's Caffe weights)" if depth in KERAS_DEPTHS else "")
+    notop = (f"without the top ``{_imagenet_weights(depth, False)}``" if depth in KERAS_DEPTHS
+             else "without the top the same file less its classifier")
+    mode = "caffe" if depth in KERAS_DEPTHS else "torch"
+    channels = 2048 if depth >= 50 else 512
+    return f"""ResNet-{depth} the Keras way: ``keras.applications.ResNet{depth}``'s arguments and defaults.
+
+    Returns a :class:`resnets.ResNet` (a ``torch.nn.Module``) in train mode; call ``.eval()`` before inference.
+
+    Args:
+        include_top: keep the classifier (default True); False returns pooled features or the feature map.
+        weights: ``"imagenet"`` (default, as in Keras) loads ``{entry.name}`` ({source}{top1};
+            {notop}), downloaded once into ``$RESNETS_CACHE``
+            (default ``~/.cache/resnets``); its inputs are ``preprocess_input(x, mode="{mode}")``, and
+            ``model.pretrained_cfg`` records the exact preprocessing. ``None``: random initialisation. Also a
+            registry name (``resnets.list_weights("resnet{depth}")``) or a weights file.
+        input_shape: ``(H, W, 3)`` or ``(3, H, W)``, at least 32x32 (default None: the model's 224x224; any
+            size runs, as the pooling is global).
+        pooling: without the top, ``None`` (the 4-D feature map, default), ``"avg"`` or ``"max"``.
+        classes: classifier size with the top (default 1000; must be 1000 with ``weights="imagenet"``).
+        classifier_activation: ``"softmax"`` (default), ``"sigmoid"`` or ``None`` (logits).
+        dropout_rate: dropout before the classifier (default 0.0).
+        **kwargs: passed to :class:`resnets.ResNet` (e.g. ``shortcut``, ``zero_init_residual``).
+
+    Differs from Keras: outputs are NCHW tensors (features ``(N, {channels}, 7, 7)``, not ``(N, 7, 7, {channels})``), and
+    ``compile``/``fit`` are PyTorch's (``torch.compile``, your own loop or ``resnets train``).
+    """
+
+
 def _constructor(depth: int):
-    def build(include_top: bool = True, weights: str | os.PathLike | None = None,
+    def build(include_top: bool = True, weights: str | os.PathLike | None = "imagenet",
               input_shape: Sequence[int] | None = None, pooling: str | None = None, classes: int = 1000,
               classifier_activation: str | None = "softmax", dropout_rate: float = 0.0, **kwargs) -> ResNet:
         return keras_resnet(depth, include_top, weights, input_shape, pooling, classes, classifier_activation,
                             dropout_rate, **kwargs)
 
     build.__name__ = build.__qualname__ = f"ResNet{depth}"
-    build.__doc__ = f"ResNet-{depth} the Keras way: ``keras.applications.ResNet{depth}`` arguments (see :func:`keras_resnet`)."
+    build.__doc__ = _docstring(depth)
     return build
 
 

@@ -6,6 +6,7 @@ A/B/C, v1/v1.5 stride placement, plain or residual) are constructor arguments.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Literal
 
@@ -219,8 +220,23 @@ class ResNet(nn.Module):
         return summarize(self, input_size or self.input_size, print_fn=print_fn, depth=depth)
 
     @torch.inference_mode()
-    def predict(self, x, batch_size: int = 32) -> np.ndarray:
-        """Keras-style prediction: NHWC numpy (as ``preprocess_input`` returns) or NCHW tensor in, numpy out."""
+    def predict(self, x, batch_size: int | None = None, verbose: int | str = "auto") -> np.ndarray:
+        """Keras-style prediction: NHWC numpy (as ``preprocess_input`` returns) or NCHW tensor in, numpy out.
+
+        ``batch_size``: images per forward pass (default None: 32, as Keras); ``verbose``: 0 silent, 1 a
+        progress bar, ``"auto"`` (default) a bar when there is more than one batch, 2 none (Keras' one line
+        per epoch). Image files and folders are not read here: use ``resnets.load_img`` and
+        ``preprocess_input``, or ``resnets predict DIR``.
+        """
+        if isinstance(x, (str, os.PathLike)):
+            raise TypeError(f"predict takes a batch of images (numpy NHWC or a torch NCHW tensor), not the path "
+                            f"{os.fspath(x)!r}: load files with resnets.load_img + preprocess_input, or run "
+                            "'resnets predict PATH' for files and folders")
+        if verbose not in (0, 1, 2, "auto"):
+            raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+        batch_size = 32 if batch_size is None else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if isinstance(x, np.ndarray):
             if x.ndim == 3:
                 x = x[None]
@@ -230,11 +246,21 @@ class ResNet(nn.Module):
             if x.shape[-1] == channels and x.shape[1] != channels:
                 x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
             x = torch.from_numpy(np.asarray(x, dtype=np.float32))
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"predict takes a numpy array or a torch tensor of images, got {type(x).__name__}")
+        from .progress import progress_bar
+
+        chunks = x.split(batch_size)
+        show = verbose == 1 or (verbose == "auto" and len(chunks) > 1)
         was_training = self.training
         self.eval()
+        outs = []
         try:
             param = next(self.parameters())
-            outs = [self(chunk.to(param.device, param.dtype)).float().cpu() for chunk in x.split(batch_size)]
+            with progress_bar(len(chunks), "predict", show, unit="batch") as bar:
+                for chunk in chunks:
+                    outs.append(self(chunk.to(param.device, param.dtype)).float().cpu())
+                    bar.update(1)
         finally:
             self.train(was_training)
         return torch.cat(outs).numpy()

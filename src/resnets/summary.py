@@ -1,4 +1,9 @@
-"""Keras-style ``model.summary()``: layers, output shapes, parameters and multiply-adds."""
+"""Keras-style ``model.summary()``: layers, output shapes, parameters and multiply-adds.
+
+Counted as Keras counts them: BatchNorm's moving mean and variance are non-trainable weights (53,120 in
+ResNet-50), so "Total params" is ``parameters()`` plus those statistics; ``Summary.total_params`` stays
+PyTorch's ``parameters()`` count.
+"""
 
 from __future__ import annotations
 
@@ -19,15 +24,30 @@ class SummaryRow:
 
 @dataclass
 class Summary:
+    """``total_params``: PyTorch's ``parameters()`` count; ``statistics``: BatchNorm's moving mean and variance."""
+
     rows: list[SummaryRow] = field(default_factory=list)
     total_params: int = 0
     trainable_params: int = 0
     macs: int = 0
     input_size: tuple[int, ...] = ()
+    statistics: int = 0
+
+    @property
+    def keras_total_params(self) -> int:
+        """Keras' "Total params": every weight, the BatchNorm moving statistics included."""
+        return self.total_params + self.statistics
 
     @property
     def non_trainable_params(self) -> int:
-        return self.total_params - self.trainable_params
+        """Keras' count: frozen parameters plus the BatchNorm moving statistics."""
+        return self.keras_total_params - self.trainable_params
+
+
+def _statistics(module: nn.Module) -> int:
+    """BatchNorm moving mean and variance held by ``module`` and its children (Keras' non-trainable weights)."""
+    return sum(m.running_mean.numel() + m.running_var.numel() for m in module.modules()
+               if isinstance(m, nn.modules.batchnorm._NormBase) and m.running_mean is not None)
 
 
 def _macs(module: nn.Module, out: torch.Tensor) -> int:
@@ -48,7 +68,8 @@ def summarize(
 ) -> Summary:
     """Run one dummy image through ``model`` and tabulate modules down to ``depth`` name levels.
 
-    Parameters are counted once per module at the shown depth; multiply-adds are summed
+    Parameters (with BatchNorm's moving statistics, as Keras counts them) are counted once per module at
+    the shown depth; multiply-adds are summed
     over every conv and linear layer for a single ``input_size`` image.
     """
     input_size = tuple(int(s) for s in input_size)
@@ -91,16 +112,18 @@ def summarize(
 
     for name, m in shown.items():
         if name in shapes:
-            n = sum(p.numel() for p in m.parameters())
+            n = sum(p.numel() for p in m.parameters()) + _statistics(m)
             result.rows.append(SummaryRow(name, type(m).__name__, shapes[name], n))
     result.total_params = sum(p.numel() for p in model.parameters())
     result.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    result.statistics = _statistics(model)
     if print_fn is not None:
         print_fn(format_summary(result, type(model).__name__, tuple(out.shape)))
     return result
 
 
 def format_summary(s: Summary, title: str, output_shape: tuple[int, ...]) -> str:
+    """The Keras-style table of :func:`summarize`."""
     header = ("Layer (type)", "Output Shape", "Param #")
     body = [(f"{r.name} ({r.kind})", str(r.output_shape), f"{r.params:,}") for r in s.rows]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(3)]
@@ -111,9 +134,11 @@ def format_summary(s: Summary, title: str, output_shape: tuple[int, ...]) -> str
     lines += [line.format(*row) for row in body]
     lines += [
         rule,
-        f"Total params: {s.total_params:,}",
+        f"Total params: {s.keras_total_params:,}",
         f"Trainable params: {s.trainable_params:,}",
-        f"Non-trainable params: {s.non_trainable_params:,}",
+        f"Non-trainable params: {s.non_trainable_params:,}"
+        + (f" (BatchNorm moving mean and variance: {s.statistics:,})" if s.statistics else ""),
+        f"PyTorch parameters(): {s.total_params:,}",
         f"Multiply-adds: {s.macs / 1e9:.3f} G" if s.macs >= 1e9 else f"Multiply-adds: {s.macs / 1e6:.2f} M",
         rule,
     ]

@@ -114,11 +114,15 @@ def optimize(
     ``"fp16"`` (likewise; CUDA only) or ``"int8"`` (CPU only: static quantization, calibrated
     on ``calibration``, an iterable of NCHW float batches preprocessed like real inputs;
     without it on ``example_inputs``, with a warning).  ``compile``: use ``torch.compile``
-    (inductor; freezing on the CPU); ``None`` picks the measured default.  A compiled model
+    (inductor; freezing on the CPU); ``None`` (default) picks the measured default, which is to
+    compile for every precision (``COMPILE_BY_DEFAULT``; int8 needs it).  A compiled model
     compiles on its first call and again, once, with a dynamic batch size when it first sees
     another batch size.  ``cuda_graphs`` (compiled CUDA models; ``None`` = on there):
     ``mode="reduce-overhead"``, one graph recorded per batch size seen.  ``backend="onnxruntime"``
     (CPU, fp32 or int8; ``pip install 'resnets[onnx]'``): see :mod:`resnets.inference.ort`.
+
+    ``example_inputs``: a batch of the input shape (default: zeros of the model's ``input_size``).
+    Returns an :class:`InferenceModel`: float NCHW in, float32 out, on the caller's device.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

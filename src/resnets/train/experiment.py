@@ -45,7 +45,9 @@ def run_degradation(
     for kind in ("plain", "resnet"):
         for depth in depths:
             name = f"{kind}{depth}"
-            config = make_config(model=name, data=str(data), out=str(out / name), resume=True, **settings)
+            # a rerun continues the nets it has checkpoints of; a fresh run starts them quietly
+            config = make_config(model=name, data=str(data), out=str(out / name),
+                                 resume=(out / name / "last.pt").is_file(), **settings)
             train(config)
             rows += [{"model": name, "kind": kind, "depth": depth, **{k: r[k] for k in CSV_FIELDS[3:]}}
                      for r in read_metrics(out / name)]

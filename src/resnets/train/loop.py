@@ -483,7 +483,7 @@ class _Trainer:
             kept = f"the last good checkpoint is {last} (epoch {self.epoch})" if last.is_file() else "no checkpoint was written"
             raise TrainingDiverged(
                 f"loss is {loss_sum / count} at step {self.step} (epoch {self.epoch + 1}, lr {lr:g}); training stopped, "
-                f"{kept}. Lower the learning rate or use --precision fp32."
+                f"{kept}. Lower the learning rate" + (" or use --precision fp32." if cfg.precision != "fp32" else ".")
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
