@@ -287,6 +287,27 @@ def test_a_client_that_disconnects_does_not_poison_the_batch(inf: Inference, ref
         assert sum(model.model.batches) == 4 + 1 + 1 + 3  # warm-up (4, 1), busy, the three: not it
 
 
+class Broken(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("the model is broken")
+
+
+def test_a_failing_model_is_reported_not_hung(inf: Inference) -> None:
+    """A model that fails its warm-up leaves /readyz at 503 naming the cause; requests get a JSON 500."""
+    from resnets.serve import background_server, create_app
+
+    broken = Inference(Broken(), inf.preprocessing, inf.classes, inf.name, inf.weights)
+    with background_server(create_app(broken, ServeConfig()), wait_ready=False) as port:
+        deadline = time.monotonic() + 10
+        while (ready := request(port, "GET", "/readyz")).json["error"] == "warming_up":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert ready.status == 503 and "the model is broken" in ready.json["detail"]
+        answer = predict(port, CAT.read_bytes())
+        assert answer.status == 500 and "the model is broken" in answer.json["detail"]
+        assert request(port, "GET", "/healthz").status == 200
+
+
 def test_api_key(inf: Inference) -> None:
     with serving(inf, ServeConfig(api_key="s3cret-key")) as port:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "s3cret-ke"}):

@@ -441,6 +441,10 @@ def create_app(inf: Inference, config: ServeConfig = ServeConfig()) -> FastAPI:
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         return _error_response(e.status_code, "http_error", e.detail, getattr(e, "headers", None))
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, e: Exception) -> JSONResponse:  # logged by Starlette as well
+        return _error_response(500, "internal_error", f"{type(e).__name__}: {e}")
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from fastapi import FastAPI
 
 
-def _ready(port: int) -> bool:
+def _answers(port: int, path: str) -> bool:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        conn.request("GET", "/readyz")
+        conn.request("GET", path)
         return conn.getresponse().status == 200
     except OSError:
         return False
@@ -25,9 +25,10 @@ def _ready(port: int) -> bool:
 
 @contextlib.contextmanager
 def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, ready_timeout: float = 600,
-                      shutdown_timeout: float = 30) -> Iterator[int]:
+                      shutdown_timeout: float = 30, wait_ready: bool = True) -> Iterator[int]:
     """Serve ``app`` on ``host:port`` (0: a free port) until the block ends; yields the port once
-    ``/readyz`` answers 200 (the model warmed up), and drains in-flight requests on the way out."""
+    ``/readyz`` answers 200 (the model warmed up; with ``wait_ready=False`` once ``/healthz`` does),
+    and drains in-flight requests on the way out."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -40,7 +41,7 @@ def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, read
     thread.start()
     try:
         deadline = time.monotonic() + ready_timeout
-        while not _ready(port):
+        while not _answers(port, "/readyz" if wait_ready else "/healthz"):
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"the server on port {port} did not get ready in {ready_timeout:g} s")
             time.sleep(0.05)

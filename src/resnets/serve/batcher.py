@@ -123,11 +123,11 @@ class Batcher:
         try:
             for key, batch in warmup:
                 run_model(self.models(key), batch)
-        except BaseException as e:  # noqa: BLE001 - reported by /readyz and the log; the server stays up
+        except Exception as e:  # noqa: BLE001 - /readyz and the log report it; requests get the model's errors
             log.exception("warm-up failed")
             self.error = e
-            return
-        self.ready.set()
+        else:
+            self.ready.set()
         while (batch := self._next_batch()) is not None:
             if batch:
                 self._run(batch)
