@@ -104,15 +104,7 @@ def extract_features(
     options refuses to mix its results with the partial ones on disk.
     """
     out = Path(out)
-    if out.suffix not in FORMATS:
-        raise ValueError(f"output {out} must end in one of {', '.join(FORMATS)}")
-    if out.suffix == ".parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise ValueError("writing .parquet needs pyarrow (pip install pyarrow); or use .npz or .npy") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    parts = out.with_name(out.name + ".parts")
+    parts = prepare_output(out)
     keys = [str(p) for p in paths]
     _check_meta(parts, {"job": job or {}, "files": len(keys)})
     done, errors = _read_parts(parts)
@@ -145,10 +137,31 @@ def extract_features(
         done.update(zip(shard_paths, shard_feats))
         errors.update(shard_errors)
 
+    return join_results(out, keys, done, errors, parts, resumed)
+
+
+def prepare_output(out: Path) -> Path:
+    """Check that ``out`` is a format we write (before any work is done) and return its ``OUT.parts`` folder."""
+    if out.suffix not in FORMATS:
+        raise ValueError(f"output {out} must end in one of {', '.join(FORMATS)}")
+    if out.suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ValueError("writing .parquet needs pyarrow (pip install pyarrow); or use .npz or .npy") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.with_name(out.name + ".parts")
+
+
+def join_results(out: Path, keys: Sequence[str], done: dict[str, np.ndarray], errors: dict[str, str],
+                 parts: Path, resumed: int) -> FeatureRun:
+    """Write the vectors of ``keys`` in their order to ``out``, the unreadable ones to ``OUT.errors.tsv``,
+    then remove ``parts`` (shared by every engine, so that they all write the same files)."""
     good = [k for k in keys if k in done]
     if not good:
         raise ValueError(f"none of the {len(keys)} images could be read; see the errors in {parts}")
-    _write_output(out, good, np.stack([done[k] for k in good]).astype(np.float32))
+    features = np.stack([done[k] for k in good]).astype(np.float32)
+    _write_output(out, good, features)
     error_file = out.with_name(out.name + ".errors.tsv")
     bad = [(k, errors[k]) for k in keys if k in errors]
     if bad:
@@ -157,4 +170,4 @@ def extract_features(
     else:
         error_file.unlink(missing_ok=True)
     shutil.rmtree(parts)
-    return FeatureRun(out, len(good), dim, bad, resumed)
+    return FeatureRun(out, len(good), features.shape[1], bad, resumed)
