@@ -4,6 +4,7 @@ the class names and the preprocessing, for every recipe, on a folder whose class
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -239,3 +240,44 @@ def test_runs_are_never_overwritten_or_shared_and_bad_options_are_named(tmp_path
                          (dict(precision="fp16"), "fp16 is for CUDA GPUs")):
         with pytest.raises(ValueError, match=message):
             train(make_config("fast-cifar", **{**values, "out": str(tmp_path / "other"), **bad}))
+
+
+def test_bad_weights_files_are_named_with_their_cause(tmp_path):
+    empty = tmp_path / "empty.pth"
+    empty.touch()
+    with pytest.raises(ValueError, match=r"empty\.pth: empty file \(0 bytes\)"):
+        resnets.create_model("resnet20", weights=empty)
+    state = resnets.create_model("resnet20").state_dict()
+    state["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(ValueError, match=r"nan\.pth.*layer2\.0\.conv1\.weight holds NaN"):
+        resnets.create_model("resnet20", weights=tmp_path / "nan.pth")
+    with pytest.raises(ValueError, match=r"nan\.pth: the converted file would not load"):
+        resnets.weights.convert_to_safetensors(tmp_path / "nan.pth", tmp_path / "nan.safetensors")
+    assert not (tmp_path / "nan.safetensors").exists()
+
+
+def test_find_images_follows_folder_links_once_and_names_what_it_cannot_read(tmp_path, monkeypatch):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "elsewhere").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "elsewhere" / "b.png")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "photos" / "loop").symlink_to(tmp_path / "photos")
+    assert find_images(tmp_path / "photos") == [tmp_path / "photos" / "linked" / "b.png"]
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="dangling: a symbolic link that points nowhere"):
+        find_images(tmp_path / "dangling")
+    with pytest.raises(TypeError, match="load_img takes a file path or a binary file object, got int"):
+        resnets.load_img(3)
+
+    real_scandir = os.scandir
+
+    def locked(path):  # a sub-folder without read permission (tests run as root, where chmod cannot show it)
+        if str(path).endswith("linked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", locked)
+    with pytest.warns(UserWarning, match=r"skipping folder .*linked: cannot read it \(Permission denied\)"):
+        assert find_images(tmp_path / "photos") == []

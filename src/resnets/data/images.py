@@ -164,6 +164,8 @@ def load_img(path: PathOrFile, target_size: tuple[int, int] | None = None, color
     EXIF orientation is applied and transparency is composited on white (see the module docstring).
     Raises :class:`ImageLoadError` naming the file for any file that cannot be used.
     """
+    if not isinstance(path, (str, os.PathLike, io.IOBase)):  # an int would be read as a file descriptor
+        raise TypeError(f"load_img takes a file path or a binary file object, got {type(path).__name__} {path!r}")
     if isinstance(target_size, str):
         raise TypeError(f"target_size must be (height, width), got {target_size!r}; pass color_mode= by keyword")
     if color_mode not in COLOR_MODES:
@@ -222,24 +224,49 @@ def find_images(paths_or_dirs: str | os.PathLike | Iterable[str | os.PathLike], 
     """Image files named by ``paths_or_dirs``: files as given, directories expanded in sorted order.
 
     Inside directories only names ending in :data:`IMAGE_EXTENSIONS` (any case) count, and hidden
-    files and folders (``.name``, e.g. macOS ``._photo.jpg`` resource forks) are skipped. A file
-    named explicitly is kept whatever its extension, so that loading it reports what is wrong.
+    files and folders (``.name``, e.g. macOS ``._photo.jpg`` resource forks) are skipped. Symbolic links
+    to folders are followed (each real folder once, so a link loop ends); a sub-folder that cannot be
+    read is named in a warning, a folder given directly that cannot be read is an error. A file named
+    explicitly is kept whatever its extension, so that loading it reports what is wrong.
     """
     if isinstance(paths_or_dirs, (str, os.PathLike)):
         paths_or_dirs = [paths_or_dirs]
     found: dict[Path, None] = {}
     for entry in map(Path, paths_or_dirs):
         if entry.is_dir():
-            candidates = entry.rglob("*") if recursive else entry.iterdir()
-            for p in sorted(candidates):
-                hidden = any(part.startswith(".") for part in p.relative_to(entry).parts)
-                if not hidden and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
-                    found[p] = None
+            if not os.access(entry, os.R_OK | os.X_OK):
+                raise PermissionError(f"cannot read folder {entry}: permission denied")
+            for p in _walk_images(entry, recursive):
+                found[p] = None
         elif entry.exists():
             found[entry] = None
+        elif os.path.lexists(entry):
+            raise FileNotFoundError(f"{entry}: a symbolic link that points nowhere or loops")
         else:
             raise FileNotFoundError(f"no such file or directory: {entry}")
     return list(found)
+
+
+def _walk_images(root: Path, recursive: bool) -> list[Path]:
+    """Visible image files under ``root``, following folder links once per real folder, sorted."""
+    files: list[Path] = []
+    seen: set[str] = set()
+
+    def unreadable(error: OSError) -> None:
+        warnings.warn(f"skipping folder {error.filename}: cannot read it ({error.strerror})", stacklevel=4)
+
+    for folder, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back to a folder already walked
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        for name in names:
+            path = Path(folder, name)
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                files.append(path)
+    return sorted(files)
 
 
 @runtime_checkable

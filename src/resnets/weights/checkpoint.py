@@ -126,6 +126,8 @@ def read_checkpoint(path: str | os.PathLike, fold_bias: bool = True) -> Checkpoi
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes): an interrupted download or copy?")
     fmt = detect_format(path)
     if fmt == "keras_h5":
         from .keras_h5 import read_keras_h5

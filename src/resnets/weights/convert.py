@@ -14,7 +14,7 @@ from pathlib import Path
 from .checkpoint import read_checkpoint
 from .download import cached_file
 from .entry import WeightsEntry, save_safetensors
-from .loading import entry_for_file, resolve_weights
+from .loading import create_with_weights, entry_for_file, resolve_weights
 
 
 def convert_to_safetensors(
@@ -43,4 +43,12 @@ def convert_to_safetensors(
         # The new file has its own bytes: the old hashes and URL no longer describe it.
         entry = dataclasses.replace(entry, url=None, sha256=None, md5=None, asset=None, file_format="safetensors",
                                     model_kwargs={**ckpt.model_kwargs, **entry.model_kwargs}, file_size_mb=None)
-    return save_safetensors(ckpt.state_dict, dst, entry), entry
+    written = save_safetensors(ckpt.state_dict, dst, entry)
+    model = entry.model if entry is not None else ckpt.model
+    if model is not None:  # what is written must load back: check it now, not when a user first tries
+        try:
+            create_with_weights(model, written)
+        except (ValueError, OSError) as e:
+            written.unlink(missing_ok=True)
+            raise ValueError(f"{src}: the converted file would not load, so it was not kept: {e}") from None
+    return written, entry

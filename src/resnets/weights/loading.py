@@ -140,6 +140,9 @@ def create_with_weights(
     if not model.num_classes:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
     check_fits(model, ckpt, state_dict, f"weights {described} do not fit {model_name}")
+    broken = next((k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken is not None:
+        raise ValueError(f"weights {described}: {broken} holds NaN or infinite values (saved from a diverged run?)")
     model.load_state_dict(state_dict, strict=True)
     model.pretrained_cfg = entry or entry_for_file(Path(path), model_name, ckpt, model_kwargs)
     return model
