@@ -121,13 +121,18 @@ def _open_h5(path: Path):
     """An open ``h5py.File`` for a ``.h5`` file or the weights inside a ``.keras`` archive."""
     import h5py
 
+    from .h5guard import check_global_heaps, check_hdf5_file  # damage that would hang libhdf5
+
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             if "model.weights.h5" not in zf.namelist():
                 raise ValueError("a zip archive without model.weights.h5 is not a .keras model")
-            return h5py.File(io.BytesIO(zf.read("model.weights.h5")), "r")
+            data = zf.read("model.weights.h5")
+            check_global_heaps(data)
+            return h5py.File(io.BytesIO(data), "r")
     if not h5py.is_hdf5(path):
         raise ValueError("not an HDF5 file")
+    check_hdf5_file(path)
     return h5py.File(path, "r")
 
 
@@ -263,6 +268,6 @@ def read_keras_h5(path: str | os.PathLike, fold_bias: bool = True) -> KerasCheck
         if fold_bias:
             _fold_biases(state, [m for m in keras_name if _kind(m) == "conv"])
             kwargs["conv_bias"] = False
-    except (ValueError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError, RuntimeError) as e:  # h5py: RuntimeError for damaged structures
         raise ValueError(f"{path}: {e}") from e
     return KerasCheckpoint(state, depth, num_classes > 0, num_classes, kwargs, keras_name)
