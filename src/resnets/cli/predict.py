@@ -20,11 +20,41 @@ def _model_options(p: argparse.ArgumentParser, int8_calibrates_on_inputs: bool =
     add_progress_option(p)
 
 
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    """``--engine`` and the Ray engine's options (``resnets.ray``), for predict and features."""
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: decode in DataLoader workers on this machine; ray: Ray Data, decoding as tasks on "
+                        "every CPU of a Ray cluster and the model in a pool of actors (pip install "
+                        "'resnets[ray]') (default: local)")
+    p.add_argument("--address", default=None,
+                   help="with --engine ray: the running Ray cluster to use, auto or HOST:PORT; every node must see "
+                        "the images and weights at the same paths (default: start Ray on this machine)")
+    p.add_argument("--actors", type=int, default=1,
+                   help="with --engine ray: model copies running at once, one CPU (or GPU) each (default: 1)")
+
+
+def _engine(args: argparse.Namespace) -> str:
+    """The engine asked for, after checking that the Ray options come with it."""
+    if args.engine != "ray" and (args.address is not None or args.actors != 1):
+        raise UsageError("--address and --actors need --engine ray")
+    if args.actors < 1:
+        raise UsageError("--actors must be >= 1")
+    return args.engine
+
+
+def _ray_options(args: argparse.Namespace) -> dict:
+    """What resnets.ray's jobs take from the shared options."""
+    model, weights = model_and_weights(args)
+    return {"weights": weights, "model": model, "precision": args.precision, "device": args.device,
+            "backend": args.backend, "batch_size": args.batch_size, "actors": args.actors, "address": args.address}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images with a pretrained model",
                        description="Print the top classes of each image (files or folders).")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders of images")
     _model_options(p)
+    _engine_options(p)
     p.add_argument("--top", type=int, default=5, help="classes shown per image (default: 5)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per image, one per line (default: a readable list)")
@@ -40,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output file: .npz, .npy (paths in OUT.paths.txt) or .parquet (required)")
     _model_options(p)
+    _engine_options(p)
     p.add_argument("--pooling", choices=("avg", "max"), default="avg", help="global pooling (default: avg)")
     p.add_argument("--layer", type=int, default=None,
                    help="stage whose output to pool, 1..4 = C2..C5 (default: the last)")
@@ -83,10 +114,18 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..predict import predict_files
 
     paths = _images(args)
-    inf = load_inference(*model_and_weights(args), args.precision, calibration=paths, device=args.device,
-                         backend=args.backend, progress=args.progress)
+    if _engine(args) == "ray":
+        if args.explain:
+            raise UsageError("--explain runs on this machine: drop --engine ray, or run 'resnets explain' afterwards")
+        from ..ray import predict_files as ray_predict_files
+
+        preds = ray_predict_files(paths, top=args.top, **_ray_options(args))
+    else:
+        inf = load_inference(*model_and_weights(args), args.precision, calibration=paths, device=args.device,
+                             backend=args.backend, progress=args.progress)
+        preds = predict_files(inf, paths, args.top, args.batch_size, args.workers)
     failed = 0
-    for pred in predict_files(inf, paths, args.top, args.batch_size, args.workers):
+    for pred in preds:
         if args.json:
             print(json.dumps(pred.to_dict()), flush=True)
         elif pred.error is None:
@@ -108,10 +147,17 @@ def run_features(args: argparse.Namespace) -> int:
     from ..pipeline import load_inference
 
     paths = _images(args)
-    inf = load_inference(*model_and_weights(args), args.precision, features=(args.pooling, args.layer),
-                         calibration=paths, device=args.device, backend=args.backend, progress=args.progress)
-    job = {"model": inf.name, **{k: getattr(args, k) for k in ("weights", "precision", "pooling", "layer")}}
-    run = extract_features(inf, paths, args.output, args.batch_size, args.workers, progress=args.progress, job=job)
+    if _engine(args) == "ray":
+        from ..ray import extract_features as ray_extract_features
+
+        run = ray_extract_features(paths, args.output, pooling=args.pooling, layer=args.layer, progress=args.progress,
+                                   **_ray_options(args))
+    else:
+        inf = load_inference(*model_and_weights(args), args.precision, features=(args.pooling, args.layer),
+                             calibration=paths, device=args.device, backend=args.backend, progress=args.progress)
+        job = {"model": inf.name, **{k: getattr(args, k) for k in ("weights", "precision", "pooling", "layer")}}
+        run = extract_features(inf, paths, args.output, args.batch_size, args.workers, progress=args.progress,
+                               job=job)
     print(f"wrote {run.images} x {run.dim} features to {run.out}"
           + (f" ({run.resumed} done in an earlier run)" if run.resumed else ""))
     if run.errors:
