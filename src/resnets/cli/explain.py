@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="heat maps of where the network saw its answer",
                        description="Write one PNG per image (files or folders) into DIR: the photo with the class "
                                    "activation map of the explained class overlaid, its name and probability.")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("-o", "--output-dir", required=True, metavar="DIR", help="folder for the PNG files")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders of images")
+    p.add_argument("-o", "--output-dir", required=True, metavar="DIR", help="folder for the PNG files (required)")
     add_model_options(p)
     p.add_argument("--target", metavar="NAME|INDEX",
                    help="class to explain in every image, by name or index (default: each image's top class)")

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="resnet50", help="model name from 'resnets list' (default: resnet50)")
     p.add_argument("--weights", required=True,
                    help="registry name from 'resnets weights list', 'imagenet', a local file, or 'none' "
-                        "(random weights, for load tests)")
+                        "(random weights, for load tests) (required)")
     p.add_argument("--precision", choices=CPU_PRECISIONS, default="fp32",
                    help="fp32 (eager), or bf16/int8 through resnets.optimize (compiled at start-up) (default: fp32)")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="torch or onnxruntime (default: torch)")
@@ -35,12 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="requests inside the server at once; more get 503 with Retry-After (default: 64)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MiB (default: 20)")
     p.add_argument("--api-key", default=None,
-                   help="require 'Authorization: Bearer KEY' (or 'X-API-Key: KEY') on /v1/* and /metrics")
+                   help="require 'Authorization: Bearer KEY' (or 'X-API-Key: KEY') on /v1/* and /metrics "
+                        "(default: none, open to every client that can reach it)")
     p.add_argument("--workers", type=int, default=2, help="threads decoding images (default: 2)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="on SIGTERM/Ctrl-C, seconds to let in-flight requests finish (default: 30)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
-    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                   help="uvicorn's and the service's log level (default: info)")
+    p.add_argument("--access-log", action="store_true", help="log every request (default: errors and start-up only)")
     p.set_defaults(func=run_serve)
 
 
