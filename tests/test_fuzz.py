@@ -255,8 +255,8 @@ def evil_files(tmp: Path, marker: Path) -> dict[str, bytes]:
     torch.save(state, tmp / "evil_zip.pth")
     torch.save(Evil(marker), tmp / "evil_legacy.pth", _use_new_zipfile_serialization=False)
     raw = pickle.dumps(state, protocol=2)
-    return {"evil_zip.pth": (tmp / "evil_zip.pth").read_bytes(), "evil_legacy.pth": (tmp / "evil_legacy.pth").read_bytes(),
-            "evil_raw.pth": raw, "evil_raw.safetensors": raw, "evil_raw.h5": raw, "evil_raw.bin": raw}
+    made = {name: (tmp / name).read_bytes() for name in ("evil_zip.pth", "evil_legacy.pth")}
+    return made | {"evil_raw.pth": raw, "evil_raw.safetensors": raw, "evil_raw.h5": raw, "evil_raw.bin": raw}
 
 
 def make_cases(tmp: Path, marker: Path) -> list[Case]:

@@ -50,7 +50,7 @@ def detect_format(path: str | os.PathLike) -> FileFormat:
         try:
             with zipfile.ZipFile(path) as z:
                 return "keras_h5" if "model.weights.h5" in z.namelist() else "torch"
-        except zipfile.BadZipFile as e:
+        except (zipfile.BadZipFile, ValueError) as e:  # ValueError: e.g. a damaged UTF-8 member name
             raise ValueError(f"{path}: damaged weights file (truncated download?): {e}") from None
     if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
         return "torch"

@@ -263,7 +263,8 @@ def _fetch_once(url: str, part: _Part, timeout: float, bar: tqdm) -> None:
         raise DownloadError(f"could not download {url}: {e}") from e
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
         reason = getattr(e, "reason", None) or e
-        raise _Transient(f"stalled: no answer for {timeout:g} s" if isinstance(reason, TimeoutError) else str(reason)) from e
+        stalled = isinstance(reason, TimeoutError)
+        raise _Transient(f"stalled: no answer for {timeout:g} s" if stalled else str(reason)) from e
     with resp:
         start, total = _body_range(resp)
         if start != part.size:  # the server ignored or misread the range: start from the beginning
