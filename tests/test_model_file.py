@@ -281,3 +281,15 @@ def test_find_images_follows_folder_links_once_and_names_what_it_cannot_read(tmp
     monkeypatch.setattr(os, "scandir", locked)
     with pytest.warns(UserWarning, match=r"skipping folder .*linked: cannot read it \(Permission denied\)"):
         assert find_images(tmp_path / "photos") == []
+
+
+def test_metadata_with_an_impossible_architecture_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    entry = json.loads(resnets.resnet20(weights="resnet20.cifar10").pretrained_cfg.to_json())
+    entry["model_kwargs"] = {"?hortcut": "A"}  # one of the fuzz test's mutations
+    path = tmp_path / "odd.safetensors"
+    save_file({k: v.contiguous() for k, v in resnets.create_model("resnet20").state_dict().items()}, str(path),
+              metadata={"resnets.weights_entry": json.dumps(entry)})
+    with pytest.raises(ValueError, match=r"odd\.safetensors: cannot build resnet20 .*'\?hortcut'"):
+        resnets.create_model(weights=path)

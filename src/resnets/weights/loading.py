@@ -135,7 +135,11 @@ def create_with_weights(
     else:
         described = str(path)
     model_kwargs = {**ckpt.model_kwargs, **(entry.model_kwargs if entry else {}), **kwargs}
-    model = builder(**model_kwargs)
+    try:
+        model = builder(**model_kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"weights {described}: cannot build {model_name} with the architecture they record "
+                         f"({model_kwargs}): {e}") from None
     state_dict = ckpt.state_dict
     if not model.num_classes:
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
