@@ -97,6 +97,14 @@ def _list_hash(keys: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+def _shard_size(size: int | None) -> int:
+    """``size``, or :data:`SHARD_SIZE` for None (read at call time)."""
+    size = SHARD_SIZE if size is None else size
+    if size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {size}")
+    return size
+
+
 def _bounds(chunk: int, shard_size: int, total: int) -> tuple[int, int]:
     return chunk * shard_size, min(total, (chunk + 1) * shard_size)
 
@@ -191,7 +199,7 @@ def extract_features(
     batch_size: int = 32,
     actors: int = 1,
     address: str | None = None,
-    shard_size: int = SHARD_SIZE,
+    shard_size: int | None = None,
     progress: bool = True,
 ) -> FeatureRun:
     """:func:`resnets.features.extract_features` on Ray: the same ``out`` (.npz, .npy, .parquet), the same
@@ -205,8 +213,7 @@ def extract_features(
     keys = [str(p) for p in paths]
     if not keys:
         raise ValueError("no image files to extract features from")
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    shard_size = _shard_size(shard_size)
     job = {"engine": "ray", "model": model, "weights": None if weights is None else str(weights),
            "precision": precision, "backend": backend, "pooling": pooling, "layer": layer}
     _check_meta(parts, {"job": job, "files": len(keys), "shard_size": shard_size, "list_sha256": _list_hash(keys)})
@@ -246,12 +253,13 @@ def predict_files(
     batch_size: int = 32,
     actors: int = 1,
     address: str | None = None,
-    shard_size: int = SHARD_SIZE,
+    shard_size: int | None = None,
 ) -> Iterator[Prediction]:
     """:func:`resnets.predict.predict_files` on Ray: one :class:`~resnets.predict.Prediction` per file, in
     the order of ``paths``, each chunk as soon as it and those before it are done (shards in a
     temporary folder: like the local engine, predict does not resume)."""
     keys = [str(p) for p in paths]
+    shard_size = _shard_size(shard_size)
     with tempfile.TemporaryDirectory(prefix="resnets-ray-") as tmp, connected(address):
         plan = _plan(device, actors)
 
