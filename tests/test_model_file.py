@@ -293,3 +293,42 @@ def test_metadata_with_an_impossible_architecture_is_named(tmp_path):
               metadata={"resnets.weights_entry": json.dumps(entry)})
     with pytest.raises(ValueError, match=r"odd\.safetensors: cannot build resnet20 .*'\?hortcut'"):
         resnets.create_model(weights=path)
+
+
+def test_features_keep_odd_file_names_aligned_save_often_and_list_errors_when_all_fail(tmp_path, monkeypatch):
+    from resnets import features as features_module
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = ["two\nlines.png", "tab\there.png", os.fsdecode(b"latin-\xe9.png"), "plain.png"]
+    for name in names:
+        Image.new("RGB", (32, 32), (len(name) * 9 % 255, 40, 90)).save(folder / name)
+    inf = load_inference("resnet20", "resnet20.cifar10", features=("avg", None))
+    paths = find_images(folder)
+    run = features_module.extract_features(inf, paths, tmp_path / "f.npy", batch_size=2, workers=0, progress=False)
+    rows = [json.loads(r) for r in (tmp_path / "f.npy.paths.jsonl").read_text().splitlines()]
+    assert rows == [str(p) for p in paths] and len(rows) == run.images == 4
+    with pytest.raises(ValueError, match=r"latin-.*not valid UTF-8 .* Parquet"):
+        features_module.extract_features(inf, paths, tmp_path / "f.parquet", workers=0, progress=False)
+
+    clock = iter(range(0, 1000, 11))  # every batch is 11 s after the last: each batch becomes a shard
+    monkeypatch.setattr(features_module.time, "monotonic", lambda: next(clock))
+    calls = {"n": 0}
+
+    def interrupt(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_run(*args)
+
+    real_run = features_module.run_model
+    monkeypatch.setattr(features_module, "run_model", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        features_module.extract_features(inf, paths, tmp_path / "g.npz", batch_size=2, workers=0, progress=False)
+    assert len(list((tmp_path / "g.npz.parts").glob("part-*.npz"))) == 1  # the first batch was kept
+
+    for p in paths:
+        p.write_bytes(b"broken")
+    with pytest.raises(ValueError, match=r"none of the 4 images could be read; their errors are in .*h\.npz\.errors"):
+        features_module.extract_features(inf, paths, tmp_path / "h.npz", workers=0, progress=False)
+    assert len((tmp_path / "h.npz.errors.tsv").read_text().splitlines()) == 5

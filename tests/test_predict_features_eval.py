@@ -156,7 +156,8 @@ def test_features_resume_after_interruption_without_redoing_work(cifar_folder, t
     assert run.resumed == 30 and calls["n"] == -100 + 3  # only the 30 missing images were computed
     resumed = np.load(out)
     assert resumed.shape == (60, 32)  # stage 2 of ResNet-20 has 32 channels
-    assert (tmp_path / "f.npy.paths.txt").read_text().split() == [str(p) for p in paths]
+    rows = (tmp_path / "f.npy.paths.jsonl").read_text().splitlines()
+    assert [json.loads(r) for r in rows] == [str(p) for p in paths]
 
     fresh = features_module.extract_features(inf, paths, tmp_path / "g.npy", batch_size=7, workers=0,
                                              progress=False)

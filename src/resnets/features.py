@@ -1,8 +1,9 @@
 """Turn a folder of images into one feature vector per file, resumably.
 
-Work is written in shards (``OUT.parts/part-NNNNNN.npz``, each atomic) as it is done; a rerun of
-the same job skips every file already in a shard, so a killed run loses at most one shard.  When
-all files are done the shards are joined into ``OUT`` (``.npz``, ``.npy`` + ``OUT.paths.txt``, or
+Work is written in shards (``OUT.parts/part-NNNNNN.npz``, each atomic) every few seconds as it is done;
+a rerun of the same job skips every file already in a shard, so a killed run loses seconds of work.  When
+all files are done the shards are joined into ``OUT`` (``.npz``, ``.npy`` + ``OUT.paths.jsonl``: one JSON
+string per line, so no file name (newlines, undecodable bytes) can shift the rows; or
 ``.parquet``) in input order, unreadable files are listed in ``OUT.errors.tsv``, and the shards go.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +80,8 @@ def _write_output(out: Path, paths: list[str], features: np.ndarray) -> None:
         _atomic_write(out, lambda tmp: np.savez(tmp, features=features, paths=np.array(paths, dtype=str)))
     elif out.suffix == ".npy":
         _atomic_write(out, lambda tmp: np.save(tmp, features))
-        index = out.with_name(out.name + ".paths.txt")  # OUT.paths.txt, like OUT.errors.tsv
-        _atomic_write(index, lambda tmp: Path(tmp).write_text("".join(p + "\n" for p in paths)))
+        index = out.with_name(out.name + ".paths.jsonl")  # named after OUT, like OUT.errors.tsv
+        _atomic_write(index, lambda tmp: Path(tmp).write_text("".join(json.dumps(p) + "\n" for p in paths)))
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -95,17 +97,20 @@ def extract_features(
     batch_size: int = 32,
     workers: int = 2,
     shard_size: int = 1024,
+    shard_seconds: float = 10.0,
     progress: bool = True,
     job: dict | None = None,
 ) -> FeatureRun:
     """Features of ``paths`` through ``inf.model`` (a feature extractor) into ``out``; resumable.
 
     ``job`` describes the options (model, weights, pooling, layer...) so that a rerun with other
-    options refuses to mix its results with the partial ones on disk.
+    options refuses to mix its results with the partial ones on disk. A shard is written every
+    ``shard_size`` files or ``shard_seconds`` seconds, whichever comes first.
     """
     out = Path(out)
     parts = prepare_output(out)
     keys = [str(p) for p in paths]
+    check_names(keys, out)
     _check_meta(parts, {"job": job or {}, "files": len(keys)})
     done, errors = _read_parts(parts)
     resumed = len(done) + len(errors)
@@ -117,6 +122,7 @@ def extract_features(
     shard_feats: list[np.ndarray] = []
     shard_errors: list[tuple[str, str]] = []
     bar = progress_bar(len(keys), "features", progress, unit="img", initial=resumed)
+    last_write = time.monotonic()
     for batch, all_paths in file_batches(todo, inf.preprocessing, batch_size, workers,
                                          pin_memory=inf.device.type == "cuda"):
         shard_errors += [(str(all_paths[i]), e) for i, e in batch.errors]
@@ -126,7 +132,9 @@ def extract_features(
             shard_paths += [str(all_paths[i]) for i in batch.indices.tolist()]
             shard_feats += list(feats)
         bar.update(len(batch.indices) + len(batch.errors))
-        if len(shard_paths) + len(shard_errors) >= shard_size:
+        due = time.monotonic() - last_write >= shard_seconds
+        if len(shard_paths) + len(shard_errors) >= shard_size or (due and (shard_paths or shard_errors)):
+            last_write = time.monotonic()
             _write_shard(parts, number, shard_paths, shard_feats, shard_errors, dim)
             done.update(zip(shard_paths, shard_feats))
             errors.update(shard_errors)
@@ -138,6 +146,18 @@ def extract_features(
         errors.update(shard_errors)
 
     return join_results(out, keys, done, errors, parts, resumed)
+
+
+def check_names(keys: Sequence[str], out: Path) -> None:
+    """Refuse, before any work, file names the output format cannot hold (Parquet strings are UTF-8)."""
+    if out.suffix != ".parquet":
+        return
+    for key in keys:
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{key!r}: this file name is not valid UTF-8 and cannot be stored in Parquet; "
+                             "write .npz or .npy instead") from None
 
 
 def prepare_output(out: Path) -> Path:
@@ -158,16 +178,17 @@ def join_results(out: Path, keys: Sequence[str], done: dict[str, np.ndarray], er
     """Write the vectors of ``keys`` in their order to ``out``, the unreadable ones to ``OUT.errors.tsv``,
     then remove ``parts`` (shared by every engine, so that they all write the same files)."""
     good = [k for k in keys if k in done]
-    if not good:
-        raise ValueError(f"none of the {len(keys)} images could be read; see the errors in {parts}")
-    features = np.stack([done[k] for k in good]).astype(np.float32)
-    _write_output(out, good, features)
     error_file = out.with_name(out.name + ".errors.tsv")
     bad = [(k, errors[k]) for k in keys if k in errors]
     if bad:
         _atomic_write(error_file, lambda tmp: Path(tmp).write_text(
-            "path\terror\n" + "".join(f"{p}\t{' '.join(e.split())}\n" for p, e in bad)))
+            "path\terror\n" + "".join(f"{json.dumps(p)[1:-1]}\t{' '.join(e.split())}\n" for p, e in bad),
+            encoding="utf-8", errors="backslashreplace"))
     else:
         error_file.unlink(missing_ok=True)
+    if not good:
+        raise ValueError(f"none of the {len(keys)} images could be read; their errors are in {error_file}")
+    features = np.stack([done[k] for k in good]).astype(np.float32)
+    _write_output(out, good, features)
     shutil.rmtree(parts)
     return FeatureRun(out, len(good), features.shape[1], bad, resumed)

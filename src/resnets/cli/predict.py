@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    ".parquet). Resumable: rerun the same command after an interruption.")
     p.add_argument("inputs", nargs="+", metavar="DIR", help="folders (or files) of images")
     p.add_argument("-o", "--output", required=True,
-                   help="output file: .npz, .npy (paths in OUT.paths.txt) or .parquet (required)")
+                   help="output file: .npz, .npy (paths in OUT.paths.jsonl) or .parquet (required)")
     _model_options(p)
     _engine_options(p)
     p.add_argument("--pooling", choices=("avg", "max"), default="avg", help="global pooling (default: avg)")
