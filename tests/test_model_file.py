@@ -332,3 +332,10 @@ def test_features_keep_odd_file_names_aligned_save_often_and_list_errors_when_al
     with pytest.raises(ValueError, match=r"none of the 4 images could be read; their errors are in .*h\.npz\.errors"):
         features_module.extract_features(inf, paths, tmp_path / "h.npz", workers=0, progress=False)
     assert len((tmp_path / "h.npz.errors.tsv").read_text().splitlines()) == 5
+
+
+def test_keras_arguments_out_of_range_are_named():
+    with pytest.raises(ValueError, match="num_classes must be a non-negative int .* got -1"):
+        resnets.ResNet50(weights=None, classes=-1)
+    with pytest.raises(ValueError, match=r"drop_rate \(Keras' dropout_rate\) must lie in \[0, 1\), got 2.0"):
+        resnets.ResNet50(weights=None, dropout_rate=2.0)

@@ -86,6 +86,8 @@ class ResNet(nn.Module):
             raise ValueError("a classifier needs global pooling; pass num_classes=0 for the feature map")
         if classifier_activation not in (None, "softmax", "sigmoid"):
             raise ValueError(f"classifier_activation must be None, 'softmax' or 'sigmoid', got {classifier_activation!r}")
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate (Keras' dropout_rate) must lie in [0, 1), got {drop_rate}")
         self.stem_type = stem
         self.global_pool = global_pool
         self.drop_rate = drop_rate
