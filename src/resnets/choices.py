@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 
-#: Inference precisions (``resnets.optimize``, ``--precision``).
+#: Inference precisions (``resnets.optimize``, ``--precision``): the names of ``inference/table.py``'s entries.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
-#: Inference backends (``resnets.optimize(backend=...)``, ``--backend``).
-BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
+#: Inference backends (``resnets.optimize(backend=...)``, ``--backend``): the names of ``inference/table.py``'s entries.
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
 #: Export file formats (``resnets export --format``).
 FORMATS: tuple[str, ...] = ("onnx", "exported-program")
 #: Class-activation-map methods (``resnets.explain``, ``resnets explain --method``).

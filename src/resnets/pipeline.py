@@ -19,7 +19,7 @@ from torch import nn
 from .data.images import ImageBatch, ImageFiles, collate_images
 from .device import model_device, resolve_device
 from .preprocess import CIFAR10, IMAGENET_TORCH, Preprocessing
-from .inference import PRECISIONS
+from .inference.table import DEFAULT_BACKEND, PRECISIONS, backend as backend_entry
 from .networks import ResNet
 from .factory import create_model
 
@@ -66,7 +66,7 @@ def load_inference(
     features: tuple[str, int | None] | None = None,
     calibration: Sequence[Path] | torch.Tensor | None = None,
     device: str | torch.device | None = "cpu",
-    backend: str = "torch",
+    backend: str = DEFAULT_BACKEND,
     **model_kwargs: Any,
 ) -> Inference:
     """Build ``model_name`` (None: the network the weights record) with ``weights`` in eval mode on ``device`` (``auto``, ``cpu``, ``cuda``,
@@ -75,13 +75,13 @@ def load_inference(
     ``features=(pooling, stage)`` makes it a feature extractor (see :class:`StageFeatures`).
     ``calibration``: the user's own images (file paths, or a uint8 NCHW tensor) that int8 calibrates
     on, preprocessed with the weights' recipe. Without weights the recipe and classes default to the
-    model family's (ImageNet or CIFAR-10).  ``backend="onnxruntime"``: fp32 or int8 through
-    :func:`resnets.optimize` run by onnxruntime (CPU).
+    model family's (ImageNet or CIFAR-10).  ``backend``: one of :data:`resnets.inference.BACKENDS`
+    (``"onnxruntime"``, ``"openvino"``: the CPU engines, fp32 included, through :func:`resnets.optimize`).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if backend == "onnxruntime" and str(device) == "auto":
-        device = "cpu"  # onnxruntime runs on the CPU, GPU or not
+    if str(device) == "auto" and backend_entry(backend).devices == ("cpu",):
+        device = "cpu"  # a CPU engine runs on the CPU, GPU or not
     dev = resolve_device(device)
     model: nn.Module = create_model(model_name, weights=weights, **model_kwargs).eval().to(dev)
     cfg = getattr(model, "pretrained_cfg", None)
@@ -95,11 +95,11 @@ def load_inference(
     size = preprocessing.crop_size or model.input_size[-1]
     if features is not None:
         model = StageFeatures(model, features[1], features[0]).eval()
-    if precision != "fp32" or backend != "torch":  # onnxruntime runs fp32 too, faster than eager
+    if precision != "fp32" or backend != DEFAULT_BACKEND:  # the other engines run fp32 faster than eager
         from .inference import optimize
 
         batches = None
-        if precision == "int8" and calibration is not None:
+        if PRECISIONS[precision].needs_calibration and calibration is not None:
             batches = calibration_batches(calibration, preprocessing)
         model = optimize(model, precision=precision, example_inputs=torch.zeros(1, 3, size, size),
                          calibration=batches, backend=backend)

@@ -92,7 +92,8 @@ def add_precision_options(p: argparse.ArgumentParser, int8_calibrates_on_inputs:
                    help="fp32 (eager), or bf16/fp16/int8 through resnets.optimize (compiled; fp16 on CUDA only, "
                         f"int8 on the CPU only; {int8}) (default: fp32)")
     p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="torch, or onnxruntime (CPU; fp32 and int8 only) (default: torch)")
+                   help="torch, onnxruntime (CPU; fp32 and int8) or openvino (CPU; fp32, bf16 and int8; compiled "
+                        "files cached under the resnets cache) (default: torch)")
 
 
 def model_and_weights(args: argparse.Namespace) -> tuple[str | None, str | None]:

@@ -10,10 +10,6 @@ from dataclasses import asdict
 from ..choices import BACKENDS, FORMATS, PRECISIONS
 from .common import UsageError, add_device_option, add_model_options, add_progress_option, model_and_weights
 
-# Default --tolerance per precision: max |exported - eager| relative to max |eager|.
-TOLERANCES = {"fp32": 1e-4, "bf16": 5e-2, "int8": 0.1}
-# What ``resnets bench`` compares when --precision is not given: what each device runs natively.
-BENCH_PRECISIONS = {"cpu": ("fp32", "bf16", "int8"), "cuda": ("fp32", "fp16", "bf16")}
 
 
 def _csv(kind: type, choices: tuple[str, ...] | None = None):
@@ -51,10 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     p.add_argument("--batch", type=_csv(int), default=[1, 16, 64], help="batch sizes (default: 1,16,64)")
     p.add_argument("--precision", type=_csv(str, PRECISIONS), default=None,
-                   help="precisions (default: fp32,bf16,int8 on the CPU, fp32,fp16,bf16 on CUDA)")
+                   help="precisions (default: those the device runs natively: fp32,bf16,int8 on the CPU, "
+                        "fp32,bf16,fp16 on CUDA)")
     p.add_argument("--backend", type=_csv(str, BACKENDS), default=["torch"],
-                   help="torch and/or onnxruntime (fp32 and int8 only, modes 'onnxruntime PRECISION') "
-                        "(default: torch)")
+                   help="any of torch, onnxruntime (CPU; fp32, int8) and openvino (CPU; fp32, bf16, int8), "
+                        "timed as modes 'resnets PRECISION', 'onnxruntime PRECISION', 'openvino PRECISION'; "
+                        "openvino adds 'OpenVINO direct PRECISION', the same file run as OpenVINO's "
+                        "benchmark_app runs it (default: torch)")
     p.add_argument("--input-size", type=int, default=None, help="square input side (default: the model's)")
     p.add_argument("--runs", type=int, default=None, help="timed rounds (default: 50 at batch 1, else 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per mode first (default: 2)")
@@ -88,6 +87,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     from ..inference.export import export_onnx, export_program, max_abs_diff
     from ..inference.prepare import DTYPES, prepare
+    from ..inference.table import PRECISIONS as PRECISIONS_TABLE
     from ..pipeline import load_inference
 
     if args.format == "onnx" and args.precision != "fp32":
@@ -108,7 +108,7 @@ def run_export(args: argparse.Namespace) -> int:
     # Real images when there are some: int8 scales fit them, not noise.
     check = calibration[0][:3] if calibration else torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
     diff, scale = max_abs_diff(args.output, args.format, model, check)
-    tolerance = TOLERANCES[args.precision] if args.tolerance is None else args.tolerance
+    tolerance = PRECISIONS_TABLE[args.precision].export_tolerance if args.tolerance is None else args.tolerance
     print(f"wrote {args.output} ({args.format}, {args.precision}, dynamic batch)")
     print(f"max abs diff vs eager fp32 on a batch of {len(check)}: {diff:.3g} (max |output| {scale:.3g}, "
           f"relative {diff / max(scale, 1e-12):.3g}, tolerance {tolerance:g})")
@@ -140,7 +140,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from ..inference import optimize
     from ..inference.bench import compare, end_to_end, format_table, machine
-    from ..inference.ort import ORT_PRECISIONS
+    from ..inference.table import BACKENDS as TABLE_BACKENDS, PRECISIONS as TABLE_PRECISIONS
     from ..atomic import atomic_path
     from ..device import resolve_device
     from ..factory import create_model
@@ -162,26 +162,37 @@ def run_bench(args: argparse.Namespace) -> int:
     reference = _baseline(args.model, model)
     base_name = "torchvision eager fp32" if reference is not None else "resnets eager fp32"
     models = {base_name: reference.to(device) if reference is not None else model}
-    precisions = [p for p in args.precision or BENCH_PRECISIONS[device.type]
-                  if not (args.no_compile and p == "int8")]
+    requested = args.precision or [n for n, e in TABLE_PRECISIONS.items() if device.type in e.devices]
     calibration = [inputs[max(args.batch)]]
-    optimized = []
+    optimized: dict[str, str] = {}  # mode -> backend
     for backend in args.backend:
-        for precision in precisions:
-            if backend == "onnxruntime" and precision not in ORT_PRECISIONS:
-                continue
-            mode = f"resnets {precision}" if backend == "torch" else f"onnxruntime {precision}"
+        entry = TABLE_BACKENDS[backend]
+        if device.type not in entry.devices:
+            status(f"skipping {backend}: it runs on {' and '.join(entry.devices)}, not {device.type}")
+            continue
+        for precision in requested:
+            if precision not in entry.precisions or (backend == "torch" and args.no_compile and precision == "int8"):
+                continue  # --no-compile: torch's int8 needs compiling
+            mode = f"resnets {precision}" if backend == "torch" else f"{backend} {precision}"
             options = {"compile": not args.no_compile} if backend == "torch" else {}
             status(f"preparing {mode}")
             models[mode] = optimize(model, precision, example_inputs=calibration[0], calibration=calibration,
                                     backend=backend, **options)
-            optimized.append(mode)
+            optimized[mode] = backend
 
     results = []
     for b in args.batch:
         runs = args.runs or (50 if b == 1 else 10)
-        status(f"batch {b}: {len(models)} modes, {args.warmup} warm-up and {runs} timed calls each")
-        results += compare(models, inputs[b], base_name, runs, args.warmup)
+        modes = {}
+        for mode, m in models.items():  # an engine used directly is timed right after the package's mode
+            modes[mode] = m
+            direct = getattr(TABLE_BACKENDS[optimized[mode]].load(), "direct_benchmark", None) \
+                if mode in optimized else None
+            if direct is not None:
+                runner = direct(m, inputs[b])
+                modes[runner.name] = runner
+        status(f"batch {b}: {len(modes)} modes, {args.warmup} warm-up and {runs} timed calls each")
+        results += compare(modes, inputs[b], base_name, runs, args.warmup)
         if args.end_to_end and b > 1:
             for mode in optimized:
                 r = end_to_end(models[mode], args.end_to_end, b, size, args.workers,
@@ -190,8 +201,12 @@ def run_bench(args: argparse.Namespace) -> int:
                 r.of_model_only = r.images_per_s / model_only.images_per_s
                 results.append(r)
 
+    engines = {}
+    for backend in args.backend:
+        if device.type in TABLE_BACKENDS[backend].devices:
+            engines.update(TABLE_BACKENDS[backend].load().describe())
     report = {"model": args.model, "input_size": size, "baseline": base_name, "machine": machine(device),
-              "results": [asdict(r) for r in results]}
+              "engines": engines, "results": [asdict(r) for r in results]}
     if args.save:
         with atomic_path(args.save) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,6 +1,7 @@
-"""Fast inference: BatchNorm folding, channels-last, bf16/int8, torch.compile, export and benchmarks."""
+"""Fast inference: BatchNorm folding, channels-last, bf16/int8, torch.compile, onnxruntime, OpenVINO, export and benchmarks."""
 
 from .fold import fold_batchnorm
-from .optimize import PRECISIONS, InferenceModel, optimize
+from .optimize import InferenceModel, optimize
+from .table import BACKENDS, PRECISIONS
 
-__all__ = ["PRECISIONS", "InferenceModel", "fold_batchnorm", "optimize"]
+__all__ = ["BACKENDS", "PRECISIONS", "InferenceModel", "fold_batchnorm", "optimize"]

@@ -16,6 +16,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -72,25 +73,51 @@ def interleaved_times(fns: dict[str, Callable[[], object]], runs: int, warmup: i
     return times
 
 
+@runtime_checkable
+class Runner(Protocol):
+    """A mode that feeds its engine itself (an engine used directly): ``images_per_call`` images in
+    ``requests_per_call`` requests per call, the engine's own request latencies in ``latencies_ms``."""
+
+    images_per_call: int
+    requests_per_call: int
+    latencies_ms: list[float]
+
+    def __call__(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+
 def compare(
-    models: dict[str, nn.Module],
+    models: dict[str, nn.Module | Runner],
     batch: torch.Tensor,
     baseline: str | None,
     runs: int,
     warmup: int = 2,
 ) -> list[BenchResult]:
-    """Benchmark ``models`` (name -> module) on one input batch, on the batch's device; ratios are
-    against ``models[baseline]``."""
-    times = interleaved_times({name: (lambda m=m: m(batch)) for name, m in models.items()}, runs, warmup,
-                              batch.device)
+    """Benchmark ``models`` (name -> module called on ``batch``, or a :class:`Runner` holding its own input)
+    on the batch's device; ratios are of time per image, against ``models[baseline]``."""
     n = len(batch)
+    fns: dict[str, Callable[[], object]] = {}
+    images: dict[str, int] = {}
+    for name, m in models.items():
+        runner = isinstance(m, Runner)
+        fns[name] = m if runner else (lambda m=m: m(batch))
+        images[name] = m.images_per_call if runner else n
+    times = interleaved_times(fns, runs, warmup, batch.device)
     results = []
     for name, ts in times.items():
         ratio = None
         if baseline is not None:
-            ratio = statistics.median(b / t for b, t in zip(times[baseline], ts))
+            ratio = statistics.median((b / images[baseline]) / (t / images[name]) for b, t in zip(times[baseline], ts))
         median = statistics.median(ts)
-        results.append(BenchResult(name, n, n / median, 1e3 * median, 1e3 * percentile(ts, 0.9), ratio))
+        m = models[name]
+        if isinstance(m, Runner):  # the engine's request latencies over the timed calls
+            latencies = [ms / 1e3 for ms in m.latencies_ms[-runs * m.requests_per_call:]]
+            result = BenchResult(name, n, images[name] / median, 1e3 * statistics.median(latencies),
+                                 1e3 * percentile(latencies, 0.9), ratio, m.describe())
+        else:
+            result = BenchResult(name, n, n / median, 1e3 * median, 1e3 * percentile(ts, 0.9), ratio)
+        results.append(result)
     return results
 
 

@@ -29,11 +29,15 @@ def export_dynamic_batch(model: nn.Module, example: torch.Tensor) -> torch.expor
     return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
 
 
-def _require_onnx():
+def _require_onnx(run: bool = True):
+    """onnxruntime (``run``: to check or run a file; writing one needs only onnx and onnxscript), or an
+    ImportError naming the extra."""
     try:
         import onnx  # noqa: F401
-        import onnxruntime
         import onnxscript  # noqa: F401
+        if not run:
+            return None
+        import onnxruntime
     except ImportError as e:
         raise ImportError(f"ONNX export needs onnx, onnxscript and onnxruntime ({e.name} is missing): "
                           "pip install 'resnets[onnx]'") from e
@@ -46,7 +50,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
 
     ``entry`` (the weights' description: classes, preprocessing...) goes into the model's metadata.
     """
-    _require_onnx()
+    _require_onnx(run=False)
     import onnx
 
     path = Path(path)

@@ -17,17 +17,15 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..choices import BACKENDS
 from ..device import model_device
 from ..quiet import quiet_third_party
-from .ort import ort_model
-from .prepare import DTYPES, PRECISIONS, Precision, prepare
+from .prepare import DTYPES, Precision, int8_calibration, prepare
+from .table import BACKENDS, DEFAULT_BACKEND, PRECISIONS, check
 
 # Whether torch.compile pays by default, chosen from benchmarks/results (ResNet-50, batch 16):
 # it does for every precision, and int8 needs it (the quantized graph only becomes int8
 # kernels when inductor lowers it).
-COMPILE_BY_DEFAULT = {"fp32": True, "bf16": True, "fp16": True, "int8": True}
-# BACKENDS (from choices): "onnxruntime" is the folded network exported to ONNX and run by onnxruntime's CPU kernels.
+COMPILE_BY_DEFAULT = dict.fromkeys(PRECISIONS, True)
 
 
 class InferenceModel(nn.Module):
@@ -106,7 +104,7 @@ def optimize(
     calibration: Iterable[torch.Tensor] | None = None,
     compile: bool | None = None,
     cuda_graphs: bool | None = None,
-    backend: str = "torch",
+    backend: str = DEFAULT_BACKEND,
 ) -> nn.Module:
     """An inference-ready copy of ``model`` on the model's device (the original is untouched).
 
@@ -118,22 +116,37 @@ def optimize(
     compile for every precision (``COMPILE_BY_DEFAULT``; int8 needs it).  A compiled model
     compiles on its first call and again, once, with a dynamic batch size when it first sees
     another batch size.  ``cuda_graphs`` (compiled CUDA models; ``None`` = on there):
-    ``mode="reduce-overhead"``, one graph recorded per batch size seen.  ``backend="onnxruntime"``
-    (CPU, fp32 or int8; ``pip install 'resnets[onnx]'``): see :mod:`resnets.inference.ort`.
+    ``mode="reduce-overhead"``, one graph recorded per batch size seen.  ``backend``: an engine of
+    :data:`resnets.inference.table.BACKENDS`: ``"torch"`` (default), ``"onnxruntime"`` (CPU, fp32 or
+    int8; ``pip install 'resnets[onnx]'``, see :mod:`resnets.inference.ort`) or ``"openvino"`` (CPU,
+    fp32, bf16 or int8; ``pip install 'resnets[openvino]'``, see :mod:`resnets.inference.ov`).
 
     ``example_inputs``: a batch of the input shape (default: zeros of the model's ``input_size``).
-    Returns an :class:`InferenceModel`: float NCHW in, float32 out, on the caller's device.
+    Returns a module (the torch backend: an :class:`InferenceModel`): float NCHW in, float32 out, on
+    the caller's device.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "onnxruntime":
-        if compile or cuda_graphs:
-            raise ValueError("compile= and cuda_graphs= apply to backend='torch'; onnxruntime optimises "
-                             "the graph itself (leave them unset)")
-        return ort_model(model, precision, _example_batch(model, example_inputs), calibration,
-                         calibrate_on_example=example_inputs is not None)
+    entry = check(backend, precision, model_device(model))
+    options = {"compile": compile, "cuda_graphs": cuda_graphs}
+    foreign = [name for name, value in options.items() if value and name not in entry.options]
+    if foreign:
+        owners = [b.name for b in BACKENDS.values() if set(foreign) <= set(b.options)]
+        raise ValueError(f"{' and '.join(n + '=' for n in foreign)} apply to backend={owners[0]!r}; {backend} "
+                         "optimises the graph itself (leave them unset)")
+    kept = {name: value for name, value in options.items() if name in entry.options}
+    return entry.load().build(model, precision, _example_batch(model, example_inputs), calibration,
+                              calibrate_on_example=example_inputs is not None, **kept)
+
+
+def build(
+    model: nn.Module,
+    precision: Precision,
+    example: torch.Tensor,
+    calibration: Iterable[torch.Tensor] | None = None,
+    calibrate_on_example: bool = True,
+    compile: bool | None = None,
+    cuda_graphs: bool | None = None,
+) -> InferenceModel:
+    """The torch backend of :func:`optimize`: the prepared network, compiled by inductor unless ``compile=False``."""
     compile = COMPILE_BY_DEFAULT[precision] if compile is None else compile
     if precision == "int8" and not compile:
         raise ValueError("int8 needs compile=True: only inductor lowers the quantized graph to int8 kernels")
@@ -145,8 +158,9 @@ def optimize(
     if cuda_graphs and not (compile and on_cuda):
         raise ValueError("cuda_graphs needs compile=True and a model on a CUDA device "
                          f"(the model is on {model_device(model)})")
-    net = prepare(model, precision, _example_batch(model, example_inputs), calibration,
-                  calibrate_on_example=example_inputs is not None)
+    if PRECISIONS[precision].needs_calibration:  # here, so that its warning names optimize()'s caller
+        calibration = int8_calibration(calibration, example, calibrate_on_example)
+    net = prepare(model, precision, example, calibration)
     if compile:
         # No freezing on CUDA: its gains on the CPU are oneDNN weight pre-packing and int8 lowering,
         # while cuDNN takes the folded channels-last weights as they are; and a frozen graph bypasses
@@ -154,6 +168,11 @@ def optimize(
         net = torch.compile(net, mode="reduce-overhead" if cuda_graphs else None)
     return InferenceModel(net, precision, bool(compile), bool(cuda_graphs),
                           int8_mixed_bf16=precision == "int8" and cpu_runs_bf16())
+
+
+def describe() -> dict[str, str]:
+    """The engine's versions (for benchmark reports and cache keys)."""
+    return {"torch": torch.__version__}
 
 
 def cpu_runs_bf16() -> bool:
@@ -164,5 +183,5 @@ def cpu_runs_bf16() -> bool:
     the residual tensors between int8 convolutions) move half the bytes: measured 15.7x against
     12.2x torchvision eager fp32 for plain int8 (ResNet-50, batch 16, this project's AMX Xeon).
     """
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(check and check())
+    supported = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(supported and supported())

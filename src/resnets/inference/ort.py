@@ -18,11 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..device import model_device
 from .export import _require_onnx, export_onnx
 from .prepare import int8_calibration, prepare
-
-ORT_PRECISIONS = ("fp32", "int8")
+from .table import PRECISIONS
 
 
 class OrtModel(nn.Module):
@@ -111,30 +109,28 @@ def _quantize(fp32: Path, out: Path, calibration: Iterable[torch.Tensor]) -> Non
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
-def ort_model(model: nn.Module, precision: str, example: torch.Tensor,
-              calibration: Iterable[torch.Tensor] | None = None, calibrate_on_example: bool = True) -> OrtModel:
+def build(model: nn.Module, precision: str, example: torch.Tensor,
+          calibration: Iterable[torch.Tensor] | None = None, calibrate_on_example: bool = True) -> OrtModel:
     """``optimize(model, precision, backend="onnxruntime")``: an :class:`OrtModel` of the folded ``model``.
 
     ``example`` gives the input's shape (the batch size stays dynamic); int8 calibrates on
     ``calibration``, else on ``example`` with a warning, as the torch backend does.
     """
     _require_onnx()
-    if precision not in ORT_PRECISIONS:
-        raise ValueError(f"the onnxruntime backend runs {' and '.join(ORT_PRECISIONS)}, not {precision!r} "
-                         "(use backend='torch' for it)")
-    device = model_device(model)
-    if device.type != "cpu":
-        raise ValueError(f"the onnxruntime backend runs on the CPU; the model is on {device} "
-                         "(move it to the CPU, --device cpu on the command line, or use backend='torch')")
     net = prepare(model, "fp32", example)
-    if precision == "int8":
+    quantized = PRECISIONS[precision].needs_calibration
+    if quantized:
         calibration = int8_calibration(calibration, example, calibrate_on_example)
     with tempfile.TemporaryDirectory(prefix="resnets-ort-") as tmp:
         path = Path(tmp) / "model.onnx"
         # Only the shape matters; a batch of 2, since torch.export bakes a batch of 1 into the graph.
         export_onnx(net, path, torch.zeros(2, *example.shape[1:]))
-        if precision == "int8":
-            quantized = Path(tmp) / "int8.onnx"
-            _quantize(path, quantized, calibration)
-            path = quantized
+        if quantized:
+            _quantize(path, Path(tmp) / "int8.onnx", calibration)
+            path = Path(tmp) / "int8.onnx"
         return OrtModel(path.read_bytes(), precision)
+
+
+def describe() -> dict[str, str]:
+    """The engine's versions (for benchmark reports)."""
+    return {"onnxruntime": _require_onnx().__version__}

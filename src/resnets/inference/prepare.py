@@ -1,7 +1,7 @@
 """The uncompiled network every backend starts from: a folded, channels-last copy in one precision.
 
-Both backends (torch in :mod:`.optimize`, onnxruntime in :mod:`.ort`) build on it, so it lives
-below them.
+Every backend (torch in :mod:`.optimize`, onnxruntime in :mod:`.ort`, OpenVINO in :mod:`.ov`) builds on
+it, so it lives below them.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..choices import PRECISIONS
 from ..device import model_device
 from .fold import fold_batchnorm
 from .quantize import quantize_int8
+from .table import PRECISIONS, check_device
 
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 # Half precisions convert the weights and activations themselves rather than running under autocast:
 # with BatchNorm folded every layer is a conv, a linear or an elementwise op, all safe in half, and
 # autocast would re-cast every weight on every call (its cast cache only keeps tensors that require
 # grad), an extra kernel and read of the weights per layer.
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+DTYPES = {name: p.dtype for name, p in PRECISIONS.items()}
 
 
 def prepare(
@@ -38,17 +38,12 @@ def prepare(
 
     Takes input already in its dtype and layout; int8 gives a quantized FX graph.
     """
-    device = model_device(model)
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision fp16 needs a CUDA GPU (the model is on {device}); on the CPU use precision "
-                         "bf16, which AVX-512/AMX CPUs run natively")
+    check_device(precision, model_device(model))
     net = copy.deepcopy(model).eval().requires_grad_(False)
     fold_batchnorm(net)
     net = net.to(dtype=DTYPES[precision], memory_format=torch.channels_last)
-    if precision != "int8":
+    if not PRECISIONS[precision].needs_calibration:
         return net
-    if device.type != "cpu":
-        raise ValueError(f"int8 quantization targets x86 CPUs; the model is on {device} (use fp16 or bf16 there)")
     calibration = int8_calibration(calibration, example, calibrate_on_example)
     return quantize_int8(net, calibration, example.contiguous(memory_format=torch.channels_last))
 
