@@ -1,0 +1,177 @@
+"""optimize(backend="openvino"): logits against eager PyTorch, accuracy guards on real images, the disk cache,
+the benchmark_app-style reference, the CLI and the errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from bn_reference import randomize_bn
+from conftest import CHECKPOINT, SHARED, TEST_TAR, logits, split, top1
+from torch import nn
+
+import resnets
+from resnets.cli import main
+from resnets.inference import optimize
+from resnets.inference.table import BACKENDS
+
+ov = pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+pytest.importorskip("onnxscript")
+
+PRECISIONS = BACKENDS["openvino"].precisions
+SAMPLES = SHARED / "data" / "imagenet-samples"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def own_cache(tmp_path_factory):
+    """Every compiled file of this module in a fresh cache: nothing from an earlier run is reused by accident."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RESNETS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+def needs_native(precision: str) -> None:
+    if precision == "bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        pytest.skip("this CPU has no native bf16")
+
+
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((got - expected).abs().max() / expected.abs().max()).item()
+
+
+def test_fp32_matches_eager_in_latency_and_throughput_modes() -> None:
+    model = randomize_bn(resnets.create_model("resnet18", num_classes=0)).eval()
+    fast = optimize(model, "fp32", example_inputs=torch.zeros(1, 3, 64, 64), backend="openvino")
+    # A batch of one runs on the LATENCY-compiled model; 3 and 5 are split across the THROUGHPUT streams
+    # (uneven chunks), so row order and every chunk's output are checked against eager.
+    for n in (1, 3, 5):
+        x = torch.randn(n, 3, 64, 64)
+        with torch.no_grad():
+            expected = model(x)
+        got = fast(x)
+        assert got.dtype == torch.float32 and got.shape == expected.shape == (n, 512) and got.is_contiguous()
+        assert relative_error(got, expected) < 1e-4
+    assert fast.streams >= 1 and "openvino" in repr(fast)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_cifar_top1_within_05_points_of_fp32(precision: str, cifar_model: nn.Module, eager_logits: torch.Tensor) -> None:
+    needs_native(precision)
+    calib, x, y = split()  # 2,000 real test JPEGs; int8 calibrates on 500 others
+    fast = optimize(cifar_model, precision, calibration=calib.split(100), backend="openvino")
+    out = logits(fast, x)
+    fp32 = top1(eager_logits, y)
+    assert 75 < fp32 < 90  # the checkpoint's published 81.0% on the JPEG test set
+    assert abs(top1(out, y) - fp32) <= 0.5
+    if precision == "fp32":
+        assert relative_error(out, eager_logits) < 1e-4
+    else:  # really computed in the lower precision, not silently in fp32
+        assert (out - eager_logits).abs().max() > 1e-3
+
+
+def test_second_build_reuses_the_cached_files(cifar_model: nn.Module) -> None:
+    calib = list(split()[0][:200].split(100))
+    first = optimize(cifar_model, "int8", calibration=calib, backend="openvino")
+    first(calib[0])
+    folder = first.path.parent
+    stamps = {p: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file()}
+    assert {p.suffix for p in stamps} >= {".onnx", ".xml", ".bin"}
+    assert any((folder / "compiled").iterdir()), "no compiled blob was cached"
+    start = time.perf_counter()
+    again = optimize(cifar_model, "int8", calibration=calib, backend="openvino")
+    assert again.path == first.path and time.perf_counter() - start < 10
+    assert {p: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file()} == stamps  # nothing rewritten
+    assert torch.equal(again(calib[0]), first(calib[0]))
+    # Other calibration images make another int8 file; other weights another folder.
+    other = optimize(cifar_model, "int8", calibration=calib[::-1][:1], backend="openvino")
+    assert other.path != first.path and other.path.parent == folder
+    changed = resnets.create_model("resnet20").eval()
+    assert optimize(changed, "fp32", backend="openvino").path.parent != folder
+
+
+def test_direct_reference_runs_the_same_file_like_benchmark_app() -> None:
+    from resnets.inference.bench import Runner, compare
+    from resnets.inference.ov import direct_benchmark
+
+    model = resnets.create_model("resnet20").eval()
+    fast = optimize(model, "fp32", backend="openvino")
+    batch = torch.randn(4, 3, 32, 32)
+    direct = direct_benchmark(fast, batch)
+    assert isinstance(direct, Runner) and direct.name == "OpenVINO direct fp32"
+    assert direct.images_per_call == 4 * direct.requests_per_call and direct.requests_per_call >= 2
+    results = compare({"eager": model, "openvino fp32": fast, direct.name: direct}, batch, "eager", runs=3, warmup=1)
+    r = results[-1]
+    assert len(direct.latencies_ms) == (1 + 3) * direct.requests_per_call  # the engine's own request latencies
+    assert r.images_per_s > 0 and r.latency_ms_p90 >= r.latency_ms_median > 0 and "requests" in r.note
+
+
+def test_cli_bench_times_openvino_next_to_its_direct_reference(capsys) -> None:
+    pytest.importorskip("torchvision")
+    assert main(["bench", "--model", "resnet18", "--weights", "none", "--batch", "1,2", "--precision", "fp32,int8",
+                 "--no-compile", "--backend", "torch,openvino", "--input-size", "32", "--runs", "2",
+                 "--device", "cpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    modes = [r["mode"] for r in report["results"] if r["batch"] == 2]
+    # torch int8 needs compiling (--no-compile leaves it out); every openvino mode is followed by its reference.
+    assert modes == ["torchvision eager fp32", "resnets fp32", "openvino fp32", "OpenVINO direct fp32",
+                     "openvino int8", "OpenVINO direct int8"]
+    assert report["engines"]["openvino"] == ov.__version__
+    assert all(r["ratio"] > 0 and r["latency_ms_p90"] > 0 for r in report["results"])
+
+
+def test_cli_eval_openvino_gives_torchs_top1(tmp_path, capsys) -> None:
+    if not TEST_TAR.is_file():
+        pytest.skip(f"{TEST_TAR} not found")
+    subset = tmp_path / "test.tar"  # 500 real test JPEGs, 50 per class
+    with tarfile.open(TEST_TAR) as src, tarfile.open(subset, "w") as dst:
+        for member in src:
+            if member.isdir() or (member.isfile() and int(member.name.rsplit("/", 1)[1].split(".")[0]) < 50):
+                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    top = {}
+    for backend in ("torch", "openvino"):
+        assert main(["eval", str(subset), "--model", "resnet20", "--weights", str(CHECKPOINT), "--json",
+                     "--workers", "0", "--backend", backend]) == 0
+        top[backend] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top1"]
+    assert 70 < top["torch"] < 95
+    assert abs(top["openvino"] - top["torch"]) <= 0.1
+
+
+def test_errors_name_the_problem(monkeypatch) -> None:
+    model = resnets.create_model("resnet20").eval()
+    with pytest.raises(ValueError, match=r"openvino backend runs fp32 and bf16 and int8, not 'fp16'"):
+        optimize(model, "fp16", backend="openvino")
+    with pytest.raises(ValueError, match="calibration"):
+        optimize(model, "int8", backend="openvino")
+    fast = optimize(model, "fp32", backend="openvino")
+    with pytest.raises(ValueError, match=r"4 dims.*\(3, 32, 32\)"):
+        fast(torch.zeros(3, 32, 32))
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    with pytest.raises(ImportError, match=r"resnets\[openvino\]"):
+        optimize(model, "fp32", backend="openvino")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_resnet50_top1_agrees_with_fp32_on_the_imagenet_samples(precision: str) -> None:
+    """ResNet-50 (random weights, BN statistics randomised so that mistakes show) on the 100 real photos."""
+    needs_native(precision)
+    from resnets.pipeline import calibration_batches, file_batches
+    from resnets.preprocess import IMAGENET_TORCH
+
+    paths = sorted(Path(SAMPLES).glob("*.JPEG"))
+    if len(paths) < 100:
+        pytest.skip(f"{SAMPLES}: the 100 shared ImageNet photos not found")
+    model = randomize_bn(resnets.create_model("resnet50"), scale=0.5).eval()
+    x = torch.cat([b.images for b, _ in file_batches(paths, IMAGENET_TORCH, batch_size=25, workers=0)])
+    expected = logits(model, x, batch=25)
+    assert expected.argmax(1).unique().numel() >= 10, "fp32 predicts too few classes for agreement to mean much"
+    # int8 calibrates on every other photo, as a user's own folder would; agreement is over all 100.
+    fast = optimize(model, precision, calibration=calibration_batches(paths[::2], IMAGENET_TORCH), backend="openvino")
+    agreement = (logits(fast, x, batch=25).argmax(1) == expected.argmax(1)).float().mean().item()
+    assert agreement >= 0.99
