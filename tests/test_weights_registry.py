@@ -131,10 +131,10 @@ def test_cli_list(capsys, tmp_path):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["name", "model", "top-1", "params", "file", "cached"]
     row = next(line.split() for line in lines if line.startswith("resnet20.akamaster_cifar10"))
-    assert row[2:5] == ["91.73", "0.27", "M"] and row[-1] == "yes"
+    assert row[2:4] == ["91.73", "269,722"] and row[-1] == "yes"  # exact counts, as in README's model table
     assert main(["weights", "list"]) == 0
     rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
-    assert rows["resnet50.tv_in1k_v2"][:6] == ["resnet50", "80.86", "25.56", "M", "97.8", "MB"]
+    assert rows["resnet50.tv_in1k_v2"][:5] == ["resnet50", "80.86", "25,557,032", "97.8", "MB"]
     assert len(rows) == len(list_weights())
     with pytest.raises(SystemExit) as exc:
         main(["weights", "list", "--model", "resnet7"])

@@ -65,7 +65,7 @@ def keras_resnet(
             "weights must be None (random initialization), 'imagenet' (pre-training on ImageNet), "
             f"a registry name or the path to a weights file; received weights={weights!r}"
         )
-    if weights == "imagenet":
+    if weights == "imagenet" and depth in KERAS_DEPTHS:  # other depths: create_model's own "imagenet"
         weights = _imagenet_weights(depth, include_top)
     if include_top:
         kwargs.update(num_classes=classes, global_pool="avg", classifier_activation=classifier_activation)
