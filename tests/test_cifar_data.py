@@ -102,6 +102,7 @@ def test_missing_split_names_the_folder(tmp_path):
         load_image_tensors(tmp_path, "test", cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_TEST_TAR.is_file(), reason="shared CIFAR-10 JPEG tar not available")
 def test_shared_jpeg_tar_matches_pil_decoding(tmp_path):
     data = load_image_tensors(SHARED_TEST_TAR, "test", cache_dir=tmp_path)

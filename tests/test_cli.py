@@ -15,6 +15,7 @@ def test_console_script_version():
     assert out.stdout.strip() == f"resnets {resnets.__version__}"
 
 
+@pytest.mark.slow
 def test_python_dash_m():
     out = subprocess.run([sys.executable, "-m", "resnets", "list", "resnet2*"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -167,6 +167,7 @@ def test_bench_on_the_cpu_defaults_to_its_native_precisions(capsys) -> None:
     assert [r["mode"] for r in report["results"]] == ["torchvision eager fp32", "resnets fp32", "resnets bf16"]
 
 
+@pytest.mark.slow
 def test_gpu_check_quick_runs_every_part_on_the_cpu(tmp_path) -> None:
     out = tmp_path / "gpu_check.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick",

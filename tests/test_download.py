@@ -275,6 +275,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_download(server, tmp_path):
     entry = make_entry(server, data=BIG)
     server.pace = 0.02  # 64 pieces: the transfer takes over a second, so the two requests overlap

@@ -22,6 +22,7 @@ def test_embedded_weights_load_offline_and_classify_the_examples(monkeypatch, ca
     assert answers == {"airplane": "airplane", "cat": "cat", "ship": "ship"}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_TEST.exists(), reason="shared CIFAR-10 data not present")
 def test_embedded_weights_reach_their_recorded_accuracy(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("RESNETS_CACHE", str(tmp_path))

@@ -104,6 +104,7 @@ OTHER_NETWORKS = {
     ("resnet18", "gradcam"), ("resnet18", "gradcam++"), ("plain20", "gradcam"), ("plain20", "gradcam++"),
     ("resnet50-v1", "gradcam"), ("keras-ResNet18", "gradcam"),
 ])
+@pytest.mark.slow
 def test_matches_pytorch_grad_cam_on_other_networks(name, method):
     model = OTHER_NETWORKS[name]()
     size = min(model.input_size[-1], 96)  # ImageNet nets at 96x96 (3x3 last stage): same maths, 5x faster

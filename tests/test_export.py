@@ -11,6 +11,7 @@ from resnets.inference.export import export_onnx, export_program, run_exported
 from resnets.inference.prepare import prepare
 
 
+@pytest.mark.slow
 def test_onnx_fp32_matches_eager_on_real_images(cifar_model, tmp_path) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")

@@ -315,6 +315,7 @@ class Worker:
         self.log.close()
 
 
+@pytest.mark.slow
 def test_readers_survive_mutated_files(tmp_path):
     marker = tmp_path / "code-ran"
     # The payload is real: plain unpickling runs it (then the marker is removed for the fuzz run).

@@ -27,6 +27,7 @@ def test_logits_with_no_activation_match_create_model():
         assert torch.allclose(ResNet18(weights=None, classes=5).eval().forward_head(plain.forward_features(x)).sum(), torch.tensor(1.0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling, shape", [(None, (1, 2048, 7, 7)), ("avg", (1, 2048)), ("max", (1, 2048))])
 def test_notop_outputs(pooling, shape):
     model = ResNet50(weights=None, include_top=False, pooling=pooling).eval()

@@ -49,6 +49,7 @@ def ours(path, x: np.ndarray, fold_bias: bool = True, features: bool = False) ->
     return out.permute(0, 2, 3, 1).numpy() if features else out.numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fold_bias", [True, False])
 def test_legacy_h5_logits_match_keras(top50, legacy50, fold_bias):
     _, x, expected = top50
@@ -62,6 +63,7 @@ def test_legacy_h5_logits_match_keras(top50, legacy50, fold_bias):
     assert (got.argmax(1) == expected.argmax(1)).all()
 
 
+@pytest.mark.slow
 def test_notop_feature_map_matches_keras_at_224(tmp_path):
     model = keras_resnet(50, include_top=False, seed=2)
     path = write_legacy_h5(model, tmp_path / "notop.h5")
@@ -91,6 +93,7 @@ def test_files_saved_by_keras(top50, tmp_path, name):
     np.testing.assert_allclose(ours(path, x, fold_bias=False), expected, rtol=0, atol=TOL)
 
 
+@pytest.mark.slow
 def test_resnet101_caffe_block_numbering(tmp_path):
     """Depth from the block counts, and Caffe's ``res4b1``..``res4b22`` numbering of deep nets."""
     model = keras_resnet(101, include_top=False, seed=4)

@@ -30,6 +30,7 @@ def keras_input():
     return preprocess_input(np.expand_dims(x, axis=0))
 
 
+@pytest.mark.slow
 def test_classify_example(keras_files, capsys):
     keras_model, weights_file = keras_files
     # --- the tutorial, imports changed -----------------------------------------------
@@ -62,6 +63,7 @@ def resnets_wnid(index: int) -> str:
     return imagenet_classes()[index][0]
 
 
+@pytest.mark.slow
 def test_feature_example(keras_files):
     keras_model, weights_file = keras_files
     # --- the tutorial, imports changed -----------------------------------------------

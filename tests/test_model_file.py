@@ -53,6 +53,7 @@ def run_cli(capsys, *args: str) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["paper-cifar", "fast-cifar", "finetune"])
 def test_train_predict_eval_optimize_export_round_trip(tmp_path, capsys, recipe):
     data, run = tmp_path / "data", tmp_path / "run"

@@ -42,6 +42,7 @@ def test_plain_cifar_nets_have_option_a_param_count(depth):
     assert sum(p.numel() for p in plain.parameters()) == PARAMS[f"resnet{depth}"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", IMAGENET)
 def test_torchvision_state_dict_gives_torchvision_outputs(name):
     torch.manual_seed(0)
@@ -56,6 +57,7 @@ def test_torchvision_state_dict_gives_torchvision_outputs(name):
     assert (got - expected).abs().max().item() < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", resnets.list_models())
 def test_output_shapes_at_several_input_sizes(name):
     model = resnets.create_model(name).eval()

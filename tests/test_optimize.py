@@ -90,6 +90,7 @@ def test_bf16_top1_within_02_points(cifar_model: nn.Module, eager_logits: torch.
     assert abs(bf16 - fp32) <= 0.2
 
 
+@pytest.mark.slow
 def test_int8_top1_within_05_points(cifar_model: nn.Module, eager_logits: torch.Tensor) -> None:
     pytest.importorskip("torchao")
     calib, x, y = split()

@@ -24,6 +24,7 @@ def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return ((got - expected).abs().max() / expected.abs().max()).item()
 
 
+@pytest.mark.slow
 def test_fp32_cifar_logits_match_eager(cifar_model: nn.Module, eager_logits: torch.Tensor) -> None:
     fast = optimize(cifar_model, "fp32", backend="onnxruntime")
     assert fast.precision == "fp32" and "onnxruntime" in repr(fast)

@@ -59,6 +59,7 @@ def reference_logits(paths, checkpoint: Path) -> np.ndarray:
         return model(torch.from_numpy(x).permute(0, 3, 1, 2).float()).numpy()
 
 
+@pytest.mark.slow
 @needs_shared
 @pytest.mark.parametrize("depth, published", [(20, 81.03), (32, 82.56)])
 def test_eval_reproduces_the_checkpoints_accuracy_on_the_jpeg_test_set(depth, published, capsys, data_cache,

@@ -21,6 +21,7 @@ from resnets.pipeline import load_inference  # noqa: E402
 from resnets.predict import predict_files  # noqa: E402
 from resnets.serve import ServeConfig  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a headless browser
 ROOT = Path(__file__).resolve().parents[1]
 CAT = ROOT / "examples" / "images" / "cifar10_cat.jpg"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

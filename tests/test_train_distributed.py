@@ -13,6 +13,8 @@ from resnets.train import make_config, train
 from resnets.train.metrics import read_metrics
 from test_cifar_data import write_fake_cifar
 
+pytestmark = pytest.mark.slow  # several processes under torchrun
+
 
 def torchrun(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     """``torchrun --nproc_per_node=2 -m resnets ARGS`` (gloo); a run past ``timeout`` s fails the test.

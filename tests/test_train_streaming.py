@@ -164,6 +164,7 @@ def test_auto_mode_streams_only_large_data_sets(monkeypatch):
         streaming.choose_data_mode("disk", 1, 32)
 
 
+@pytest.mark.slow
 def test_two_process_gloo_stream_run_matches_one_process(folder, tmp_path):
     # frozen BatchNorm statistics: then the 2 x 4 images of each step give exactly the gradient of the 8
     args = ["--data", str(folder), "--data-mode", "stream", "--workers", "1", "--image-size", "32", "--epochs", "1",
@@ -178,6 +179,7 @@ def test_two_process_gloo_stream_run_matches_one_process(folder, tmp_path):
         assert two[0][key] == pytest.approx(one[0][key], rel=1e-4), key
 
 
+@pytest.mark.slow
 def test_a_process_whose_share_of_a_batch_is_all_bad_files_skips_the_step_with_the_others(tmp_path):
     # 2 processes, global batch 8: rank 1 takes places 4-7 of each batch, and every other test image from 1 on
     data = tmp_path / "data"
