@@ -7,6 +7,7 @@ or the cluster's port, and their children (``ray stop`` would stop every Ray on 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ import ray  # noqa: E402
 
 import resnets.ray  # noqa: E402
 from resnets.cli import main  # noqa: E402
+from resnets.data.images import find_images  # noqa: E402
 from resnets.ray import jobs  # noqa: E402
 
 TEST_TAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg" / "test.tar"
@@ -73,7 +75,7 @@ def _cluster_pids(marks: list[str]) -> set[int]:
 
 def _stop(marks: list[str]) -> None:
     pids = _cluster_pids(marks)
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
         for pid in pids:
             try:
                 os.kill(pid, sig)
@@ -212,13 +214,14 @@ def test_killing_the_model_actor_mid_run_loses_and_repeats_nothing(cluster, imag
     go = tmp_path / "go"
 
     def gate(batch: pa.Table) -> pa.Table:
-        """Hold the second half of the files until the test has killed the actor (at most 60 s)."""
+        """Hold the second half of the files until the test has killed the actor (at most 30 s)."""
         import time as _time
         from pathlib import Path as _Path
 
-        deadline = _time.monotonic() + 60
+        deadline = _time.monotonic() + 30
         while min(batch.column("index").to_pylist()) >= half and not _Path(go).exists():
             if _time.monotonic() > deadline:
+                _Path(f"{go}.timed-out").touch()  # the test then fails: the kill was not mid-run
                 break
             _time.sleep(0.05)
         return batch
@@ -230,7 +233,8 @@ def test_killing_the_model_actor_mid_run_loses_and_repeats_nothing(cluster, imag
     ds = resnets.ray.map_features(ds, WEIGHTS, batch_size=10, actors=1)
     rows: dict[int, list] = {}
     killed = None
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+    # No prefetching: it would hold back the last block of the first half until the gate opens.
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
         for index, path, vector, error in zip(*(batch.column(c).to_pylist()
                                                 for c in ("index", "path", "features", "error"))):
             assert index not in rows, f"row {index} ({path}) delivered twice"
@@ -242,7 +246,7 @@ def test_killing_the_model_actor_mid_run_loses_and_repeats_nothing(cluster, imag
             os.kill(killed, signal.SIGKILL)
             assert not any(i >= half for i in rows)  # the second half is still to do
             go.touch()
-    assert killed is not None
+    assert killed is not None and not Path(f"{go}.timed-out").exists()
     assert sorted(rows) == list(range(len(paths)))  # nothing lost
     assert [rows[i][0] for i in range(len(paths))] == paths
     np.testing.assert_allclose(np.array([rows[i][1] for i in range(len(ref_paths))]), ref_features,
@@ -250,3 +254,27 @@ def test_killing_the_model_actor_mid_run_loses_and_repeats_nothing(cluster, imag
     assert all(rows[i][2] is None for i in range(len(ref_paths)))
     assert rows[len(paths) - 1][1] is None and "not an image file" in rows[len(paths) - 1][2]
     assert _actor_pids(cluster.marks) and killed not in _actor_pids(cluster.marks)  # Ray restarted the actor
+
+
+def test_predict_on_the_cluster_equals_the_local_engine(cluster, images, ray_env, capsys):
+    common = ["predict", "--weights", WEIGHTS, "--top", "3", "--json", str(images)]
+    assert main(common + ["--workers", "0"]) == 1  # 1: some files could not be read
+    local = capsys.readouterr()
+    assert main(common + ["--engine", "ray", "--address", cluster.address, "--batch-size", "16"]) == 1
+    remote = capsys.readouterr()
+    local_lines = [json.loads(line) for line in local.out.splitlines()]
+    remote_lines = [json.loads(line) for line in remote.out.splitlines()]
+    assert [r["path"] for r in remote_lines] == [str(p) for p in find_images(images)]  # every file, in order
+    by_path = {r["path"]: r for r in local_lines}
+    assert len(by_path) == len(remote_lines) == 203
+    for r in remote_lines:
+        expected = by_path[r["path"]]
+        if "error" in expected:
+            assert r == expected
+            continue
+        assert [p["id"] for p in r["predictions"]] == [p["id"] for p in expected["predictions"]]
+        np.testing.assert_allclose([p["probability"] for p in r["predictions"]],
+                                   [p["probability"] for p in expected["predictions"]], atol=2e-6)
+    skipped = sorted(line for line in remote.err.splitlines() if line.startswith("resnets predict: skipped"))
+    assert skipped == sorted(line for line in local.err.splitlines() if line.startswith("resnets predict: skipped"))
+    assert len(skipped) == 3
