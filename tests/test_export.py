@@ -43,7 +43,13 @@ def test_cli_export_exit_codes(tmp_path, capsys) -> None:
     assert out.is_file() and "max abs diff" in capsys.readouterr().out
     # The file's check fails loudly when the tolerance cannot be met.
     assert main([*args, "--tolerance", "1e-12"]) == 1
-    assert "differs from eager" in capsys.readouterr().out
+    assert "differs from eager PyTorch by more than the tolerance; the file was removed" in capsys.readouterr().err
+    assert not out.exists()
+    for bad in (["--tolerance", "-1"], ["--input-size", "-32"], ["--input-size", "0"], ["-o", str(tmp_path)]):
+        with pytest.raises(SystemExit) as e:
+            main([*args[:-2], *(bad if bad[0] == "-o" else [*bad, "-o", str(out)])])
+        assert e.value.code == 2, bad
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(SystemExit) as e:
         main(["export", "resnet20", "--weights", "none", "--format", "onnx", "--precision", "int8", "-o", str(tmp_path / "q.onnx")])
     assert e.value.code == 2

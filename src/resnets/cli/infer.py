@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from dataclasses import asdict
 
 from ..choices import BACKENDS, FORMATS, PRECISIONS
@@ -94,6 +95,12 @@ def run_export(args: argparse.Namespace) -> int:
         raise UsageError("ONNX export is fp32 only; use --format exported-program for bf16 or int8")
     if args.calibration and args.precision != "int8":
         raise UsageError("--calibration only applies to --precision int8")
+    if Path(args.output).is_dir():
+        raise UsageError(f"-o {args.output} is a folder; give the file to write, e.g. {Path(args.output) / 'model.onnx'}")
+    if args.tolerance is not None and args.tolerance < 0:
+        raise UsageError(f"--tolerance must be >= 0, got {args.tolerance:g}")
+    if args.input_size is not None and args.input_size < 32:
+        raise UsageError(f"--input-size must be at least 32 (the networks downsample 32x), got {args.input_size}")
     inf = load_inference(*model_and_weights(args), progress=args.progress)
     model = inf.model
     entry = getattr(model, "pretrained_cfg", None)
@@ -113,7 +120,9 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"max abs diff vs eager fp32 on a batch of {len(check)}: {diff:.3g} (max |output| {scale:.3g}, "
           f"relative {diff / max(scale, 1e-12):.3g}, tolerance {tolerance:g})")
     if diff > tolerance * max(scale, 1e-12):
-        print(f"resnets export: error: {args.output} differs from eager PyTorch by more than the tolerance")
+        Path(args.output).unlink(missing_ok=True)  # never leave a file that failed its check where one is expected
+        print(f"resnets export: error: {args.output} differs from eager PyTorch by more than the tolerance; "
+              "the file was removed", file=sys.stderr)
         return 1
     return 0
 
