@@ -340,3 +340,9 @@ def test_keras_arguments_out_of_range_are_named():
         resnets.ResNet50(weights=None, classes=-1)
     with pytest.raises(ValueError, match=r"drop_rate \(Keras' dropout_rate\) must lie in \[0, 1\), got 2.0"):
         resnets.ResNet50(weights=None, dropout_rate=2.0)
+
+
+def test_resuming_a_missing_run_says_so(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--resume", "--out", str(tmp_path / "nothing")])
+    assert e.value.code == 2

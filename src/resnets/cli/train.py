@@ -163,6 +163,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     saved = Path(args.out or "") / "config.json"
     if args.resume and args.out and saved.is_file():
         return TrainConfig.from_dict({**TrainConfig.load(saved).__dict__, **values})
+    if args.resume and args.out and not args.data:
+        raise UsageError(f"--resume: {saved} not found, so there is no run to continue in {args.out} "
+                         "(give --data to start one there)")
     if not args.data:
         raise UsageError("--data is required (unless resuming a run with --resume --out RUN_DIR)")
     try:
