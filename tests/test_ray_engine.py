@@ -23,13 +23,13 @@ import pytest
 
 pytest.importorskip("ray.data")
 
-import pyarrow as pa  # noqa: E402
-import ray  # noqa: E402
+import pyarrow as pa
+import ray
 
-import resnets.ray  # noqa: E402
-from resnets.cli import main  # noqa: E402
-from resnets.data.images import find_images  # noqa: E402
-from resnets.ray import jobs  # noqa: E402
+import resnets.ray
+from resnets.cli import main
+from resnets.data.images import find_images
+from resnets.ray import jobs
 
 TEST_TAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg" / "test.tar"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not TEST_TAR.exists(), reason="shared CIFAR-10 data not present")]
@@ -208,7 +208,7 @@ def _actor_pids(marks: list[str]) -> list[int]:
 
 def test_killing_the_model_actor_mid_run_loses_and_repeats_nothing(cluster, images, local_reference, ray_env,
                                                                   tmp_path):
-    ref_features, ref_paths, ref_errors = local_reference
+    ref_features, ref_paths, _ = local_reference
     paths = ref_paths + [str(images / "cat" / "zz_not_an_image.jpg")]
     half = 100
     go = tmp_path / "go"
@@ -278,3 +278,19 @@ def test_predict_on_the_cluster_equals_the_local_engine(cluster, images, ray_env
     skipped = sorted(line for line in remote.err.splitlines() if line.startswith("resnets predict: skipped"))
     assert skipped == sorted(line for line in local.err.splitlines() if line.startswith("resnets predict: skipped"))
     assert len(skipped) == 3
+
+
+def test_map_features_decodes_bytes_datasets_like_files(cluster, images, local_reference, ray_env):
+    ref_features, ref_paths, ref_errors = local_reference
+    ray.init(address=cluster.address)
+    ds = ray.data.read_binary_files(str(images), include_paths=True)  # columns bytes, path
+    out = resnets.ray.map_features(ds, WEIGHTS, bytes_column="bytes", batch_size=16)
+    rows = pa.concat_tables(out.iter_batches(batch_format="pyarrow", batch_size=None))
+    assert sorted(rows.column_names) == ["error", "features", "path"]  # the bytes are dropped once decoded
+    by_path = {p: (f, e) for p, f, e in zip(*(rows.column(c).to_pylist() for c in ("path", "features", "error")))}
+    assert sorted(by_path) == sorted(ref_paths + [line.split("\t")[0] for line in ref_errors.splitlines()[1:]])
+    np.testing.assert_allclose(np.stack([by_path[p][0] for p in ref_paths]), ref_features, rtol=1e-5, atol=1e-5)
+    errors = {p: e for p, (f, e) in by_path.items() if e is not None}
+    assert all(by_path[p][0] is None for p in errors)
+    # The same words as the local engine's errors file, naming each file by its path.
+    assert sorted(f"{p}\t{e}" for p, e in errors.items()) == sorted(ref_errors.splitlines()[1:])

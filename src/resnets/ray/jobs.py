@@ -90,6 +90,16 @@ def _plan(device: str, actors: int) -> _Plan:
     return _Plan("cuda" if gpu else "cpu", 1, 1 if gpu else 0)
 
 
+def _check_utf8(keys: Sequence[str]) -> None:
+    """Refuse, before any work, file names that Arrow (Ray Data's blocks, the Parquet shards) cannot hold."""
+    for key in keys:
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{key!r}: this file name is not valid UTF-8 and cannot go through Ray Data; "
+                             "rename it, or use the local engine") from None
+
+
 def _list_hash(keys: Sequence[str]) -> str:
     digest = hashlib.sha256()
     for k in keys:
@@ -213,6 +223,7 @@ def extract_features(
     keys = [str(p) for p in paths]
     if not keys:
         raise ValueError("no image files to extract features from")
+    _check_utf8(keys)
     shard_size = _shard_size(shard_size)
     job = {"engine": "ray", "model": model, "weights": None if weights is None else str(weights),
            "precision": precision, "backend": backend, "pooling": pooling, "layer": layer}
@@ -259,6 +270,7 @@ def predict_files(
     the order of ``paths``, each chunk as soon as it and those before it are done (shards in a
     temporary folder: like the local engine, predict does not resume)."""
     keys = [str(p) for p in paths]
+    _check_utf8(keys)
     shard_size = _shard_size(shard_size)
     with tempfile.TemporaryDirectory(prefix="resnets-ray-") as tmp, connected(address):
         plan = _plan(device, actors)

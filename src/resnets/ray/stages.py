@@ -40,8 +40,8 @@ class _EncodedImage:
         self.path, self.data = path, data
 
     def load(self) -> Image.Image:
-        if self.data is None:
-            raise ImageLoadError(self.path, "no bytes (null in the dataset)")
+        if not self.data:  # as load_img words it for an empty file
+            raise ImageLoadError(self.path, "empty file (0 bytes)" if self.data is not None else "no bytes (null)")
         try:
             return load_img(io.BytesIO(self.data))
         except ImageLoadError as e:  # load_img names in-memory data "<bytes>"
@@ -59,6 +59,8 @@ def decode_batch(batch: pa.Table, preprocessing: Preprocessing, path_column: str
     items = paths if bytes_column is None else [
         _EncodedImage(p, b) for p, b in zip(paths, batch.column(bytes_column).to_pylist())]
     files = ImageFiles(items, preprocessing)
+    if bytes_column is not None:  # decoded: the pixels replace the file's bytes
+        batch = batch.drop_columns([bytes_column])
     samples = [files[i] for i in range(len(files))]
     arrays = [None if s.error is not None else s.image.numpy().astype(np.float32, copy=False) for s in samples]
     pixels = [None if a is None else a.tobytes() for a in arrays]
@@ -159,7 +161,8 @@ def map_features(
     column (null for good images); a file that cannot be read keeps its row with null features.
 
     Images are read from the files named in ``path_column`` (visible to every node), or decoded from
-    ``bytes_column`` (e.g. ``ray.data.read_binary_files(..., include_paths=True)``, ``bytes_column="bytes"``).
+    ``bytes_column`` (e.g. ``ray.data.read_binary_files(..., include_paths=True)``, ``bytes_column="bytes"``;
+    that column is dropped once decoded, the path names the file in errors).
     The architecture, classes and preprocessing come from ``weights`` (a registry name or a file every
     node can read). ``actors`` model copies run at once, each holding ``actor_cpus`` CPUs and
     ``actor_gpus`` GPUs; ``precision``/``backend`` optimise each copy as :func:`resnets.optimize` does
