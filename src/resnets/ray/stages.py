@@ -129,10 +129,12 @@ def _map(ds: ray.data.Dataset, task: str, top: int, weights: str | os.PathLike |
     ).repartition(target_num_rows_per_block=batch_size)
     # Blocks of one model batch each; the repartition also keeps Ray from fusing decoding into the
     # actors, so that it runs as tasks on every free CPU of the cluster while the actors run models.
+    if weights is not None and os.path.exists(weights):  # a file: the actors' current folder is not ours
+        weights = os.path.abspath(weights)
     load = {"model_name": local.name, "weights": None if weights is None else str(weights), "precision": precision,
             "features": features, "device": "cuda" if actor_gpus and device.startswith("cuda") else device,
             "backend": backend, "progress": False,
-            "calibration": [Path(p) for p in calibration] if calibration is not None else None}
+            "calibration": [Path(p).absolute() for p in calibration] if calibration is not None else None}
     return decoded.map_batches(
         ModelActor, batch_format="pyarrow", batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=actor_cpus, num_gpus=actor_gpus or None,
