@@ -94,6 +94,19 @@ def test_second_build_reuses_the_cached_files(cifar_model: nn.Module) -> None:
     assert optimize(changed, "fp32", backend="openvino").path.parent != folder
 
 
+def test_feature_extractors_of_the_same_weights_are_cached_apart() -> None:
+    from resnets.pipeline import StageFeatures
+
+    net = randomize_bn(resnets.create_model("resnet18")).eval()
+    x = torch.randn(2, 3, 64, 64)
+    for pooling in ("avg", "max"):  # same weights and repr: only what they compute differs
+        extractor = StageFeatures(net, 3, pooling).eval()
+        with torch.no_grad():
+            expected = extractor(x)
+        got = optimize(extractor, "fp32", example_inputs=x, backend="openvino")(x)
+        assert relative_error(got, expected) < 1e-4, pooling
+
+
 def test_direct_reference_runs_the_same_file_like_benchmark_app() -> None:
     from resnets.inference.bench import Runner, compare
     from resnets.inference.ov import direct_benchmark
