@@ -53,5 +53,6 @@ def test_cli_bench_json_with_end_to_end(tmp_path, capsys) -> None:
     assert base["ratio"] == 1.0 and base["images_per_s"] == pytest.approx(1e3 / base["latency_ms_median"])
     assert all(r["images_per_s"] > 0 and r["latency_ms_p90"] >= r["latency_ms_median"] * 0.999
                for r in report["results"])
-    assert "6 images" in report["results"][-1]["note"]  # 4 batches of 2, the first untimed
+    # 8 images read 6 times for at least 20 timed batches: 24 batches of 2, the first untimed.
+    assert "46 images" in report["results"][-1]["note"] and "(6 passes)" in report["results"][-1]["note"]
     assert all(r["of_model_only"] > 0 for r in report["results"][-2:])

@@ -11,6 +11,9 @@ from dataclasses import asdict
 from ..choices import BACKENDS, FORMATS, PRECISIONS
 from .common import UsageError, add_device_option, add_model_options, add_progress_option, model_and_weights
 
+#: Batches ``resnets bench --end-to-end`` times per mode (cycling through the folder): a steady state.
+END_TO_END_BATCHES = 20
+
 
 
 def _csv(kind: type, choices: tuple[str, ...] | None = None):
@@ -61,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-compile", action="store_true",
                    help="skip torch.compile (int8 is then left out) (default: compile, as resnets.optimize does)")
     p.add_argument("--end-to-end", metavar="DIR", default=None,
-                   help="also time JPEG decode + resize + inference over the images in DIR (default: model only)")
+                   help="also time JPEG decode + resize + inference over the images in DIR, read again until "
+                        f"{END_TO_END_BATCHES} batches are timed (default: model only)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for --end-to-end (default: 2)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table (default: a table)")
     p.add_argument("--save", metavar="FILE", default=None, help="also write the JSON to FILE (default: not saved)")
@@ -205,7 +209,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.end_to_end and b > 1:
             for mode in optimized:
                 r = end_to_end(models[mode], args.end_to_end, b, size, args.workers,
-                               f"end-to-end {mode.removeprefix('resnets ')}")
+                               f"end-to-end {mode.removeprefix('resnets ')}", min_batches=END_TO_END_BATCHES)
                 model_only = next(x for x in results if x.mode == mode and x.batch == b)
                 r.of_model_only = r.images_per_s / model_only.images_per_s
                 results.append(r)
