@@ -48,8 +48,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    previous = os.environ.get("RESNETS_DEBUG")
     if args.debug:
         os.environ["RESNETS_DEBUG"] = "1"  # resnets.quiet: show the known-harmless third-party warnings too
+    try:
+        return _run(parser, args)
+    finally:  # main() called from Python (tests, notebooks) leaves the environment as it found it
+        if previous is None:
+            os.environ.pop("RESNETS_DEBUG", None)
+        else:
+            os.environ["RESNETS_DEBUG"] = previous
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, while it can still be handled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -149,6 +150,16 @@ def _baseline(name: str, model):
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """``resnets bench``; with ``--json`` whatever a library prints while it builds a mode goes to stderr, so
+    standard output holds the JSON alone."""
+    if not args.json:
+        return _bench(args, sys.stdout)
+    out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return _bench(args, out)
+
+
+def _bench(args: argparse.Namespace, out) -> int:
     import torch
 
     from ..inference import optimize
@@ -224,7 +235,7 @@ def run_bench(args: argparse.Namespace) -> int:
         with atomic_path(args.save) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2), file=out)
     else:
         m = report["machine"]
         where = m["gpu"] if device.type == "cuda" else f"{m['cpu']}, {m['threads']} threads"
