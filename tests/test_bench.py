@@ -29,6 +29,7 @@ def test_rounds_interleave_and_time_each_call() -> None:
     assert min(times["b"]) >= 0.01 > max(times["a"])
 
 
+@pytest.mark.slow
 def test_cli_bench_json_with_end_to_end(tmp_path, capsys) -> None:
     pytest.importorskip("torchvision")
     rng = np.random.default_rng(0)

@@ -51,6 +51,7 @@ def test_bad_usage_exits_2(argv, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_runtime_error_is_one_line_without_traceback():
     out = subprocess.run(["resnets", "summary", "resnet20", "--input-size", "0"], capture_output=True, text=True)
     assert out.returncode == 1

@@ -149,6 +149,7 @@ def test_experiment_depths_are_checked_before_training(depths, message, capsys):
 # --- broken pipe ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["list", "resnet2*"], ["summary", "resnet20"]])
 def test_closed_pipe_stops_quietly(argv):
     read, write = os.pipe()

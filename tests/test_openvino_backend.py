@@ -44,6 +44,7 @@ def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return ((got - expected).abs().max() / expected.abs().max()).item()
 
 
+@pytest.mark.slow
 def test_fp32_matches_eager_in_latency_and_throughput_modes() -> None:
     model = randomize_bn(resnets.create_model("resnet18", num_classes=0)).eval()
     fast = optimize(model, "fp32", example_inputs=torch.zeros(1, 3, 64, 64), backend="openvino")
@@ -59,6 +60,7 @@ def test_fp32_matches_eager_in_latency_and_throughput_modes() -> None:
     assert fast.streams >= 1 and "openvino" in repr(fast)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_cifar_top1_within_05_points_of_fp32(precision: str, cifar_model: nn.Module, eager_logits: torch.Tensor) -> None:
     needs_native(precision)
@@ -74,6 +76,7 @@ def test_cifar_top1_within_05_points_of_fp32(precision: str, cifar_model: nn.Mod
         assert (out - eager_logits).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_second_build_reuses_the_cached_files(cifar_model: nn.Module) -> None:
     calib = list(split()[0][:200].split(100))
     first = optimize(cifar_model, "int8", calibration=calib, backend="openvino")
@@ -94,6 +97,7 @@ def test_second_build_reuses_the_cached_files(cifar_model: nn.Module) -> None:
     assert optimize(changed, "fp32", backend="openvino").path.parent != folder
 
 
+@pytest.mark.slow
 def test_feature_extractors_of_the_same_weights_are_cached_apart() -> None:
     from resnets.pipeline import StageFeatures
 
@@ -123,6 +127,7 @@ def test_direct_reference_runs_the_same_file_like_benchmark_app() -> None:
     assert r.images_per_s > 0 and r.latency_ms_p90 >= r.latency_ms_median > 0 and "requests" in r.note
 
 
+@pytest.mark.slow
 def test_cli_bench_times_openvino_next_to_its_direct_reference(capsys) -> None:
     pytest.importorskip("torchvision")
     assert main(["bench", "--model", "resnet18", "--weights", "none", "--batch", "1,2", "--precision", "fp32,int8",
@@ -137,6 +142,7 @@ def test_cli_bench_times_openvino_next_to_its_direct_reference(capsys) -> None:
     assert all(r["ratio"] > 0 and r["latency_ms_p90"] > 0 for r in report["results"])
 
 
+@pytest.mark.slow
 def test_cli_eval_openvino_gives_torchs_top1(tmp_path, capsys) -> None:
     if not TEST_TAR.is_file():
         pytest.skip(f"{TEST_TAR} not found")
@@ -154,6 +160,7 @@ def test_cli_eval_openvino_gives_torchs_top1(tmp_path, capsys) -> None:
     assert abs(top["openvino"] - top["torch"]) <= 0.1
 
 
+@pytest.mark.slow
 def test_errors_name_the_problem(monkeypatch) -> None:
     model = resnets.create_model("resnet20").eval()
     with pytest.raises(ValueError, match=r"openvino backend runs fp32 and bf16 and int8, not 'fp16'"):

@@ -65,12 +65,14 @@ def test_bad_precision() -> None:
         optimize(resnets.create_model("resnet20"), "fp16")
 
 
+@pytest.mark.slow
 def test_fp32_cifar_logits_within_1e4(cifar_model: nn.Module, eager_logits: torch.Tensor) -> None:
     got = logits(optimize(cifar_model, "fp32", compile=False), split()[1])
     rel = ((got - eager_logits).abs().max() / eager_logits.abs().max()).item()
     assert rel < 1e-4
 
 
+@pytest.mark.slow
 def test_fp32_compiled_matches_eager() -> None:
     # Compiling takes long: a small CIFAR net (one block per stage) stands in for the big ones.
     model = randomize_bn(resnets.ResNet(resnets.BasicBlock, (1, 1, 1), (16, 32, 64), stem="cifar", num_classes=10))

@@ -54,6 +54,7 @@ def test_int8_top1_within_05_points(cifar_model: nn.Module, eager_logits: torch.
     assert (out - eager_logits).abs().max() > 1e-3, "int8 outputs equal fp32: nothing was quantized"
 
 
+@pytest.mark.slow
 def test_cli_eval_onnxruntime_gives_torchs_top1(tmp_path, capsys) -> None:
     if not TEST_TAR.is_file():
         pytest.skip(f"{TEST_TAR} not found")
@@ -98,6 +99,7 @@ def test_missing_onnxruntime_names_the_extra(monkeypatch) -> None:
         optimize(resnets.create_model("resnet20").eval(), "fp32", backend="onnxruntime")
 
 
+@pytest.mark.slow
 def test_cli_bench_names_the_onnxruntime_modes(capsys) -> None:
     pytest.importorskip("torchvision")
     assert main(["bench", "--model", "resnet18", "--weights", "none", "--batch", "2", "--precision", "fp32,bf16", "--no-compile",

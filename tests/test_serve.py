@@ -329,6 +329,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_sigterm_drains_in_flight_requests_and_exits_0(reference: dict) -> None:
     """``resnets serve`` in a subprocess: a request waiting in the batcher when SIGTERM arrives is answered."""
     port = _free_port()
@@ -364,6 +365,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(reference: dict) -> None:
             proc.wait()
 
 
+@pytest.mark.slow
 def test_cli_refuses_bad_options() -> None:
     for args, words in ((["--max-batch", "0"], "--max-batch"), (["--precision", "int8"], "--calibration")):
         run = subprocess.run([sys.executable, "-m", "resnets", "serve", "--model", "resnet20", "--weights", WEIGHTS,

@@ -73,6 +73,7 @@ def test_paper_recipe_is_section_4_2():
     assert lr_at(0, 64_000, deep, warming_up=True) == 0.01 and lr_at(0, 64_000, deep) == 0.1
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_has_identical_metrics(cifar, tmp_path):
     train(tiny_config(cifar, tmp_path / "full"), model=fresh_model())
     reference = metrics(tmp_path / "full")

@@ -69,6 +69,7 @@ def torchvision_eval(weights, files) -> tuple[torch.Tensor, torch.Tensor]:
         return model(x), torch.tensor([CLASSES.index(f.parent.name) for f in files])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["fast-cifar", "finetune"])
 def test_a_recipe_trains_on_the_same_batches_cached_or_streamed(folder, tmp_path, recipe):
     """The recipe owns the transforms: the same decode geometry and augmentation in both storage modes,
