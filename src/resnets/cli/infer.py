@@ -98,8 +98,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.format == "onnx" and args.precision != "fp32":
         raise UsageError("ONNX export is fp32 only; use --format exported-program for bf16 or int8")
-    if args.calibration and args.precision != "int8":
-        raise UsageError("--calibration only applies to --precision int8")
+    if args.calibration and not PRECISIONS_TABLE[args.precision].needs_calibration:
+        raise UsageError(f"--calibration only applies to precisions that calibrate (not {args.precision})")
     if Path(args.output).is_dir():
         raise UsageError(f"-o {args.output} is a folder; give the file to write, e.g. {Path(args.output) / 'model.onnx'}")
     if args.tolerance is not None and args.tolerance < 0:

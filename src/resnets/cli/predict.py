@@ -170,9 +170,12 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
     from ..pipeline import load_inference
 
+    from ..inference.table import precision
+
     _check_sizes(args)
-    if args.precision == "int8" and not args.calibration:
-        raise UsageError("--precision int8 needs --calibration DIR: images to calibrate on, not from the test set")
+    if precision(args.precision).needs_calibration and not args.calibration:
+        raise UsageError(f"--precision {args.precision} needs --calibration DIR: images to calibrate on, "
+                         "not from the test set")
     calibration = find_images(args.calibration) if args.calibration else None
     inf = load_inference(*model_and_weights(args), args.precision, calibration=calibration, device=args.device,
                          backend=args.backend, progress=args.progress)

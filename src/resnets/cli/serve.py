@@ -58,8 +58,11 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..data.images import find_images
     from ..pipeline import load_inference
 
-    if args.precision == "int8" and not args.calibration:
-        raise UsageError("--precision int8 needs --calibration DIR: images like the ones the service will see")
+    from ..inference.table import precision
+
+    if precision(args.precision).needs_calibration and not args.calibration:
+        raise UsageError(f"--precision {args.precision} needs --calibration DIR: images like the ones the service "
+                         "will see")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must lie in 0..65535, got {args.port}")
     try:
