@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
+import tarfile
 
 import pytest
 import torch
+from conftest import CHECKPOINT, TEST_TAR
 
 import resnets
 from resnets import choices
-from resnets.cli import common
+from resnets.cli import common, main
 from resnets.inference import optimize
 from resnets.inference.prepare import DTYPES
 from resnets.inference.table import BACKENDS, DEFAULT_BACKEND, PRECISIONS, check, check_device
@@ -69,3 +72,23 @@ def test_optimize_refuses_options_of_another_backend() -> None:
             optimize(model, "fp32", compile=True, backend=backend)
         with pytest.raises(ValueError, match=r"cuda_graphs= apply to backend='torch'"):
             optimize(model, "fp32", cuda_graphs=True, backend=backend)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_cli_eval_with_another_engine_gives_torchs_top1(backend: str, tmp_path, capsys) -> None:
+    pytest.importorskip(backend)
+    if not TEST_TAR.is_file() or not CHECKPOINT.is_file():
+        pytest.skip(f"{TEST_TAR} or {CHECKPOINT} not found")
+    subset = tmp_path / "test.tar"  # 500 real test JPEGs, 50 per class
+    with tarfile.open(TEST_TAR) as src, tarfile.open(subset, "w") as dst:
+        for member in src:
+            if member.isdir() or (member.isfile() and int(member.name.rsplit("/", 1)[1].split(".")[0]) < 50):
+                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    top = {}
+    for engine in ("torch", backend):
+        assert main(["eval", str(subset), "--model", "resnet20", "--weights", str(CHECKPOINT), "--json",
+                     "--workers", "0", "--backend", engine]) == 0
+        top[engine] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top1"]
+    assert 70 < top["torch"] < 95
+    assert abs(top[backend] - top["torch"]) <= 0.1

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from test_cifar_data import write_fake_cifar
 from test_train import Interrupt, fresh_model, interrupting_model, metrics
 from test_train_distributed import torchrun
 from torchvision import transforms as T

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
-from ..choices import FORMATS
 from ..quiet import quiet_third_party
 from ..weights.entry import META_KEY, WeightsEntry
 
