@@ -7,6 +7,7 @@ it to PIL images with torchvision's functional ops, reproducing torchvision's ow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,11 @@ class Preprocessing:
         if self.crop_size is not None:
             img = F.center_crop(img, [self.crop_size, self.crop_size])
         return F.pil_to_tensor(img) if isinstance(img, Image.Image) else img
+
+
+def resize_crop(resize_size: int, crop_size: int) -> Callable[[Image.Image | torch.Tensor], torch.Tensor]:
+    """Resize the shorter side and centre-crop, without normalising: uint8 CHW pixels for caches and loaders."""
+    return Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_size=resize_size, crop_size=crop_size).crop
 
 
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..atomic import atomic_path
 from ..cache import cache_root
-from ..preprocess import Preprocessing
+from ..preprocess import resize_crop
 from .images import ImageFiles, collate_images
 from .source import ImageList, labels_by_name, read_split
 
@@ -97,8 +97,8 @@ def load_image_tensors(
 ) -> ImageTensors:
     """``split`` of ``source`` (:func:`~resnets.data.source.read_split`) decoded at ``image_size`` (shorter
     side resized, centre crop: never squashed), cached."""
-    geometry = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_size=image_size, crop_size=image_size)
-    return decode_split(read_split(source, split), geometry.crop, f"resize {image_size} crop {image_size}",
+    return decode_split(read_split(source, split), resize_crop(image_size, image_size),
+                        f"resize {image_size} crop {image_size}",
                         cache_dir=cache_dir)
 
 

@@ -11,11 +11,15 @@ another number of processes, the same batches. Evaluation is the decode geometry
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torchvision.transforms.v2 import functional as TF
+
+from ..preprocess import resize_crop
 
 AUGMENTATIONS = ("pad-crop", "random-resized-crop", "none")
 CROP_PAD = 4
@@ -51,6 +55,10 @@ class RecipeTransforms:
         if split == "train" and self.augmentation == "random-resized-crop":
             return self.resize, self.resize
         return self.resize, self.size
+
+    def decoder(self, split: str) -> Callable[[Image.Image], torch.Tensor]:
+        """PIL image to uint8 CHW pixels at ``split``'s decode geometry (the cache's, or a streaming worker's)."""
+        return resize_crop(*self.decode_sizes(split))
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Random parameters for a global batch of ``n``: one row per image (crop box or offsets, flip)."""

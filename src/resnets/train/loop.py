@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms.v2.functional import center_crop
 from tqdm import tqdm
 
 from ..data.images import ImageBatch
@@ -179,10 +180,7 @@ def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:
             barrier(ctx)
     preprocessing = Preprocessing(tuple(config.mean), tuple(config.std), resize_size=transforms.resize, crop_size=size)
     if config.normalize == "pixel":  # the paper: subtract the per-pixel mean of the training images
-        pixels = train_set.images
-        if transforms.decode_sizes("train") != transforms.decode_sizes("eval"):
-            pixels = torch.stack([_centre(x, size) for x in pixels])
-        mean = pixels.double().mean(0).div(255).float()
+        mean = center_crop(train_set.images, [size, size]).double().mean(0).div(255).float()
         preprocessing = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_size=transforms.resize,
                                       crop_size=size, pixel_mean=tuple(mean.flatten().tolist()))
     return RunData(train_set, eval_set, split, transforms, preprocessing)
@@ -190,14 +188,7 @@ def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:
 
 def _decode(images: ImageList, transforms: RecipeTransforms, split: str, config: TrainConfig) -> ImageTensors:
     resize, crop = transforms.decode_sizes(split)
-    recipe = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_size=resize, crop_size=crop)
-    return decode_split(images, recipe.crop, f"resize {resize} crop {crop}", cache_dir=config.cache_dir)
-
-
-def _centre(image: torch.Tensor, size: int) -> torch.Tensor:
-    from torchvision.transforms.v2 import functional as TF
-
-    return TF.center_crop(image, [size, size])
+    return decode_split(images, transforms.decoder(split), f"resize {resize} crop {crop}", cache_dir=config.cache_dir)
 
 
 def _random_subset(data: ImageList, n: int, seed: int) -> ImageList:
@@ -261,10 +252,11 @@ class _Trainer:
             pin = ctx.device.type == "cuda"
             local = local_slice(config.batch_size, ctx)
             self.train_order = EpochBatches(len(self.data.train), config.batch_size, local)
-            self.train_loader = make_loader(self.data.train, self._decoder("train"), self.train_order,
-                                            config.workers, pin)
+            self.train_loader = make_loader(self.data.train, self.data.transforms.decoder("train"),
+                                            self.train_order, config.workers, pin)
             eval_order = EvalBatches(len(self.data.eval), config.eval_batch_size, ctx.rank, ctx.world_size)
-            self.eval_loader = make_loader(self.data.eval, self._decoder("eval"), eval_order, config.workers, pin)
+            self.eval_loader = make_loader(self.data.eval, self.data.transforms.decoder("eval"), eval_order,
+                                           config.workers, pin)
         # progress of the run; replaced by the checkpoint's on resume
         self.step = self.epoch = self.epoch_step = 0
         self.meters = [0.0, 0.0, 0.0]  # loss sum, correct, images of the epoch so far
@@ -292,11 +284,6 @@ class _Trainer:
             "warming_up": self.warming_up, "error_ema": self.error_ema, "best_error": self.best_error,
             "classes": list(self.data.train.classes), "model": self.config.model,
         }
-
-    def _decoder(self, split: str):
-        """The recipe's decode geometry for ``split``: PIL image to uint8 CHW (streaming workers)."""
-        resize, crop = self.data.transforms.decode_sizes(split)
-        return Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_size=resize, crop_size=crop).crop
 
     def weights_entry(self, row: dict[str, Any] | None) -> WeightsEntry:
         """What the weights written now are: the model file contract, as for any published weights."""
