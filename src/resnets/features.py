@@ -41,7 +41,7 @@ def _atomic_write(path: Path, write) -> None:
         write(str(tmp))
 
 
-def _check_meta(parts: Path, meta: dict) -> None:
+def check_meta(parts: Path, meta: dict) -> None:
     file = parts / "meta.json"
     if file.exists():
         old = json.loads(file.read_text())
@@ -111,7 +111,7 @@ def extract_features(
     parts = prepare_output(out)
     keys = [str(p) for p in paths]
     check_names(keys, out)
-    _check_meta(parts, {"job": job or {}, "files": len(keys)})
+    check_meta(parts, {"job": job or {}, "files": len(keys)})
     done, errors = _read_parts(parts)
     resumed = len(done) + len(errors)
     todo = [Path(k) for k in keys if k not in done and k not in errors]
@@ -150,14 +150,17 @@ def extract_features(
 
 def check_names(keys: Sequence[str], out: Path) -> None:
     """Refuse, before any work, file names the output format cannot hold (Parquet strings are UTF-8)."""
-    if out.suffix != ".parquet":
-        return
+    if out.suffix == ".parquet":
+        require_utf8(keys, "cannot be stored in Parquet; write .npz or .npy instead")
+
+
+def require_utf8(keys: Sequence[str], why: str) -> None:
+    """Refuse, before any work, the first file name that is not valid UTF-8, saying ``why`` that matters."""
     for key in keys:
         try:
             key.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(f"{key!r}: this file name is not valid UTF-8 and cannot be stored in Parquet; "
-                             "write .npz or .npy instead") from None
+            raise ValueError(f"{key!r}: this file name is not valid UTF-8 and {why}") from None
 
 
 def prepare_output(out: Path) -> Path:

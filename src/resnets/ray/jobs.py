@@ -27,7 +27,8 @@ import ray
 import ray.data
 
 from ..atomic import atomic_path
-from ..features import FeatureRun, _check_meta, join_results, prepare_output
+from ..features import FeatureRun, check_meta, join_results, prepare_output, require_utf8
+from ..inference.table import precision as precision_entry
 from ..pipeline import CALIBRATION_IMAGES
 from ..predict import Prediction
 from ..progress import progress_bar
@@ -88,16 +89,6 @@ def _plan(device: str, actors: int) -> _Plan:
     ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts images, across reruns too
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # not the warning that they are off
     return _Plan("cuda" if gpu else "cpu", 1, 1 if gpu else 0)
-
-
-def _check_utf8(keys: Sequence[str]) -> None:
-    """Refuse, before any work, file names that Arrow (Ray Data's blocks, the Parquet shards) cannot hold."""
-    for key in keys:
-        try:
-            key.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{key!r}: this file name is not valid UTF-8 and cannot go through Ray Data; "
-                             "rename it, or use the local engine") from None
 
 
 def _list_hash(keys: Sequence[str]) -> str:
@@ -191,8 +182,8 @@ def _read_feature_shards(parts: Path) -> tuple[dict[str, np.ndarray], dict[str, 
 
 
 def _calibration(keys: Sequence[str], precision: str) -> list[str] | None:
-    """The files int8 calibrates on, the same ones the local engine takes."""
-    return list(keys[:CALIBRATION_IMAGES]) if precision == "int8" else None
+    """The files a calibrating precision (int8) calibrates on, the same ones the local engine takes."""
+    return list(keys[:CALIBRATION_IMAGES]) if precision_entry(precision).needs_calibration else None
 
 
 def extract_features(
@@ -223,11 +214,11 @@ def extract_features(
     keys = [str(p) for p in paths]
     if not keys:
         raise ValueError("no image files to extract features from")
-    _check_utf8(keys)
+    require_utf8(keys, "cannot go through Ray Data; rename it, or use the local engine")
     shard_size = _shard_size(shard_size)
     job = {"engine": "ray", "model": model, "weights": None if weights is None else str(weights),
            "precision": precision, "backend": backend, "pooling": pooling, "layer": layer}
-    _check_meta(parts, {"job": job, "files": len(keys), "shard_size": shard_size, "list_sha256": _list_hash(keys)})
+    check_meta(parts, {"job": job, "files": len(keys), "shard_size": shard_size, "list_sha256": _list_hash(keys)})
     resumed = sum(pq.ParquetFile(p).metadata.num_rows for p in parts.glob("chunk-*.parquet"))
     with connected(address):
         plan = _plan(device, actors)
@@ -270,7 +261,7 @@ def predict_files(
     the order of ``paths``, each chunk as soon as it and those before it are done (shards in a
     temporary folder: like the local engine, predict does not resume)."""
     keys = [str(p) for p in paths]
-    _check_utf8(keys)
+    require_utf8(keys, "cannot go through Ray Data; rename it, or use the local engine")
     shard_size = _shard_size(shard_size)
     with tempfile.TemporaryDirectory(prefix="resnets-ray-") as tmp, connected(address):
         plan = _plan(device, actors)
