@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .export import _require_onnx, export_onnx
-from .prepare import int8_calibration, prepare
+from .prepare import int8_calibration, numpy_batch, prepare
 from .table import PRECISIONS
 
 
@@ -36,11 +36,7 @@ class OrtModel(nn.Module):
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
-        if x.device.type != "cpu":
-            raise ValueError(f"the onnxruntime backend runs on the CPU; the input is on {x.device}")
-        images = x.detach().to(torch.float32).contiguous().numpy()
+        images = numpy_batch(x, "onnxruntime")
         return torch.from_numpy(self.session.run(None, {self.input_name: images})[0])
 
     def extra_repr(self) -> str:

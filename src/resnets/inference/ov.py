@@ -42,7 +42,7 @@ from torch import nn
 
 from ..cache import cache_root, writable_dir
 from ..quiet import debug_enabled, quiet_third_party
-from .prepare import int8_calibration, prepare
+from .prepare import int8_calibration, numpy_batch, prepare
 from .table import PRECISIONS
 
 #: ``INFERENCE_PRECISION_HINT`` per precision; int8 leaves the layers NNCF keeps in float to the
@@ -211,11 +211,7 @@ class OVModel(nn.Module):
         return int(self.compiled(THROUGHPUT).get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
-        if x.device.type != "cpu":
-            raise ValueError(f"the openvino backend runs on the CPU; the input is on {x.device}")
-        images = x.detach().to(torch.float32).contiguous().numpy()
+        images = numpy_batch(x, "openvino")
         with self._lock:
             if len(images) <= 1:
                 return torch.from_numpy(self._latency_request().infer({0: images}, share_inputs=True)[0].copy())

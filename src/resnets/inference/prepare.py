@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterable
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,6 +26,15 @@ Precision = Literal["fp32", "bf16", "fp16", "int8"]
 # autocast would re-cast every weight on every call (its cast cache only keeps tensors that require
 # grad), an extra kernel and read of the weights per layer.
 DTYPES = {name: p.dtype for name, p in PRECISIONS.items()}
+
+
+def numpy_batch(x: torch.Tensor, engine: str) -> np.ndarray:
+    """An NCHW float batch as the contiguous float32 array a CPU engine (onnxruntime, OpenVINO) takes."""
+    if x.ndim != 4:
+        raise ValueError(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
+    if x.device.type != "cpu":
+        raise ValueError(f"the {engine} backend runs on the CPU; the input is on {x.device}")
+    return x.detach().to(torch.float32).contiguous().numpy()
 
 
 def prepare(
