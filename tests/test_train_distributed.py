@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -16,25 +20,43 @@ from test_cifar_data import write_fake_cifar
 pytestmark = pytest.mark.slow  # several processes under torchrun
 
 
+def _descendants(pid: int) -> list[int]:
+    """Process ids below ``pid`` (read from /proc, Linux)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # the parent pid
+            children.append(int(stat.parent.name))
+    return children + [d for c in children for d in _descendants(c)]
+
+
 def torchrun(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     """``torchrun --nproc_per_node=2 -m resnets ARGS`` (gloo); a run past ``timeout`` s fails the test.
 
-    On timeout torchrun is sent SIGTERM, on which it kills its workers (each in its own session, where
-    a rank hung in a collective would otherwise live on); their output goes to files, not to pipes
-    that such a rank would hold open.
+    On timeout every process of the job gets SIGABRT first, on which Python's faulthandler writes each
+    thread's stack to the captured stderr (where the job waited), then torchrun is terminated. Output
+    goes to files, not to pipes that a hung rank would hold open.
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "resnets", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            for pid in _descendants(proc.pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGABRT)
+            time.sleep(2)
             proc.terminate()
             proc.wait(timeout=60)
+            out.seek(0)
             err.seek(0)
-            pytest.fail(f"torchrun still running after {timeout} s (a rank waiting in a collective?):\n"
-                        f"{err.read()[-3000:]}")
+            pytest.fail(f"torchrun still running after {timeout} s; stdout:\n{out.read()[-2000:]}\n"
+                        f"stderr (stacks of the job's processes):\n{err.read()[-12000:]}")
         out.seek(0)
         err.seek(0)
         return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
@@ -49,7 +71,7 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
     train(make_config("fast-cifar", data=str(tmp_path), out=str(tmp_path / "one"), progress=False, **args))
 
     proc = torchrun(["train", "--data", str(tmp_path), "--out", str(tmp_path / "two"), "--no-progress",
-                     *[x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", str(v))]], timeout=300)
+                     *[x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", str(v))]], timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("done:") == 1  # only rank 0 reports
 
@@ -75,7 +97,7 @@ def test_a_run_killed_in_one_process_resumes_in_two(tmp_path):
     with pytest.raises(Interrupt):
         train(make_config("fast-cifar", out=str(tmp_path / "moved"), checkpoint_every_steps=1, **args),
               model=interrupting_model(after_steps=5))
-    proc = torchrun(["train", "--resume", "--out", str(tmp_path / "moved"), "--no-progress"], timeout=300)
+    proc = torchrun(["train", "--resume", "--out", str(tmp_path / "moved"), "--no-progress"], timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     one, moved = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "moved")

@@ -171,7 +171,7 @@ def test_two_process_gloo_stream_run_matches_one_process(folder, tmp_path):
             "--batch-size", "8", "--lr", "0.0005", "--freeze", "bn", "--threads", "1", "--precision", "fp32",
             "--no-progress"]
     assert main(["train", *args, "--out", str(tmp_path / "one")]) == 0
-    proc = torchrun(["train", *args, "--out", str(tmp_path / "two")], timeout=300)
+    proc = torchrun(["train", *args, "--out", str(tmp_path / "two")], timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert [r["step"] for r in two] == [r["step"] for r in one] == [5]

@@ -71,6 +71,10 @@ class EvalBatches(Sampler[list[int]]):
 
 def make_loader(images: ImageList, transform: Callable[[Image.Image], torch.Tensor], batches: Sampler,
                 workers: int, pin_memory: bool) -> DataLoader:
-    """A DataLoader of ``ImageBatch``es over ``images``; workers persist across epochs."""
+    """A DataLoader of ``ImageBatch``es over ``images``.
+
+    Workers live as long as one pass (an epoch's iterator): persistent workers outliving the loop
+    are shut down by interpreter-exit hooks, a known source of hangs at the end of a run.
+    """
     return DataLoader(ImageFiles(images.images, transform), batch_sampler=batches, num_workers=workers,
-                      collate_fn=collate_images, pin_memory=pin_memory, persistent_workers=workers > 0)
+                      collate_fn=collate_images, pin_memory=pin_memory)
