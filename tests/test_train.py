@@ -14,7 +14,7 @@ from resnets.train import TrainConfig, TrainingDiverged, make_config, train
 from resnets.train.schedule import lr_at
 from test_cifar_data import write_fake_cifar
 
-TIME_COLUMNS = ("epoch_time_s", "images_per_s")
+TIME_COLUMNS = ("epoch_time_s", "images_per_s", "wall_s")
 
 
 @pytest.fixture(scope="module")

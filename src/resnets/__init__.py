@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "decode_predictions": ".classes",
     **dict.fromkeys(("array_to_img", "img_to_array", "load_img"), ".data.images"),
     **dict.fromkeys(("Explanation", "explain"), ".explain"),
+    "train": ".train",
     **dict.fromkeys(("Preprocessing", "preprocess_input"), ".preprocess"),
     **dict.fromkeys(("WeightsEntry", "get_weights", "list_weights"), ".weights"),
 }
@@ -57,8 +58,8 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """Keeps ``resnets.explain`` the function: importing the submodule ``resnets.explain`` would otherwise
-    bind the module to that name (the eager package bound the function after the submodule)."""
+    """Keeps ``resnets.explain`` and ``resnets.train`` the functions: importing the submodule of that name
+    would otherwise bind the module to it (``from resnets.train import make_config`` still works)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == f".{name}":

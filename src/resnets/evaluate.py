@@ -10,7 +10,7 @@ import torch
 
 from .classes import CIFAR10_CLASSES, imagenet_classes
 from .data.source import read_split
-from .pipeline import Inference, file_batches, run_model
+from .pipeline import Inference, run_model
 from .progress import progress_bar
 
 
@@ -64,25 +64,43 @@ def _topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     return int(hits[:, 0].sum()), int(hits.any(dim=1).sum())
 
 
+TTA = ("none", "flip")
+
+
+def _check_tta(tta: str) -> None:
+    if tta not in TTA:
+        raise ValueError(f"tta must be one of {', '.join(TTA)}, got {tta!r}")
+
+
+def predict_scores(model: torch.nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """Class scores of a batch: the logits, or with ``tta="flip"`` the mean softmax of the images and their
+    mirror images (test-time augmentation with the flip every recipe trains on; twice the compute)."""
+    _check_tta(tta)
+    if tta == "none":
+        return run_model(model, images)
+    return (run_model(model, images).softmax(1) + run_model(model, images.flip(-1)).softmax(1)) / 2
+
+
 def evaluate(inf: Inference, data: str | os.PathLike, batch_size: int = 128, workers: int = 2,
-             progress: bool = True, by_position: bool = False) -> Accuracy:
+             progress: bool = True, by_position: bool = False, tta: str = "none") -> Accuracy:
     """Accuracy on ``data``'s test (or val) split: an image folder (``<class>/<image>``, or its ``val``/``test``
     split), a tar of one, or CIFAR python batches (:mod:`resnets.data.source`).
 
     Every image is decoded with the model's own preprocessing (``inf.preprocessing``); unreadable ones
-    are listed in ``errors``, not counted. ``by_position``: see :func:`class_index`.
+    are listed in ``errors``, not counted. ``by_position``: see :func:`class_index`; ``tta``: see
+    :func:`predict_scores`.
     """
+    _check_tta(tta)  # before decoding anything
     images = read_split(Path(data), "test", flat=True)
     index = torch.tensor(class_index(list(images.classes), inf.classes, by_position))
     labels = index[images.labels]
     top1 = top5 = seen = 0
     errors: list[tuple[str, str]] = []
     bar = progress_bar(len(images), "eval", progress, unit="img")
-    for batch, refs in file_batches(images.images, inf.preprocessing, batch_size, workers,
-                                    pin_memory=inf.device.type == "cuda"):
+    for batch, refs in inf.batches(images.images, batch_size, workers):
         errors += [(str(refs[i]), e) for i, e in batch.errors]
         if len(batch.indices):
-            a, b = _topk_hits(run_model(inf.model, batch.images), labels[batch.indices])
+            a, b = _topk_hits(predict_scores(inf.model, batch.images, tta), labels[batch.indices])
             top1, top5, seen = top1 + a, top5 + b, seen + len(batch.indices)
         bar.update(len(batch.indices) + len(batch.errors))
     bar.close()

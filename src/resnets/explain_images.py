@@ -21,7 +21,7 @@ from .atomic import atomic_path
 from .classes import _id_name_pairs
 from .data.images import ImageLoadError, load_img
 from .explain import explain
-from .pipeline import Inference, file_batches
+from .pipeline import Inference
 from .preprocess import Preprocessing
 
 METHOD_NAMES = {"cam": "CAM", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
@@ -144,8 +144,7 @@ def explain_files(inf: Inference, paths: Sequence[str | os.PathLike], out_dir: s
     if num_classes != len(pairs):
         raise ValueError(f"the model has {num_classes} classes but {label} class list has {len(pairs)}")
     panels = []
-    for batch, all_paths in file_batches(paths, inf.preprocessing, batch_size, workers,
-                                         pin_memory=inf.device.type == "cuda"):
+    for batch, all_paths in inf.batches(paths, batch_size, workers):
         for index, message in batch.errors:
             yield ExplainedImage(all_paths[index], None, error=message)
         if not len(batch.indices):

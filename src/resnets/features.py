@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .pipeline import Inference, file_batches, run_model
+from .pipeline import Inference, run_model
 from .progress import progress_bar
 
 FORMATS = (".npz", ".npy", ".parquet")
@@ -123,8 +123,7 @@ def extract_features(
     shard_errors: list[tuple[str, str]] = []
     bar = progress_bar(len(keys), "features", progress, unit="img", initial=resumed)
     last_write = time.monotonic()
-    for batch, all_paths in file_batches(todo, inf.preprocessing, batch_size, workers,
-                                         pin_memory=inf.device.type == "cuda"):
+    for batch, all_paths in inf.batches(todo, batch_size, workers):
         shard_errors += [(str(all_paths[i]), e) for i, e in batch.errors]
         if len(batch.indices):
             feats = run_model(inf.model, batch.images).numpy()

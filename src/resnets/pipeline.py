@@ -34,11 +34,20 @@ class Inference:
     classes: Any  # "imagenet", "cifar10" or a sequence of names, as resnets.classes.decode_predictions takes
     name: str
     weights: str | None
+    fast_decode: bool = False  # JPEGs decoded at a reduced scale still >= the resize size (load_img's min_side)
 
     @property
     def device(self) -> torch.device:
         """Where the model runs; batches are moved there by :func:`run_model`."""
         return model_device(self.model)
+
+    def batches(self, paths: Sequence[Path], batch_size: int = 32,
+                workers: int = 2) -> Iterator[tuple[ImageBatch, Sequence[Path]]]:
+        """:func:`file_batches` of ``paths`` with this model's preprocessing, decoding and device."""
+        recipe = self.preprocessing
+        min_side = (recipe.resize_size or recipe.crop_size) if self.fast_decode else None
+        return file_batches(paths, recipe, batch_size, workers, pin_memory=self.device.type == "cuda",
+                            min_side=min_side)
 
 
 class StageFeatures(nn.Module):
@@ -67,6 +76,7 @@ def load_inference(
     calibration: Sequence[Path] | torch.Tensor | None = None,
     device: str | torch.device | None = "cpu",
     backend: str = DEFAULT_BACKEND,
+    fast_decode: bool = False,
     **model_kwargs: Any,
 ) -> Inference:
     """Build ``model_name`` (None: the network the weights record) with ``weights`` in eval mode on ``device`` (``auto``, ``cpu``, ``cuda``,
@@ -77,6 +87,7 @@ def load_inference(
     on, preprocessed with the weights' recipe. Without weights the recipe and classes default to the
     model family's (ImageNet or CIFAR-10).  ``backend``: one of :data:`resnets.inference.BACKENDS`
     (``"onnxruntime"``, ``"openvino"``: the CPU engines, fp32 included, through :func:`resnets.optimize`).
+    ``fast_decode``: see :attr:`Inference.fast_decode`.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -103,7 +114,8 @@ def load_inference(
             batches = calibration_batches(calibration, preprocessing)
         model = optimize(model, precision=precision, example_inputs=torch.zeros(1, 3, size, size),
                          calibration=batches, backend=backend)
-    return Inference(model, preprocessing, classes, model_name, None if weights is None else str(weights))
+    return Inference(model, preprocessing, classes, model_name, None if weights is None else str(weights),
+                     fast_decode)
 
 
 CALIBRATION_IMAGES = 128
@@ -120,13 +132,14 @@ def calibration_batches(images: Sequence[Path] | torch.Tensor, preprocessing: Pr
 
 def file_batches(
     paths: Sequence[Path], preprocessing: Preprocessing, batch_size: int = 32, workers: int = 2,
-    pin_memory: bool = False,
+    pin_memory: bool = False, min_side: int | None = None,
 ) -> Iterator[tuple[ImageBatch, Sequence[Path]]]:
     """Decoded, preprocessed batches of ``paths``; bad files come back in ``batch.errors``, never dropped.
 
     ``pin_memory`` (for a CUDA model): page-locked batches, copied to the GPU asynchronously.
+    ``min_side``: reduced-scale JPEG decoding (see :func:`resnets.load_img`).
     """
-    dataset = ImageFiles(paths, preprocessing)
+    dataset = ImageFiles(paths, preprocessing, min_side=min_side)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_images,
         persistent_workers=False, prefetch_factor=4 if workers else None, pin_memory=pin_memory,

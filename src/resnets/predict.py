@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .classes import decode_predictions
-from .pipeline import Inference, file_batches, run_model
+from .pipeline import Inference, run_model
 
 
 @dataclass
@@ -28,8 +28,7 @@ class Prediction:
 def predict_files(inf: Inference, paths: Sequence[Path], top: int = 5, batch_size: int = 32,
                   workers: int = 2) -> Iterator[Prediction]:
     """Predictions for ``paths`` in order of completion (each batch in file order)."""
-    for batch, all_paths in file_batches(paths, inf.preprocessing, batch_size, workers,
-                                         pin_memory=inf.device.type == "cuda"):
+    for batch, all_paths in inf.batches(paths, batch_size, workers):
         for index, message in batch.errors:
             yield Prediction(all_paths[index], [], message)
         if not len(batch.indices):

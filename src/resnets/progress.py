@@ -52,10 +52,20 @@ class LogLines:
         self.close()
 
 
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (whose stderr is no terminal but shows a live bar)."""
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def progress_bar(total: int | None, desc: str, enabled: bool = True, unit: str = "it", initial: int = 0,
                  **tqdm_options: Any) -> tqdm | LogLines:
-    """A tqdm bar on a terminal (``tqdm_options`` go to it), :class:`LogLines` when stderr is redirected,
-    and a silent tqdm when ``enabled`` is False (``--no-progress``)."""
+    """A tqdm bar on a terminal or in a Jupyter notebook (``tqdm_options`` go to it), :class:`LogLines` when
+    stderr is redirected, and a silent tqdm when ``enabled`` is False (``--no-progress``)."""
+    if enabled and _in_notebook():
+        from tqdm.auto import tqdm as notebook_tqdm  # a widget where ipywidgets is installed, else text
+
+        return notebook_tqdm(total=total, desc=desc, unit=unit, initial=initial, **tqdm_options)
     if enabled and not sys.stderr.isatty():
         return LogLines(total, desc, unit, initial)
     return tqdm(total=total, desc=desc, unit=unit, initial=initial, disable=not enabled, **tqdm_options)

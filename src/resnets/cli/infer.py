@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also time JPEG decode + resize + inference over the images in DIR, read again until "
                         f"{END_TO_END_BATCHES} batches are timed (default: model only)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for --end-to-end (default: 2)")
+    p.add_argument("--fast-decode", action="store_true",
+                   help="with --end-to-end: decode large JPEGs at a reduced scale, as predict --fast-decode "
+                        "(default: full decode)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table (default: a table)")
     p.add_argument("--save", metavar="FILE", default=None, help="also write the JSON to FILE (default: not saved)")
     add_device_option(p)
@@ -220,7 +223,8 @@ def _bench(args: argparse.Namespace, out) -> int:
         if args.end_to_end and b > 1:
             for mode in optimized:
                 r = end_to_end(models[mode], args.end_to_end, b, size, args.workers,
-                               f"end-to-end {mode.removeprefix('resnets ')}", min_batches=END_TO_END_BATCHES)
+                               f"end-to-end {mode.removeprefix('resnets ')}", min_batches=END_TO_END_BATCHES,
+                               fast_decode=args.fast_decode)
                 model_only = next(x for x in results if x.mode == mode and x.batch == b)
                 r.of_model_only = r.images_per_s / model_only.images_per_s
                 results.append(r)

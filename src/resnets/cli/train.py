@@ -142,12 +142,14 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
                    help="comma-separated CIFAR depths 6n+2 that have a plain twin: "
                         f"{', '.join(map(str, _cifar_depths()))} (default: 20,56)")
     p.add_argument("--preset", choices=tuple(PRESETS), default="quick",
-                   help="quick: < 30 min on a 2-core CPU; paper: the full section 4.2 schedule (GPU) (default: quick)")
+                   help="quick: < 45 min on a 2-core CPU; paper: the full section 4.2 schedule (GPU; its estimated "
+                        "time is printed first) (default: quick)")
     p.add_argument("--out", default="runs/degradation",
                    help="folder for the runs, the CSV and the PNG (default: runs/degradation)")
     p.add_argument("--epochs", type=int, help="length of each run in epochs " + d("epochs"))
     p.add_argument("--train-subset", type=int, help="train on a random subset of this size " + d("train_subset"))
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="training arithmetic " + d("precision"))
+    p.add_argument("--seed", type=int, help="seed of every net's run " + d("seed"))
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, one per core)")
     p.add_argument("--device", type=parse_device, help=DEVICE_HELP)
     p.add_argument("--cache-dir", help=DATA_CACHE_HELP)
@@ -156,20 +158,11 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Recipe defaults, or a resumed run's saved config, with the given flags on top."""
-    from ..train.config import TrainConfig, make_config
+    from ..train.config import run_config
 
-    values = {_RENAMED.get(k, k): v for k, v in vars(args).items()
-              if v is not None and k not in ("command", "func", "debug")}
-    saved = Path(args.out or "") / "config.json"
-    if args.resume and args.out and saved.is_file():
-        return TrainConfig.from_dict({**TrainConfig.load(saved).__dict__, **values})
-    if args.resume and args.out and not args.data:
-        raise UsageError(f"--resume: {saved} not found, so there is no run to continue in {args.out} "
-                         "(give --data to start one there)")
-    if not args.data:
-        raise UsageError("--data is required (unless resuming a run with --resume --out RUN_DIR)")
+    values = {_RENAMED.get(k, k): v for k, v in vars(args).items() if k not in ("command", "func", "debug")}
     try:
-        return make_config(values.pop("recipe", "fast-cifar"), **values)
+        return run_config(**values)
     except ValueError as e:
         raise UsageError(str(e)) from e
 
@@ -205,7 +198,8 @@ def run_experiment(args: argparse.Namespace) -> int:
         raise UsageError(f"--depths {args.depths}: {bad[0] if bad else 'no depth'} {why if bad else 'given'}; "
                          f"choose from {', '.join(map(str, valid))}")
     csv_path, png = run_degradation(args.data, args.out, depths, args.preset, epochs=args.epochs,
-                                    train_subset=args.train_subset, precision=args.precision, threads=args.threads,
+                                    train_subset=args.train_subset, precision=args.precision, seed=args.seed,
+                                    threads=args.threads,
                                     device=args.device, progress=args.progress, cache_dir=args.cache_dir)
     print(f"{csv_path}\n{png}")
     return 0

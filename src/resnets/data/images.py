@@ -23,6 +23,7 @@ Decisions (documented, tested):
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -62,8 +63,18 @@ class ImageLoadError(ValueError):
         return type(self), (self.path, self.reason)
 
 
-def _open_and_decode(path: PathOrFile) -> Image.Image:
-    """Fully decoded, upright image; every failure becomes an :class:`ImageLoadError`."""
+def _draft(img: Image.Image, min_side: int) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale (its DCT scaling: several times less work on a large
+    photo) while the shorter side stays >= ``min_side``; other formats decode in full."""
+    w, h = img.size
+    if img.format != "JPEG" or min(w, h) < 2 * min_side:
+        return
+    scale = min_side / min(w, h)
+    img.draft(img.mode, (math.ceil(w * scale), math.ceil(h * scale)))
+
+
+def _open_and_decode(path: PathOrFile, min_side: int | None = None) -> Image.Image:
+    """Decoded, upright image (``min_side``: see :func:`_draft`); every failure becomes an :class:`ImageLoadError`."""
     name = "<bytes>" if isinstance(path, io.BytesIO) else path
     if not isinstance(path, io.BytesIO):
         try:
@@ -79,6 +90,8 @@ def _open_and_decode(path: PathOrFile) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                if min_side:
+                    _draft(img, min_side)
                 img.load()
                 return ImageOps.exif_transpose(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -156,13 +169,17 @@ def _resize(img: Image.Image, target_size: tuple[int, int], interpolation: str,
 
 
 def load_img(path: PathOrFile, target_size: tuple[int, int] | None = None, color_mode: str = "rgb",
-             interpolation: str = "nearest", keep_aspect_ratio: bool = False) -> Image.Image:
+             interpolation: str = "nearest", keep_aspect_ratio: bool = False, *,
+             min_side: int | None = None) -> Image.Image:
     """Load an image file like ``keras.utils.load_img``, robust to every PIL mode and to bad files.
 
     ``target_size`` is ``(height, width)``; ``color_mode`` is ``"rgb"``, ``"grayscale"`` or ``"rgba"``;
     ``interpolation`` one of :data:`INTERPOLATIONS` (Keras' default ``"nearest"``). Unlike Keras, the
     EXIF orientation is applied and transparency is composited on white (see the module docstring).
-    Raises :class:`ImageLoadError` naming the file for any file that cannot be used.
+    ``min_side`` (fast decoding for a model that resizes anyway): a JPEG at least twice that size on its
+    shorter side is decoded at a reduced scale (1/2 to 1/8, by libjpeg) whose shorter side is still at least
+    ``min_side``; its pixels then differ a little from a full decode. Raises :class:`ImageLoadError` naming
+    the file for any file that cannot be used.
     """
     if not isinstance(path, (str, os.PathLike, io.IOBase)):  # an int would be read as a file descriptor
         raise TypeError(f"load_img takes a file path or a binary file object, got {type(path).__name__} {path!r}")
@@ -170,7 +187,7 @@ def load_img(path: PathOrFile, target_size: tuple[int, int] | None = None, color
         raise TypeError(f"target_size must be (height, width), got {target_size!r}; pass color_mode= by keyword")
     if color_mode not in COLOR_MODES:
         raise ValueError(f"color_mode {color_mode!r} is not one of {', '.join(COLOR_MODES)}")
-    img = _open_and_decode(path)
+    img = _open_and_decode(path, min_side)
     try:
         img = _convert(img, color_mode)
     except (ValueError, OSError) as e:
@@ -307,9 +324,10 @@ class ImageFiles(torch.utils.data.Dataset):
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike | ImageSource],
-                 transform: Callable[[Image.Image], torch.Tensor] | None = None) -> None:
+                 transform: Callable[[Image.Image], torch.Tensor] | None = None, min_side: int | None = None) -> None:
         self.paths = [p if isinstance(p, ImageSource) else Path(p) for p in paths]
         self.transform = transform if transform is not None else _pixels_chw
+        self.min_side = min_side  # reduced-scale JPEG decoding (load_img's min_side) for files
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -317,7 +335,7 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> ImageSample:
         item = self.paths[index]
         try:
-            img = item.load() if isinstance(item, ImageSource) else load_img(item)
+            img = item.load() if isinstance(item, ImageSource) else load_img(item, min_side=self.min_side)
         except ImageLoadError as e:
             return ImageSample(None, index, str(e))
         return ImageSample(self.transform(img), index, None)

@@ -130,6 +130,7 @@ def end_to_end(
     workers: int,
     mode: str,
     min_batches: int = 1,
+    fast_decode: bool = False,
 ) -> BenchResult:
     """Throughput of JPEG decode + resize + crop + inference over the images in ``folder``.
 
@@ -139,6 +140,7 @@ def end_to_end(
     takes to time ``min_batches`` batches: a few batches last well under a second, and with the
     workers' start and the prefetch queue filling during the warm-up they measure the start, not the
     steady state (ResNet-50 int8 on the 100 ImageNet photos: 71% to 101% of model-only between runs).
+    ``fast_decode``: large JPEGs decoded at a reduced scale, as ``resnets predict --fast-decode``.
     """
     from ..data.images import ImageFiles, collate_images, find_images
     from ..preprocess import IMAGENET_TORCH
@@ -148,9 +150,10 @@ def end_to_end(
         raise ValueError(f"{folder}: {len(paths)} images, need at least {2 * batch_size} for batch {batch_size}")
     recipe = dataclasses.replace(IMAGENET_TORCH, resize_size=round(input_size * 256 / 224), crop_size=input_size)
     passes = max(1, math.ceil((min_batches + 1) * batch_size / len(paths)))
+    files = ImageFiles(paths * passes, recipe, min_side=recipe.resize_size if fast_decode else None)
     loader = torch.utils.data.DataLoader(
-        ImageFiles(paths * passes, recipe), batch_size=batch_size, num_workers=workers, collate_fn=collate_images,
-        drop_last=True, prefetch_factor=4 if workers else None, pin_memory=model_device(model).type == "cuda",
+        files, batch_size=batch_size, num_workers=workers, collate_fn=collate_images, drop_last=True,
+        prefetch_factor=4 if workers else None, pin_memory=model_device(model).type == "cuda",
     )
     images, start, latencies = 0, 0.0, []
     with torch.inference_mode():
@@ -163,7 +166,8 @@ def end_to_end(
             latencies.append(time.perf_counter() - t)
             images += len(batch.images)
     elapsed = time.perf_counter() - start
-    note = f"{images} images from {folder}" + (f" ({passes} passes)" if passes > 1 else "") + f", {workers} workers"
+    note = (f"{images} images from {folder}" + (f" ({passes} passes)" if passes > 1 else "") + f", {workers} workers"
+            + (", fast decode" if fast_decode else ""))
     return BenchResult(mode, batch_size, images / elapsed, 1e3 * statistics.median(latencies),
                        1e3 * percentile(latencies, 0.9), None, note)
 

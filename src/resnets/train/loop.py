@@ -1,4 +1,4 @@
-"""The training loop behind ``resnets train`` and ``resnets.train.train(config)``.
+"""The training loop behind ``resnets train`` and ``resnets.train(...)``.
 
 Data live in memory as uint8 tensors (decoded once), or stream from the files when too large
 (``streaming``); either way each step draws the global batch from a per-epoch permutation seeded by
@@ -37,9 +37,9 @@ from ..progress import progress_bar
 from ..weights.entry import WeightsEntry, save_safetensors
 from .augment import RecipeTransforms
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, unwrap
-from .config import TrainConfig, default_image_size
+from .config import TrainConfig, default_image_size, run_config
 from .distributed import DistContext, all_sum, barrier, local_slice, setup, teardown
-from .metrics import MetricsLog
+from .metrics import MetricsLog, read_metrics
 from .schedule import lr_at
 from .streaming import EpochBatches, EvalBatches, choose_data_mode, epoch_order, make_loader
 
@@ -64,13 +64,24 @@ class RunData:
         return isinstance(self.train, ImageList)
 
 
-def train(config: TrainConfig, model: nn.Module | None = None) -> dict[str, Any]:
-    """Train ``config.model`` (or the given ``model``) and return the last epoch's metrics.
+def train(config: TrainConfig | None = None, /, *, model: str | nn.Module | None = None, **options: Any
+          ) -> dict[str, Any]:
+    """Train a model and return the run's metrics: the last epoch's, with ``history`` (one row per epoch).
+
+    ``train(model="resnet20", data="DATA", epochs=30)`` takes the options of ``resnets train`` by their
+    :class:`TrainConfig` names (``recipe="paper-cifar"``, ``resume=True, out="runs/x"``...); or pass a whole
+    ``TrainConfig``. ``model`` is a registry name or an ``nn.Module`` to train as is. A progress bar shows
+    on a terminal and in a notebook (``progress=False`` hides it).
 
     Under ``torchrun`` every process calls this; they train one model with DDP and rank 0 writes.
     torch's global settings that a run changes (threads, deterministic algorithms, the RNG) are
     restored on return.
     """
+    module = model if isinstance(model, nn.Module) else None
+    if config is None:
+        config = run_config(model=None if module is not None else model, **options)
+    elif options or isinstance(model, str):
+        raise TypeError("train() takes a TrainConfig or options, not both")
     _check(config)
     with _restored_torch_state():
         ctx = setup(config.device)
@@ -79,7 +90,7 @@ def train(config: TrainConfig, model: nn.Module | None = None) -> dict[str, Any]
                 raise ValueError(f"precision fp16 is for CUDA GPUs; on the {ctx.device.type} it runs about 100x "
                                  "slower than fp32 (no half-precision kernels): use --precision bf16 or fp32")
             with _run_folder(Path(config.out), config.resume, ctx.is_main):
-                return _Trainer(config, ctx, model).run()
+                return _Trainer(config, ctx, module).run()
         finally:
             teardown(ctx)
 
@@ -222,6 +233,8 @@ def set_train_mode(model: nn.Module, freeze: str) -> None:
 class _Trainer:
     def __init__(self, config: TrainConfig, ctx: DistContext, model: nn.Module | None) -> None:
         self.config, self.ctx = config, ctx
+        self.started = time.perf_counter()  # the run's wall clock counts data loading, compilation and evaluation
+        self.wall_before = 0.0  # wall seconds of the run before a resume
         self.out = Path(config.out)
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -282,6 +295,7 @@ class _Trainer:
             "step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step, "meters": list(self.meters),
             "aug_rng": self.aug_rng.get_state(), "torch_rng": torch.get_rng_state(),
             "warming_up": self.warming_up, "error_ema": self.error_ema, "best_error": self.best_error,
+            "wall_s": self._wall(),
             "classes": list(self.data.train.classes), "model": self.config.model,
         }
 
@@ -329,6 +343,11 @@ class _Trainer:
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
         self.meters = list(state["meters"])
         self.warming_up, self.error_ema, self.best_error = state["warming_up"], state["error_ema"], state["best_error"]
+        self.wall_before = state.get("wall_s", 0.0)
+
+    def _wall(self) -> float:
+        """Wall seconds since the run started, over resumes (the clock of a time-to-accuracy table)."""
+        return round(self.wall_before + time.perf_counter() - self.started, 1)
 
     def _save(self, row: dict[str, Any] | None = None, is_best: bool = False) -> None:
         if not self.ctx.is_main:
@@ -390,7 +409,8 @@ class _Trainer:
             self._plot()
             if self.tb is not None:
                 self.tb.close()
-        return {**row, "run_dir": str(self.out), "best_error": self.best_error, "skipped_images": len(self.skipped)}
+        return {**row, "run_dir": str(self.out), "best_error": self.best_error, "skipped_images": len(self.skipped),
+                "history": read_metrics(self.out) if ctx.is_main else []}
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 batch to network input with the recorded preprocessing (so ``resnets eval`` matches exactly)."""
@@ -497,6 +517,7 @@ class _Trainer:
             "train_loss": loss_sum / count, "train_error": 1 - correct / count,
             "eval_loss": eval_loss, "eval_error": eval_error, "eval_split": self.data.eval_split,
             "epoch_time_s": round(elapsed, 2), "images_per_s": round(seen / max(elapsed, 1e-9), 1),
+            "wall_s": self._wall(),
         }
         is_best = eval_error <= self.best_error
         self.best_error = min(self.best_error, eval_error)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 FIELDS = ("epoch", "step", "lr", "train_loss", "train_error", "eval_loss", "eval_error", "eval_split",
-          "epoch_time_s", "images_per_s")
+          "epoch_time_s", "images_per_s", "wall_s")
 
 
 class MetricsLog:
