@@ -16,5 +16,7 @@ BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
 FORMATS: tuple[str, ...] = ("onnx", "exported-program")
 #: Class-activation-map methods (``resnets.explain``, ``resnets explain --method``).
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++")
+#: Test-time augmentations of ``resnets eval --tta`` (``resnets.evaluate.evaluate(tta=...)``).
+TTA: tuple[str, ...] = ("none", "flip")
 #: Device names every command understands: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .choices import TTA
 from .classes import CIFAR10_CLASSES, imagenet_classes
 from .data.source import read_split
 from .pipeline import Inference, run_model
@@ -62,9 +63,6 @@ def _topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     top = logits.topk(k, dim=1).indices
     hits = top == labels[:, None]
     return int(hits[:, 0].sum()), int(hits.any(dim=1).sum())
-
-
-TTA = ("none", "flip")
 
 
 def _check_tta(tta: str) -> None:

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..choices import TTA
 from .common import (
     UsageError, add_device_option, add_model_options, add_precision_options, add_progress_option, model_and_weights,
 )
@@ -94,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--by-position", action="store_true",
                    help="accept class folders that are not the model's classes, taken in sorted order as the "
                         "model's classes 0, 1, ... (default: refuse)")
-    p.add_argument("--tta", choices=("none", "flip"), default="none",
+    p.add_argument("--tta", choices=TTA, default="none",
                    help="test-time augmentation: flip averages the softmax of each image and its mirror image "
                         "(twice the compute) (default: none)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (default: one line of text)")

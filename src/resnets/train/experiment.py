@@ -45,7 +45,8 @@ def run_degradation(
     configs = {f"{kind}{depth}": make_config(model=f"{kind}{depth}", data=str(data), out=str(out / f"{kind}{depth}"),
                                              **settings)
                for kind in ("plain", "resnet") for depth in depths}
-    seconds = sum(estimate_seconds(c) for c in configs.values())
+    images = _train_images(next(iter(configs.values())))  # the same set for every net: read the split once
+    seconds = sum(estimate_seconds(c, images) for c in configs.values())
     print(f"degradation, preset {preset}: {len(configs)} nets; estimated {seconds / 3600:.1f} h of training on "
           f"{resolve_device(next(iter(configs.values())).device)} (timed over a few steps of each net, "
           "data loading and evaluation not counted)", flush=True)
@@ -66,9 +67,10 @@ def run_degradation(
     return csv_path, plot_degradation(rows, out / "degradation.png")
 
 
-def estimate_seconds(config: TrainConfig, steps: int = 6) -> float:
+def estimate_seconds(config: TrainConfig, train_images: int, steps: int = 6) -> float:
     """Training time of ``config`` on its device, from ``steps`` timed optimisation steps on random images
-    (after two untimed ones), scaled to the run's length. Data loading and evaluation are not counted."""
+    (after two untimed ones), scaled to the run's length over ``train_images`` images. Data loading and
+    evaluation are not counted."""
     import torch
     import torch.nn.functional as F
 
@@ -102,7 +104,7 @@ def estimate_seconds(config: TrainConfig, steps: int = 6) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     per_step = (time.perf_counter() - start) / steps
-    total = config.max_steps or config.epochs * (_train_images(config) // config.batch_size)
+    total = config.max_steps or config.epochs * (train_images // config.batch_size)
     return per_step * total
 
 
