@@ -30,18 +30,20 @@ def row(run: Path, targets: list[float]) -> list[str]:
     return cells
 
 
+def table(runs: list[Path], targets: list[float]) -> str:
+    """The Markdown table: one row per run directory."""
+    header = ["run", "model", "recipe", "seed", "epochs", *[f"min to {t:g}%" for t in targets], "final top-1",
+              "total min"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row(run, targets)) + " |" for run in runs])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories of 'resnets train'")
     parser.add_argument("--targets", default="85,88,90", help="top-1 targets in percent (default: 85,88,90)")
     args = parser.parse_args()
-    targets = [float(t) for t in args.targets.split(",")]
-    header = ["run", "model", "recipe", "seed", "epochs", *[f"min to {t:g}%" for t in targets], "final top-1",
-              "total min"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for run in args.runs:
-        print("| " + " | ".join(row(run, targets)) + " |")
+    print(table(args.runs, [float(t) for t in args.targets.split(",")]))
 
 
 if __name__ == "__main__":
