@@ -49,9 +49,9 @@ def summarise(reports: list[dict]) -> list[dict]:
 
 def markdown(summary: list[dict], machine: dict, model: str, size: int) -> str:
     lines = [
-        f"{model}, {size}x{size}, on {machine['cpu']} ({machine['threads']} threads, AMX int8 "
+        (f"{model}, {size}x{size}, on {machine['cpu']} ({machine['threads']} threads, AMX int8 "
         f"{'yes' if machine.get('amx_int8') else 'no'}), torch {machine['torch']}; median over "
-        f"{max(r['runs'] for r in summary)} runs, ratio = speed-up over torchvision eager fp32 in the same run.",
+        f"{max(r['runs'] for r in summary)} runs, ratio = speed-up over torchvision eager fp32 in the same run."),
         "",
         "| mode | batch | img/s | median ms | p90 ms | x torchvision eager fp32 | note |",
         "|---|---:|---:|---:|---:|---:|---|",

@@ -30,7 +30,6 @@ from resnets.data.tensors import load_image_tensors
 from resnets.preprocess import CIFAR10
 from resnets.train import make_config, train
 
-
 TUTORIAL_TRANSFORM = transforms.Compose([
     transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
     transforms.Normalize(CIFAR10.mean, CIFAR10.std),
