@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from resnets.train.metrics import read_metrics
 from time_to_accuracy import table
 
 _NEW = ["--recipe", "fast-cifar"]  # 30 epochs of batch 128, one-cycle to lr 0.2
@@ -32,11 +33,9 @@ RUNS: dict[str, list[str]] = {
 
 def finished(run: Path) -> bool:
     """Whether ``run`` holds a run that reached its configured last epoch."""
-    metrics, config = run / "metrics.jsonl", run / "config.json"
-    if not (metrics.is_file() and config.is_file()):
-        return False
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return bool(rows) and rows[-1]["epoch"] >= json.loads(config.read_text())["epochs"]
+    config = run / "config.json"
+    rows = read_metrics(run)
+    return config.is_file() and bool(rows) and rows[-1]["epoch"] >= json.loads(config.read_text())["epochs"]
 
 
 def command(name: str, data: Path, out: Path) -> list[str] | None:
@@ -68,6 +67,7 @@ def main() -> None:
     done = [args.out / name for name in args.only or RUNS if finished(args.out / name)]
     if done:
         print(table(done, [85.0, 88.0, 90.0]))
+
 
 if __name__ == "__main__":
     main()
