@@ -15,6 +15,8 @@ import logging
 import os
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +39,20 @@ from .stages import map_features, map_predictions
 #: Files per shard: what a crash can cost at most, and the unit of a rerun's work.
 SHARD_SIZE = 1024
 
+#: Ray Data's driver threads that can still be inside a Ray call when a job stops early (an error while
+#: the batches stream in). ``ray.shutdown()`` under such a call makes Ray end the whole process (exit
+#: status 1, "The core worker has already been shutdown"), so they are given time to finish first.
+_DATA_THREADS = ("iter_threaded", "StreamingExecutor-", "ray-data-metadata-prefetch")
+_DATA_THREADS_GRACE_S = 30.0
+
+
+def _join_data_threads(before: set[threading.Thread]) -> None:
+    """Wait (at most ``_DATA_THREADS_GRACE_S`` in all) for the Ray Data threads started since ``before``."""
+    deadline = time.monotonic() + _DATA_THREADS_GRACE_S
+    for thread in threading.enumerate():
+        if thread not in before and thread.name.startswith(_DATA_THREADS):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
 
 @contextmanager
 def connected(address: str | None) -> Iterator[None]:
@@ -54,9 +70,11 @@ def connected(address: str | None) -> Iterator[None]:
             ray.init(address=address, logging_level=logging.WARNING)
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING)
+        before = set(threading.enumerate())
         try:
             yield
         finally:
+            _join_data_threads(before)
             ray.shutdown()
     finally:
         data_log.setLevel(level)
