@@ -183,11 +183,11 @@ def photo_classifier(x: torch.Tensor) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("precision", PRECISIONS)
-def test_resnet50_top1_agrees_with_fp32_on_the_imagenet_samples(precision: str) -> None:
-    needs_native(precision)
-    from resnets.pipeline import calibration_batches, file_batches
+@pytest.fixture(scope="module")
+def photos() -> tuple[list[Path], torch.Tensor, nn.Module, torch.Tensor]:
+    """The 100 photos (paths, decoded batch), their photo_classifier and its fp32 top-1: built once for
+    every precision."""
+    from resnets.pipeline import file_batches
     from resnets.preprocess import IMAGENET_TORCH
 
     paths = sorted(Path(SAMPLES).glob("*.JPEG"))
@@ -197,6 +197,17 @@ def test_resnet50_top1_agrees_with_fp32_on_the_imagenet_samples(precision: str) 
     model = photo_classifier(x)
     expected = logits(model, x, batch=25).argmax(1)
     assert torch.equal(expected, torch.arange(len(x)))  # each photo is its own class in fp32
+    return paths, x, model, expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_resnet50_top1_agrees_with_fp32_on_the_imagenet_samples(precision: str, photos) -> None:
+    needs_native(precision)
+    from resnets.pipeline import calibration_batches
+    from resnets.preprocess import IMAGENET_TORCH
+
+    paths, x, model, expected = photos
     # int8 calibrates on the even photos, as on a user's own folder; agreement is over all 100.
     fast = optimize(model, precision, calibration=calibration_batches(paths[::2], IMAGENET_TORCH), backend="openvino")
     agreement = (logits(fast, x, batch=25).argmax(1) == expected).float().mean().item()
