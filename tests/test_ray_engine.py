@@ -295,20 +295,3 @@ def test_map_features_decodes_bytes_datasets_like_files(cluster, images, local_r
     # The same words as the local engine's errors file, naming each file by its path.
     assert sorted(f"{p}\t{e}" for p, e in errors.items()) == sorted(ref_errors.splitlines()[1:])
 
-
-def test_ray_data_threads_are_waited_for_before_ray_shuts_down():
-    """A job that stops early leaves Ray Data's threads inside Ray calls; ``ray.shutdown()`` under one ends
-    the process (exit 1, no test report: CI saw it). Those threads are joined first; older ones are not."""
-    import threading
-
-    old = threading.Thread(target=time.sleep, args=(5,), name="iter_threaded", daemon=True)
-    old.start()
-    before = set(threading.enumerate())
-    late = threading.Thread(target=time.sleep, args=(0.5,), name="iter_threaded", daemon=True)
-    other = threading.Thread(target=time.sleep, args=(5,), name="something-else", daemon=True)
-    late.start()
-    other.start()
-    start = time.monotonic()
-    jobs._join_data_threads(before)
-    assert not late.is_alive()  # waited for
-    assert old.is_alive() and other.is_alive() and time.monotonic() - start < 4  # not waited for
