@@ -146,7 +146,7 @@ def test_shortcut_options_change_only_the_shortcuts():
     assert n[1] - n[0] == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
     blocks = [(16, 16)] * 3 + [(16, 32)] + [(32, 32)] * 2 + [(32, 64)] + [(64, 64)] * 2
     assert n[2] - n[0] == sum(i * o + 2 * o for i, o in blocks)
-    with pytest.raises(ValueError, match="'A', 'B' or 'C'"):
+    with pytest.raises(ValueError, match="shortcut must be one of 'A', 'B', 'C', 'P'"):
         resnets.resnet20(shortcut="D")
 
 

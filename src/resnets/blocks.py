@@ -1,19 +1,67 @@
-"""The two residual blocks of the paper and their shortcuts.
+"""Residual blocks and their shortcuts: the paper's two (basic, bottleneck) and their pre-activation forms.
 
-Parameter names follow torchvision (``conv1``, ``bn1``, ..., ``downsample.0``/``downsample.1``)
-so that torchvision state dicts load unchanged.  Activations are functional (no shared
-``nn.ReLU`` module) so that ``torch.export`` and quantizers see one op per use.
+Every variant of the family is an option of these four classes (:class:`BlockOptions`): ResNeXt's
+groups and Wide ResNet's width (``groups``, ``base_width``), SE/ECA attention (``attn``), timm's
+average-pool downsampling (``avg_down``), GroupNorm and weight-standardised convs (``norm``, ``conv``),
+stochastic depth and dropout. Parameter names follow torchvision and timm (``conv1``, ``bn1``,
+``downsample.0``; pre-activation blocks ``norm1``, ``conv1``, ``norm2``...), so their state dicts load
+unchanged. Activations are functional so that ``torch.export`` and quantizers see one op per use.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import StochasticDepth
 
-Shortcut = Literal["A", "B", "C"]
+from .layers import Attention, ConvKind, Norm, attention, conv2d, norm_layer
+
+Shortcut = Literal["A", "B", "C", "P"]
+SHORTCUTS: tuple[str, ...] = ("A", "B", "C", "P")
+
+
+@dataclass(frozen=True)
+class BlockOptions:
+    """What one block is made of, beyond its channels and stride.
+
+    ``shortcut``: A (zero-padding), B (projection where the shape changes), C (projection on every block),
+    P (Keras' ResNetV2: projection where the channels change, 1x1 max-pool subsampling where only the
+    resolution does). ``residual=False`` gives the plain block. ``stride_in_1x1``: stride on the first
+    1x1 conv of a bottleneck (the paper, Caffe, Keras V1) instead of the 3x3 (torchvision's "v1.5").
+    ``groups``/``base_width``: the bottleneck's 3x3 is ``groups`` convs of ``width * base_width / 64``
+    channels each (ResNeXt; Wide ResNet doubles ``base_width``). ``attn``: None, ``"se"`` or ``"eca"``
+    before the add (``attn_ratio``: SE's reduction). ``avg_down``: projections average-pool, then
+    convolve at stride 1 (timm's "D"). ``dropout``: between the convs (Wide ResNet).
+    """
+
+    shortcut: Shortcut = "B"
+    residual: bool = True
+    conv_bias: bool = False
+    bn_eps: float = 1e-5
+    stride_in_1x1: bool = False
+    groups: int = 1
+    base_width: int = 64
+    norm: Norm = "batch"
+    conv: ConvKind = "plain"
+    attn: Attention | None = None
+    attn_ratio: float = 1 / 16
+    avg_down: bool = False
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {', '.join(map(repr, SHORTCUTS))}, got {self.shortcut!r}")
+        if self.groups < 1 or self.base_width < 1:
+            raise ValueError(f"groups and base_width must be positive, got {self.groups} and {self.base_width}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+
+
+OPTION_NAMES = frozenset(f.name for f in fields(BlockOptions))
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
@@ -28,7 +76,8 @@ class PadShortcut(nn.Module):
     """Option A: parameter-free shortcut, stride-``s`` subsampling plus zero channels.
 
     The new channels are split evenly before and after the input channels, as in the
-    widely used CIFAR reference code whose published checkpoints we load.
+    widely used CIFAR reference code whose published checkpoints we load.  With equal channel
+    counts it is plain subsampling, Keras' 1x1 max-pool shortcut.
     """
 
     def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
@@ -42,10 +91,26 @@ class PadShortcut(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, self.pad_front, self.pad_back))
+        if self.pad_front or self.pad_back:
+            x = F.pad(x, (0, 0, 0, 0, self.pad_front, self.pad_back))
+        return x
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}, pad=({self.pad_front}, {self.pad_back})"
+
+
+def _projection(in_ch: int, out_ch: int, stride: int, bias: bool, bn_eps: float, norm: Norm, conv: ConvKind,
+                avg_down: bool, preact: bool) -> nn.Module:
+    """A 1x1 projection: conv + norm (post-activation), the bare conv (pre-activation: the block's
+    ``norm1`` already normalised its input), or timm's average-pool + stride-1 conv + norm."""
+    if preact:
+        if avg_down:
+            raise ValueError("avg_down is not available with pre-activation blocks")
+        return conv2d(conv, in_ch, out_ch, 1, stride, bias=bias)
+    if avg_down:
+        pool = (nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity())
+        return nn.Sequential(pool, conv2d(conv, in_ch, out_ch, 1, bias=bias), norm_layer(norm, out_ch, bn_eps))
+    return nn.Sequential(conv2d(conv, in_ch, out_ch, 1, stride, bias=bias), norm_layer(norm, out_ch, bn_eps))
 
 
 def make_shortcut(
@@ -55,76 +120,98 @@ def make_shortcut(
     option: Shortcut = "B",
     bias: bool = False,
     bn_eps: float = 1e-5,
+    *,
+    norm: Norm = "batch",
+    conv: ConvKind = "plain",
+    avg_down: bool = False,
+    preact: bool = False,
 ) -> nn.Module | None:
-    """The shortcut branch of a block; ``None`` means the identity.
-
-    A: identity, or zero-padding where shapes change.  B: identity, or a strided 1x1
-    projection + BN where shapes change.  C: projection on every block.
-    """
+    """The shortcut branch of a block; ``None`` means the identity (see :class:`BlockOptions` for A/B/C/P)."""
     same_shape = in_ch == out_ch and stride == 1
-    if option == "A":
+    if option == "A" or (option == "P" and in_ch == out_ch):
         return None if same_shape else PadShortcut(in_ch, out_ch, stride)
-    if option == "B" and same_shape:
+    if option in ("B", "P") and same_shape:
         return None
-    if option not in ("B", "C"):
-        raise ValueError(f"shortcut must be 'A', 'B' or 'C', got {option!r}")
-    return nn.Sequential(conv1x1(in_ch, out_ch, stride, bias), nn.BatchNorm2d(out_ch, eps=bn_eps))
+    if option not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {', '.join(map(repr, SHORTCUTS))}, got {option!r}")
+    return _projection(in_ch, out_ch, stride, bias, bn_eps, norm, conv, avg_down, preact)
 
 
 class ResidualBlock(nn.Module):
-    """What both blocks share: the shortcut branch and the final add + ReLU."""
+    """What every block shares: the shortcut, attention and stochastic depth, and the add.
+
+    ``bn_folds`` names the (conv, norm) pairs where the norm directly follows the conv, which
+    :func:`resnets.inference.fold.fold_batchnorm` may fold; a pre-activation norm follows an add, never a conv.
+    """
 
     expansion = 1
+    preact = False
+    bn_folds: tuple[tuple[str, str], ...] = ()
 
-    def init_shortcut(self, in_ch: int, out_ch: int, stride: int, shortcut: Shortcut, residual: bool,
-                      conv_bias: bool, bn_eps: float) -> None:
-        self.residual = residual
-        self.downsample = make_shortcut(in_ch, out_ch, stride, shortcut, conv_bias, bn_eps) if residual else None
+    def init_common(self, in_ch: int, out_ch: int, stride: int, o: BlockOptions, drop_path: float) -> None:
+        self.residual = o.residual
+        self.downsample = (make_shortcut(in_ch, out_ch, stride, o.shortcut, o.conv_bias, o.bn_eps, norm=o.norm,
+                                         conv=o.conv, avg_down=o.avg_down, preact=self.preact)
+                           if o.residual else None)
+        self.se = attention(o.attn, out_ch, o.attn_ratio)
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path else None
+        self.dropout = o.dropout
 
-    def merge(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Add the shortcut (unless plain) and apply the block's final ReLU."""
+    def add_shortcut(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Attention and stochastic depth on the residual branch, then the shortcut added (unless plain)."""
+        if self.se is not None:
+            out = self.se(out)
+        if self.drop_path is not None:
+            out = self.drop_path(out)
         if self.residual:
             out = out + (x if self.downsample is None else self.downsample(x))
-        return F.relu(out)
+        return out
+
+    def drop(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.dropout, self.training) if self.dropout else x
+
+
+def _options(options: BlockOptions | None, kwargs: dict) -> BlockOptions:
+    if options is not None and kwargs:
+        raise TypeError("pass block options either as a BlockOptions or as keywords, not both")
+    return options or BlockOptions(**kwargs)
+
+
+def _check_basic(o: BlockOptions, kind: str) -> None:
+    if o.groups != 1 or o.base_width != 64:
+        raise ValueError(f"{kind} blocks have no groups or base width (got groups={o.groups}, "
+                         f"base_width={o.base_width}); use a bottleneck block, or wider stage widths")
 
 
 class BasicBlock(ResidualBlock):
     """Two 3x3 convs (ResNet-18/34 and the CIFAR nets); ``residual=False`` gives the plain block."""
 
     expansion = 1
+    bn_folds = (("conv1", "bn1"), ("conv2", "bn2"))
 
-    def __init__(
-        self,
-        in_ch: int,
-        width: int,
-        stride: int = 1,
-        *,
-        shortcut: Shortcut = "B",
-        residual: bool = True,
-        conv_bias: bool = False,
-        bn_eps: float = 1e-5,
-        stride_in_1x1: bool = False,
-    ) -> None:
+    def __init__(self, in_ch: int, width: int, stride: int = 1, options: BlockOptions | None = None, *,
+                 drop_path: float = 0.0, **kwargs) -> None:
         super().__init__()
-        del stride_in_1x1  # only meaningful for the bottleneck
+        o = _options(options, kwargs)
+        _check_basic(o, "basic")
         out_ch = width * self.expansion
-        self.conv1 = conv3x3(in_ch, width, stride, conv_bias)
-        self.bn1 = nn.BatchNorm2d(width, eps=bn_eps)
-        self.conv2 = conv3x3(width, out_ch, 1, conv_bias)
-        self.bn2 = nn.BatchNorm2d(out_ch, eps=bn_eps)
-        self.init_shortcut(in_ch, out_ch, stride, shortcut, residual, conv_bias, bn_eps)
+        self.conv1 = conv2d(o.conv, in_ch, width, 3, stride, bias=o.conv_bias)
+        self.bn1 = norm_layer(o.norm, width, o.bn_eps)
+        self.conv2 = conv2d(o.conv, width, out_ch, 3, bias=o.conv_bias)
+        self.bn2 = norm_layer(o.norm, out_ch, o.bn_eps)
+        self.init_common(in_ch, out_ch, stride, o, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.drop(F.relu(self.bn1(self.conv1(x))))
         out = self.bn2(self.conv2(out))
-        return self.merge(out, x)
+        return F.relu(self.add_shortcut(out, x))
 
-    def last_bn(self) -> nn.BatchNorm2d:
-        return self.bn2
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn2.weight)
 
 
 class Bottleneck(ResidualBlock):
-    """1x1 reduce, 3x3, 1x1 expand (x4) (ResNet-50/101/152).
+    """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand (x4) (ResNet-50/101/152).
 
     ``stride_in_1x1=True`` puts the stride on the first 1x1 conv as in the paper, the
     original Caffe models and Keras ("v1"); the default puts it on the 3x3 ("v1.5",
@@ -132,41 +219,111 @@ class Bottleneck(ResidualBlock):
     """
 
     expansion = 4
+    bn_folds = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
-    def __init__(
-        self,
-        in_ch: int,
-        width: int,
-        stride: int = 1,
-        *,
-        shortcut: Shortcut = "B",
-        residual: bool = True,
-        conv_bias: bool = False,
-        bn_eps: float = 1e-5,
-        stride_in_1x1: bool = False,
-    ) -> None:
+    def __init__(self, in_ch: int, width: int, stride: int = 1, options: BlockOptions | None = None, *,
+                 drop_path: float = 0.0, **kwargs) -> None:
         super().__init__()
+        o = _options(options, kwargs)
         out_ch = width * self.expansion
-        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = conv1x1(in_ch, width, s1, conv_bias)
-        self.bn1 = nn.BatchNorm2d(width, eps=bn_eps)
-        self.conv2 = conv3x3(width, width, s3, conv_bias)
-        self.bn2 = nn.BatchNorm2d(width, eps=bn_eps)
-        self.conv3 = conv1x1(width, out_ch, 1, conv_bias)
-        self.bn3 = nn.BatchNorm2d(out_ch, eps=bn_eps)
-        self.init_shortcut(in_ch, out_ch, stride, shortcut, residual, conv_bias, bn_eps)
+        inner = int(width * o.base_width / 64) * o.groups
+        s1, s3 = (stride, 1) if o.stride_in_1x1 else (1, stride)
+        self.conv1 = conv2d(o.conv, in_ch, inner, 1, s1, bias=o.conv_bias)
+        self.bn1 = norm_layer(o.norm, inner, o.bn_eps)
+        self.conv2 = conv2d(o.conv, inner, inner, 3, s3, groups=o.groups, bias=o.conv_bias)
+        self.bn2 = norm_layer(o.norm, inner, o.bn_eps)
+        self.conv3 = conv2d(o.conv, inner, out_ch, 1, bias=o.conv_bias)
+        self.bn3 = norm_layer(o.norm, out_ch, o.bn_eps)
+        self.init_common(in_ch, out_ch, stride, o, drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.drop(F.relu(self.bn2(self.conv2(out))))
         out = self.bn3(self.conv3(out))
-        return self.merge(out, x)
+        return F.relu(self.add_shortcut(out, x))
 
-    def last_bn(self) -> nn.BatchNorm2d:
-        return self.bn3
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
 
 
-Block = type[BasicBlock] | type[Bottleneck]
+class PreActBlock(ResidualBlock):
+    """What the pre-activation blocks share (He et al., "Identity Mappings in Deep Residual Networks", 2016):
+    norm + ReLU come before each conv, nothing after the add; a projection shortcut reads the
+    normalised input, an identity or subsampling shortcut the raw one."""
+
+    preact = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = F.relu(self.norm1(x))
+        shortcut_in = pre if isinstance(self.downsample, nn.Conv2d) else x
+        return self.add_shortcut(self.branch(pre), shortcut_in)
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.last_conv().weight)
+
+
+class PreActBasicBlock(PreActBlock):
+    """norm-ReLU-3x3, norm-ReLU-(dropout)-3x3: the CIFAR ResNet-110 v2 and Wide ResNet block."""
+
+    expansion = 1
+    bn_folds = (("conv1", "norm2"),)
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1, options: BlockOptions | None = None, *,
+                 drop_path: float = 0.0, **kwargs) -> None:
+        super().__init__()
+        o = _options(options, kwargs)
+        _check_basic(o, "pre-activation basic")
+        out_ch = width * self.expansion
+        self.norm1 = norm_layer(o.norm, in_ch, o.bn_eps)
+        self.conv1 = conv2d(o.conv, in_ch, width, 3, stride)
+        self.norm2 = norm_layer(o.norm, width, o.bn_eps)
+        self.conv2 = conv2d(o.conv, width, out_ch, 3, bias=o.conv_bias)
+        self.init_common(in_ch, out_ch, stride, o, drop_path)
+
+    def branch(self, pre: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.drop(F.relu(self.norm2(self.conv1(pre)))))
+
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv2
+
+
+class PreActBottleneck(PreActBlock):
+    """norm-ReLU-1x1, norm-ReLU-3x3, norm-ReLU-1x1 (x4): Keras' ResNet50V2, timm's ResNetV2 and BiT.
+
+    Only the last conv (and a projection) may have a bias (``conv_bias``, as Keras builds them); the
+    first two feed a norm, which makes a bias redundant.
+    """
+
+    expansion = 4
+    bn_folds = (("conv1", "norm2"), ("conv2", "norm3"))
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1, options: BlockOptions | None = None, *,
+                 drop_path: float = 0.0, **kwargs) -> None:
+        super().__init__()
+        o = _options(options, kwargs)
+        out_ch = width * self.expansion
+        inner = int(width * o.base_width / 64) * o.groups
+        s1, s3 = (stride, 1) if o.stride_in_1x1 else (1, stride)
+        self.norm1 = norm_layer(o.norm, in_ch, o.bn_eps)
+        self.conv1 = conv2d(o.conv, in_ch, inner, 1, s1)
+        self.norm2 = norm_layer(o.norm, inner, o.bn_eps)
+        self.conv2 = conv2d(o.conv, inner, inner, 3, s3, groups=o.groups)
+        self.norm3 = norm_layer(o.norm, inner, o.bn_eps)
+        self.conv3 = conv2d(o.conv, inner, out_ch, 1, bias=o.conv_bias)
+        self.init_common(in_ch, out_ch, stride, o, drop_path)
+
+    def branch(self, pre: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.norm2(self.conv1(pre)))
+        out = self.drop(F.relu(self.norm3(self.conv2(out))))
+        return self.conv3(out)
+
+    def last_conv(self) -> nn.Conv2d:
+        return self.conv3
+
+
+Block = type[BasicBlock] | type[Bottleneck] | type[PreActBasicBlock] | type[PreActBottleneck]
+BLOCKS: dict[str, Block] = {"basic": BasicBlock, "bottleneck": Bottleneck,
+                            "preact_basic": PreActBasicBlock, "preact_bottleneck": PreActBottleneck}
 
 
 def identity_block(block: Block, channels: int, **kwargs) -> nn.Module:

@@ -48,7 +48,7 @@ class Explanation:
 
 
 def _check_model(model: nn.Module) -> None:
-    needed = ("stage_names", "forward_intermediates", "forward_head", "fc", "num_classes")
+    needed = ("stage_names", "forward_intermediates", "forward_after", "forward_head", "fc", "num_classes")
     missing = [name for name in needed if not hasattr(model, name)]
     if missing:
         raise TypeError(f"explain needs a resnets ResNet (eager, fp32/bf16), got {type(model).__name__} without "
@@ -93,15 +93,11 @@ def _probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
 
 
 def _run(model: nn.Module, x: torch.Tensor, target, method: str, layer: int) -> Explanation:
-    last = len(model.stage_names)
     with torch.no_grad():
         fmap = model.forward_intermediates(x, [layer])[0]
     fmap = fmap.detach().requires_grad_(method != "cam")
     with torch.set_grad_enabled(method != "cam"):
-        out = fmap
-        for name in model.stage_names[layer:last]:
-            out = getattr(model, name)(out)
-        logits = _logits(model, out).float()
+        logits = _logits(model, model.forward_after(fmap, layer)).float()
     classes = _targets(target, logits.detach())
     probabilities = _probabilities(model, logits.detach()).gather(1, classes[:, None])[:, 0]
     a = fmap.detach().float()

@@ -1,7 +1,11 @@
 """The ResNet module: a stem, stages of residual blocks, and a head.
 
-One class covers every network of the paper; the variants (ImageNet or CIFAR stem, shortcut
-A/B/C, v1/v1.5 stride placement, plain or residual) are constructor arguments.
+One class covers every network of the family; each variant is a constructor argument: the block
+kind (basic, bottleneck, or their pre-activation forms), the stem (ImageNet 7x7, CIFAR 3x3, timm's
+deep C/S/T stems; max-pool, Keras' zero-padded max-pool or ResNet-RS's strided conv after it), where a
+stage downsamples (first block, or Keras V2's last), and the block options of
+:class:`~resnets.blocks.BlockOptions` (shortcut A/B/C/P, v1/v1.5 stride, groups and width, norm, conv,
+attention, average-pool downsampling, dropout), plus stochastic depth.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BasicBlock, Block, Bottleneck, Shortcut
+from .blocks import BLOCKS, OPTION_NAMES, BasicBlock, Block, BlockOptions, Bottleneck, ResidualBlock
+from .layers import conv2d, norm_layer
 
-Stem = Literal["imagenet", "cifar"]
+Stem = Literal["imagenet", "cifar", "deep", "deep_tiered"]
+StemPool = Literal["max", "max_zero_pad", "conv", ""]
 Pool = Literal["avg", "max", ""]
+STEMS: tuple[str, ...] = ("imagenet", "cifar", "deep", "deep_tiered")
+STEM_POOLS: tuple[str, ...] = ("max", "max_zero_pad", "conv", "")
 
 # Table 1 of the paper: blocks per stage for the ImageNet networks.
 IMAGENET_DEPTHS: dict[int, tuple[Block, tuple[int, ...]]] = {
@@ -35,51 +43,106 @@ CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
 CIFAR_WIDTHS = (16, 32, 64)
 
 
-def cifar_blocks(depth: int) -> tuple[int, int, int]:
-    """Blocks per stage of the 6n+2-layer CIFAR network."""
-    if (depth - 2) % 6:
-        raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
-    n = (depth - 2) // 6
+def cifar_blocks(depth: int, layers_per_block: int = 2) -> tuple[int, int, int]:
+    """Blocks per stage of the CIFAR network of ``depth`` layers: 6n+2 (basic blocks) or 9n+2 (bottlenecks)."""
+    per_stage = 3 * layers_per_block
+    if (depth - 2) % per_stage:
+        raise ValueError(f"a CIFAR ResNet of {layers_per_block}-conv blocks has depth {per_stage}n+2, got {depth}")
+    n = (depth - 2) // per_stage
     return (n, n, n)
 
 
-def make_stage(block: Block, in_ch: int, width: int, blocks: int, stride: int, **block_kwargs) -> nn.Sequential:
-    """A stage: one block that may change the shape, then identity blocks."""
-    first = block(in_ch, width, stride, **block_kwargs)
+def make_stage(block: Block, in_ch: int, width: int, blocks: int, stride: int, *, down_last: bool = False,
+               drop_paths: Sequence[float] | None = None, **block_kwargs) -> nn.Sequential:
+    """A stage: one block that may change the shape, then identity blocks.
+
+    ``down_last`` (Keras' ResNetV2): the first block changes the channels at stride 1, and the last
+    one downsamples. ``drop_paths``: each block's stochastic-depth rate.
+    """
     out_ch = width * block.expansion
-    rest = [block(out_ch, width, 1, **block_kwargs) for _ in range(blocks - 1)]
-    return nn.Sequential(first, *rest)
+    drop_paths = list(drop_paths) if drop_paths is not None else [0.0] * blocks
+    strides = [1] * blocks
+    strides[-1 if down_last else 0] = stride
+    return nn.Sequential(*[
+        block(in_ch if i == 0 else out_ch, width, s, drop_path=dp, **block_kwargs)
+        for i, (s, dp) in enumerate(zip(strides, drop_paths))
+    ])
+
+
+def _stem_conv(stem: str, in_chans: int, width: int, o: BlockOptions) -> tuple[nn.Module, int]:
+    """The stem's convolution(s) and their output channels (timm's deep stems: three 3x3 convs)."""
+    if stem == "imagenet":
+        return conv2d(o.conv, in_chans, width, 7, 2, bias=o.conv_bias), width
+    if stem == "cifar":
+        return conv2d(o.conv, in_chans, width, 3, 1, bias=o.conv_bias), width
+    first, second = (3 * (width // 4), width) if stem == "deep_tiered" else (width, width)
+    return nn.Sequential(
+        conv2d(o.conv, in_chans, first, 3, 2), norm_layer(o.norm, first, o.bn_eps), nn.ReLU(),
+        conv2d(o.conv, first, second, 3), norm_layer(o.norm, second, o.bn_eps), nn.ReLU(),
+        conv2d(o.conv, second, 2 * width, 3, bias=o.conv_bias),
+    ), 2 * width
+
+
+def _stem_pool(kind: str, channels: int, o: BlockOptions) -> nn.Module:
+    """After the stem conv: max-pool (-inf padding), Keras' max-pool after zero padding, ResNet-RS's
+    strided conv, or nothing."""
+    if kind == "max":
+        return nn.MaxPool2d(3, stride=2, padding=1)
+    if kind == "max_zero_pad":
+        return nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(3, stride=2))
+    if kind == "conv":
+        return nn.Sequential(conv2d(o.conv, channels, channels, 3, 2), norm_layer(o.norm, channels, o.bn_eps),
+                             nn.ReLU())
+    return nn.Identity()
 
 
 class ResNet(nn.Module):
     """A residual (or, with ``residual=False``, plain) network.
 
     Input is an NCHW float tensor.  ``num_classes=0`` removes the classifier (the output
-    is then the pooled features, or the feature map with ``global_pool=""``).
+    is then the pooled features, or the feature map with ``global_pool=""``).  ``stem_width``: the
+    stem's width (default ``widths[0]``; deep stems 32, doubled at their output); ``stem_pool``:
+    default ``"max"`` after an ImageNet or deep stem, none after the CIFAR stem. Pre-activation blocks
+    get a stem without norm and a final norm + ReLU before the head. Other keyword arguments are the
+    block options of :class:`~resnets.blocks.BlockOptions`.
     """
 
     def __init__(
         self,
-        block: Block,
+        block: Block | str,
         layers: Sequence[int],
         widths: Sequence[int] = IMAGENET_WIDTHS,
         *,
         stem: Stem = "imagenet",
+        stem_width: int | None = None,
+        stem_pool: StemPool | None = None,
         num_classes: int = 1000,
         in_chans: int = 3,
-        shortcut: Shortcut = "B",
-        residual: bool = True,
-        stride_in_1x1: bool = False,
-        conv_bias: bool = False,
-        bn_eps: float = 1e-5,
+        down_last: bool = False,
+        drop_path_rate: float = 0.0,
         zero_init_residual: bool = False,
         global_pool: Pool = "avg",
         drop_rate: float = 0.0,
         classifier_activation: str | None = None,
+        **block_options,
     ) -> None:
         super().__init__()
+        if isinstance(block, str):
+            if block not in BLOCKS:
+                raise ValueError(f"block must be one of {', '.join(map(repr, BLOCKS))}, got {block!r}")
+            block = BLOCKS[block]
+        unknown = sorted(set(block_options) - OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"ResNet got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; the block "
+                            f"options are {', '.join(sorted(OPTION_NAMES))}")
+        options = BlockOptions(**block_options)
         if len(layers) != len(widths):
             raise ValueError(f"{len(layers)} stage depths given for {len(widths)} stage widths")
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(map(repr, STEMS))}, got {stem!r}")
+        stem_pool = ("" if stem == "cifar" else "max") if stem_pool is None else stem_pool
+        if stem_pool not in STEM_POOLS:
+            raise ValueError(f"stem_pool must be one of {', '.join(map(repr, STEM_POOLS))}, got {stem_pool!r}")
         if global_pool not in ("avg", "max", ""):
             raise ValueError(f"global_pool must be 'avg', 'max' or '', got {global_pool!r}")
         if num_classes and not global_pool:
@@ -88,38 +151,45 @@ class ResNet(nn.Module):
             raise ValueError(f"classifier_activation must be None, 'softmax' or 'sigmoid', got {classifier_activation!r}")
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate (Keras' dropout_rate) must lie in [0, 1), got {drop_rate}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must lie in [0, 1), got {drop_path_rate}")
+        self.preact = block.preact
+        if self.preact and stem.startswith("deep"):
+            raise ValueError("deep stems are not available with pre-activation blocks")
         self.stem_type = stem
+        self.in_chans = in_chans
         self.global_pool = global_pool
         self.drop_rate = drop_rate
         self.classifier_activation = classifier_activation
-        self.input_size = (3, 224, 224) if stem == "imagenet" else (3, 32, 32)
+        self.input_size = (3, 32, 32) if stem == "cifar" else (3, 224, 224)
 
-        stem_ch = widths[0]
-        if stem not in ("imagenet", "cifar"):
-            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
-        if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_chans, stem_ch, 7, stride=2, padding=3, bias=conv_bias)
-        else:
-            self.conv1 = nn.Conv2d(in_chans, stem_ch, 3, stride=1, padding=1, bias=conv_bias)
-        self.bn1 = nn.BatchNorm2d(stem_ch, eps=bn_eps)
-        self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
+        default_width = 32 if stem.startswith("deep") else widths[0]
+        self.conv1, stem_ch = _stem_conv(stem, in_chans, stem_width or default_width, options)
+        if not self.preact:
+            self.bn1 = norm_layer(options.norm, stem_ch, options.bn_eps)
+            self.bn_folds = (("conv1", "bn1"),)
+        self.maxpool = _stem_pool(stem_pool, stem_ch, options)
 
-        block_kwargs = dict(
-            shortcut=shortcut, residual=residual, conv_bias=conv_bias, bn_eps=bn_eps, stride_in_1x1=stride_in_1x1
-        )
+        total = sum(layers)
+        rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         in_ch = stem_ch
         self.stage_names: list[str] = []
         self.feature_info: list[dict] = []
-        reduction = 4 if stem == "imagenet" else 1
+        reduction = 1 if stem == "cifar" else 2
+        reduction *= 1 if not stem_pool else 2
         for i, (blocks, width) in enumerate(zip(layers, widths)):
-            stride = 1 if i == 0 else 2
+            stride = (2 if i < len(layers) - 1 else 1) if down_last else (1 if i == 0 else 2)
             reduction *= stride
             name = f"layer{i + 1}"
-            self.add_module(name, make_stage(block, in_ch, width, blocks, stride, **block_kwargs))
+            first = sum(layers[:i])
+            self.add_module(name, make_stage(block, in_ch, width, blocks, stride, down_last=down_last,
+                                             drop_paths=rates[first:first + blocks], options=options))
             in_ch = width * block.expansion
             self.stage_names.append(name)
             self.feature_info.append({"module": name, "num_chs": in_ch, "reduction": reduction})
         self.num_features = in_ch
+        if self.preact:
+            self.norm = norm_layer(options.norm, in_ch, options.bn_eps)
         self.num_classes = num_classes
         self.fc: nn.Module = nn.Linear(in_ch, num_classes) if num_classes else nn.Identity()
 
@@ -131,38 +201,46 @@ class ResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if zero_init_residual:
             for m in self.modules():
-                if isinstance(m, (BasicBlock, Bottleneck)):
-                    nn.init.zeros_(m.last_bn().weight)
+                if isinstance(m, ResidualBlock):
+                    m.zero_init_last()
 
     # --- forward passes -------------------------------------------------------------
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
             raise ValueError(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
-        if x.shape[1] != self.conv1.in_channels:
+        if x.shape[1] != self.in_chans:
             raise ValueError(
-                f"expected {self.conv1.in_channels} input channels (NCHW), got shape {tuple(x.shape)}"
-                + ("; for NHWC input use x.permute(0, 3, 1, 2)" if x.shape[-1] == self.conv1.in_channels else "")
+                f"expected {self.in_chans} input channels (NCHW), got shape {tuple(x.shape)}"
+                + ("; for NHWC input use x.permute(0, 3, 1, 2)" if x.shape[-1] == self.in_chans else "")
             )
-        return self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        x = self.conv1(x)
+        if not self.preact:
+            x = F.relu(self.bn1(x))
+        return self.maxpool(x)
+
+    def forward_post(self, x: torch.Tensor) -> torch.Tensor:
+        """What follows the last stage before the head: the final norm + ReLU of pre-activation nets."""
+        return F.relu(self.norm(x)) if self.preact else x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, ``(N, num_features, H/32, W/32)`` for the ImageNet nets."""
         x = self.forward_stem(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
-        return x
+        return self.forward_post(x)
 
     def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
         """Stage outputs for detection/segmentation backbones.
 
         ``indices`` are 1-based stage numbers (1..4 = C2..C5 for the ImageNet nets); the
-        default is every stage.  Stages after the last requested one are not run.
+        default is every stage.  Stages after the last requested one are not run.  The last stage's
+        output is the map the head sees (after the final norm of pre-activation nets).
         """
         wanted = sorted(set(indices)) if indices is not None else list(range(1, len(self.stage_names) + 1))
         if not wanted or wanted[0] < 1 or wanted[-1] > len(self.stage_names):
@@ -171,9 +249,18 @@ class ResNet(nn.Module):
         x = self.forward_stem(x)
         for i, name in enumerate(self.stage_names[: wanted[-1]], start=1):
             x = getattr(self, name)(x)
+            if i == len(self.stage_names):
+                x = self.forward_post(x)
             if i in wanted:
                 outs.append(x)
         return outs
+
+    def forward_after(self, x: torch.Tensor, stage: int) -> torch.Tensor:
+        """The last feature map from stage ``stage``'s output (as :meth:`forward_intermediates` gives it)."""
+        last = len(self.stage_names)
+        for name in self.stage_names[stage:]:
+            x = getattr(self, name)(x)
+        return self.forward_post(x) if stage < last else x
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.global_pool == "avg":
@@ -244,7 +331,7 @@ class ResNet(nn.Module):
                 x = x[None]
             if x.ndim != 4:
                 raise ValueError(f"expected a batch of images, got array of shape {x.shape}")
-            channels = self.conv1.in_channels
+            channels = self.in_chans
             if x.shape[-1] == channels and x.shape[1] != channels:
                 x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
             x = torch.from_numpy(np.asarray(x, dtype=np.float32))

@@ -10,15 +10,32 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
+def _fold_into(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    """``conv`` (a plain Conv2d, or a Sequential ending in one: a deep stem) with ``bn`` folded in."""
+    if isinstance(conv, nn.Sequential):
+        last = str(len(conv) - 1)
+        conv._modules[last] = _fold_into(conv._modules[last], bn)
+        return conv
+    return fuse_conv_bn_eval(conv, bn)
+
+
+def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
+    """A plain conv (weight-standardised convs are not: their weight is renormalised on every call)."""
+    while isinstance(conv, nn.Sequential) and len(conv):
+        conv = conv[-1]
+    return type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d
+
+
 def _fold_pair(parent: nn.Module, conv_name: str, bn_name: str) -> bool:
     conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
-    if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+    if not _foldable(conv, bn):
         return False
-    if conv.out_channels != bn.num_features:
+    last = conv[-1] if isinstance(conv, nn.Sequential) else conv
+    if last.out_channels != bn.num_features:
         raise ValueError(
-            f"cannot fold {bn_name} ({bn.num_features} features) into {conv_name} ({conv.out_channels} channels)"
+            f"cannot fold {bn_name} ({bn.num_features} features) into {conv_name} ({last.out_channels} channels)"
         )
-    setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+    setattr(parent, conv_name, _fold_into(conv, bn))
     setattr(parent, bn_name, nn.Identity())
     return True
 
@@ -26,20 +43,18 @@ def _fold_pair(parent: nn.Module, conv_name: str, bn_name: str) -> bool:
 def fold_batchnorm(model: nn.Module) -> int:
     """Fold, in place, every BatchNorm2d that directly follows a Conv2d; returns how many.
 
-    The pairs are found structurally, as the models of this package are written: a child
-    ``convK`` followed by its sibling ``bnK`` (stems and blocks), or a Conv2d followed by a
-    BatchNorm2d inside an ``nn.Sequential`` (projection shortcuts).  The model must be in
-    eval mode, where BatchNorm uses its running statistics.
+    The pairs are the ones each module declares in ``bn_folds`` (a block's ``(conv2, bn2)``; a
+    pre-activation block's ``(conv1, norm2)``, never its ``norm1``, which follows an add), and
+    a Conv2d followed by a BatchNorm2d inside an ``nn.Sequential`` (projection shortcuts, deep
+    stems).  The model must be in eval mode, where BatchNorm uses its running statistics.
     """
     if model.training:
         raise ValueError("fold_batchnorm needs an eval-mode model (call model.eval() first)")
     folded = 0
-    for parent in model.modules():
-        children = dict(parent.named_children())
+    for parent in list(model.modules()):
         if isinstance(parent, nn.Sequential):
-            names = list(children)
+            names = list(parent._modules)
             folded += sum(_fold_pair(parent, a, b) for a, b in zip(names, names[1:]))
-        for name in children:
-            if name.startswith("conv") and "bn" + name[4:] in children:
-                folded += _fold_pair(parent, name, "bn" + name[4:])
+        for conv_name, bn_name in getattr(parent, "bn_folds", ()):
+            folded += _fold_pair(parent, conv_name, bn_name)
     return folded
