@@ -57,8 +57,11 @@ def test_torchvision_state_dict_gives_torchvision_outputs(name):
     assert (got - expected).abs().max().item() < 1e-4
 
 
+PAPER = [*PARAMS, *resnets.list_models("plain*")]  # the paper's networks (the family: tests/test_family.py)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", resnets.list_models())
+@pytest.mark.parametrize("name", PAPER)
 def test_output_shapes_at_several_input_sizes(name):
     model = resnets.create_model(name).eval()
     classes = 1000 if model.stem_type == "imagenet" else 10

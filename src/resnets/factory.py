@@ -52,10 +52,12 @@ def create_model(
 
 #: ResNet's keyword arguments with their defaults, as the builders' docstrings list them.
 _RESNET_ARGUMENTS = (
-    "``shortcut`` (\"A\", \"B\" or \"C\"; default B, A for the CIFAR nets), ``stride_in_1x1`` (False: v1.5), "
-    "``conv_bias`` (False), ``bn_eps`` (1e-5), ``zero_init_residual`` (False), ``global_pool`` "
-    "(\"avg\", \"max\" or \"\"), ``drop_rate`` (0.0), ``classifier_activation`` (None, \"softmax\" or "
-    "\"sigmoid\"), ``in_chans`` (3)"
+    "``shortcut`` (\"A\", \"B\", \"C\" or \"P\"; default B, A for the CIFAR nets), ``stride_in_1x1`` (False: v1.5), "
+    "``groups``/``base_width`` (ResNeXt, Wide), ``attn`` (None, \"se\" or \"eca\"), ``norm`` (\"batch\" or "
+    "\"group\"), ``conv`` (\"plain\" or \"std\"), ``avg_down``, ``dropout`` (between the convs), "
+    "``drop_path_rate`` (stochastic depth), ``conv_bias`` (False), ``bn_eps`` (1e-5), ``zero_init_residual`` "
+    "(False), ``global_pool`` (\"avg\", \"max\" or \"\"), ``drop_rate`` (0.0), ``classifier_activation`` (None, "
+    "\"softmax\" or \"sigmoid\"), ``in_chans`` (3); each network's defaults are its registry entry's"
 )
 
 
@@ -81,5 +83,5 @@ def _builder(name: str) -> Callable[..., nn.Module]:
     return build
 
 
-#: ``resnets.resnet50(weights=...)`` and friends, one per registered architecture of the paper.
+#: ``resnets.resnet50(weights=...)`` and friends, one per registered architecture.
 BUILDERS: dict[str, Callable[..., nn.Module]] = {name: _builder(name) for name in ARCHITECTURES}

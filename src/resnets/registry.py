@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Callable
 
 from torch import nn
@@ -27,9 +28,9 @@ def register_model(fn: Callable[..., nn.Module], name: str | None = None) -> Cal
     return fn
 
 
-def _sort_key(name: str) -> tuple[str, int]:
-    stem = name.rstrip("0123456789")
-    return stem, int(name[len(stem):] or 0)
+def _sort_key(name: str) -> tuple:
+    """Natural order: resnet18 < resnet50 < resnet101, resnetv2_50x1 < resnetv2_101x1."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -1,13 +1,17 @@
-"""Fold eval-mode BatchNorm into the preceding convolution.
+"""Fold what is constant at inference into the convolutions: eval-mode BatchNorm, weight standardisation.
 
 At inference a BatchNorm is a per-channel affine map, so ``bn(conv(x))`` equals one conv
-with rescaled weights and a bias: one kernel and one pass over memory fewer per layer.
+with rescaled weights and a bias: one kernel and one pass over memory fewer per layer.  A
+weight-standardised conv (BiT) renormalises fixed weights on every call; once is enough.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ..layers import StdConv2d
 
 
 def _fold_into(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
@@ -58,3 +62,21 @@ def fold_batchnorm(model: nn.Module) -> int:
         for conv_name, bn_name in getattr(parent, "bn_folds", ()):
             folded += _fold_pair(parent, conv_name, bn_name)
     return folded
+
+
+def freeze_standardized_convs(model: nn.Module) -> int:
+    """Replace, in place, every weight-standardised conv by a plain conv holding its standardised weight."""
+    frozen = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, StdConv2d):
+                conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                 child.padding, child.dilation, child.groups, child.bias is not None,
+                                 device=child.weight.device, dtype=child.weight.dtype)
+                with torch.no_grad():
+                    conv.weight.copy_(child.standardized_weight())
+                    if child.bias is not None:
+                        conv.bias.copy_(child.bias)
+                setattr(parent, name, conv)
+                frozen += 1
+    return frozen

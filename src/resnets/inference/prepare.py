@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..device import model_device
-from .fold import fold_batchnorm
+from .fold import fold_batchnorm, freeze_standardized_convs
 from .quantize import quantize_int8
 from .table import PRECISIONS, check_device
 
@@ -50,6 +50,7 @@ def prepare(
     """
     check_device(precision, model_device(model))
     net = copy.deepcopy(model).eval().requires_grad_(False)
+    freeze_standardized_convs(net)
     fold_batchnorm(net)
     net = net.to(dtype=DTYPES[precision], memory_format=torch.channels_last)
     if not PRECISIONS[precision].needs_calibration:
