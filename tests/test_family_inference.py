@@ -1,0 +1,63 @@
+"""Every block kind of the family through the fast-inference paths: half precision, int8, onnxruntime, OpenVINO,
+ONNX export, compared with the eager model (random weights, non-trivial norms)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_family import relative_error, small
+
+from resnets.inference import optimize
+
+KINDS = ["keras-v2", "timm-v2-basic", "bit", "resnext-se-d", "eca-tiered", "resnet-rs", "groupnorm", "wide-cifar"]
+
+
+def batch(model, n: int = 2) -> torch.Tensor:
+    size = 32 if model.stem_type == "cifar" else 64
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bf16_follows_eager(kind):
+    model = small(kind)
+    x = batch(model)
+    with torch.no_grad():
+        expected = model(x)
+    got = optimize(model, "bf16", compile=False)(x)
+    assert got.dtype == torch.float32
+    assert relative_error(got, expected) < 5e-2
+
+
+@pytest.mark.parametrize("kind", [k if k in ("keras-v2", "bit", "eca-tiered") else pytest.param(k, marks=pytest.mark.slow)
+                                  for k in KINDS])
+def test_onnxruntime_fp32_matches_eager(kind):
+    pytest.importorskip("onnxruntime")
+    model = small(kind)
+    x = batch(model)
+    with torch.no_grad():
+        expected = model(x)
+    assert relative_error(optimize(model, "fp32", x, backend="onnxruntime")(x), expected) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["keras-v2", "bit", "eca-tiered"])
+def test_openvino_fp32_matches_eager(kind):
+    pytest.importorskip("openvino")
+    model = small(kind)
+    x = batch(model)
+    with torch.no_grad():
+        expected = model(x)
+    assert relative_error(optimize(model, "fp32", x, backend="openvino")(x), expected) < 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["keras-v2", "resnext-se-d"])
+def test_int8_follows_eager(kind):
+    """Static int8 (torch backend, PT2E) on a pre-activation and an attention net: logits within 10% of eager."""
+    model = small(kind)
+    x = batch(model, 8)
+    with torch.no_grad():
+        expected = model(x)
+    calibration = [batch(model, 8) for _ in range(2)] + [x]
+    got = optimize(model, "int8", example_inputs=x, calibration=calibration)(x)
+    assert relative_error(got, expected) < 0.1
