@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,5 +171,6 @@ def default_image_size(model: str) -> int:
 
 
 def _depth(model: str) -> int:
-    digits = model.lstrip("abcdefghijklmnopqrstuvwxyz_")
-    return int(digits) if digits.isdigit() else 0
+    """The depth in a registry name: 110 for resnet110 and resnet110v2, 28 for wide_resnet28_10."""
+    found = re.match(r"[a-z_]*?(\d+)", model)
+    return int(found.group(1)) if found else 0

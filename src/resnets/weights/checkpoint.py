@@ -103,7 +103,7 @@ def infer_model_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
         kwargs["conv_bias"] = True
     if any(re.match(r"layer\d+\.[1-9]\d*\.downsample\.", k) for k in state_dict):
         kwargs["shortcut"] = "C"  # projections on identity blocks too
-    elif "layer2.0.conv1.weight" in state_dict and "layer2.0.downsample.0.weight" not in state_dict:
+    elif "layer2.0.conv1.weight" in state_dict and not any(k.startswith("layer2.0.downsample.") for k in state_dict):
         kwargs["shortcut"] = "A"  # shape changes without a projection: zero-padding shortcut
     return kwargs
 
