@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 
 # public name -> the submodule that defines it
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(("BasicBlock", "Bottleneck", "PadShortcut", "convolutional_block", "identity_block",
-                     "make_shortcut"), ".blocks"),
+    **dict.fromkeys(("BasicBlock", "BlockOptions", "Bottleneck", "PadShortcut", "PreActBasicBlock",
+                     "PreActBottleneck", "convolutional_block", "identity_block", "make_shortcut"), ".blocks"),
     "optimize": ".inference",
     **dict.fromkeys(("ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152"), ".keras_api"),
     **dict.fromkeys(("ResNet", "make_stage"), ".networks"),
