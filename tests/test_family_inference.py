@@ -61,3 +61,27 @@ def test_int8_follows_eager(kind):
     calibration = [batch(model, 8) for _ in range(2)] + [x]
     got = optimize(model, "int8", example_inputs=x, calibration=calibration)(x)
     assert relative_error(got, expected) < 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_engine_int8_follows_eager_on_a_preactivation_net(backend):
+    pytest.importorskip("onnxruntime" if backend == "onnxruntime" else "openvino")
+    model = small("keras-v2")
+    x = batch(model, 8)
+    with torch.no_grad():
+        expected = model(x)
+    calibration = [batch(model, 8) for _ in range(2)] + [x]
+    got = optimize(model, "int8", x, calibration=calibration, backend=backend)(x)
+    assert relative_error(got, expected) < 0.1
+
+
+def test_summary_and_list_cli_for_the_family(capsys):
+    from resnets.cli import main
+
+    assert main(["summary", "resnet50v2", "--depth", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "25,568,360" in out  # ResNet50V2's parameters (tests/test_keras_v2.py compares the count with Keras')
+    assert main(["list", "seresnext26*"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == ["seresnext26d_32x4d", "seresnext26t_32x4d"]
