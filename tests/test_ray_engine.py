@@ -295,3 +295,34 @@ def test_map_features_decodes_bytes_datasets_like_files(cluster, images, local_r
     # The same words as the local engine's errors file, naming each file by its path.
     assert sorted(f"{p}\t{e}" for p, e in errors.items()) == sorted(ref_errors.splitlines()[1:])
 
+
+
+def test_a_family_network_on_the_cluster_equals_the_local_engine(cluster, images, ray_env, capsys, tmp_path):
+    """A pre-activation (Keras ResNetV2-layout) file through Ray predict: the same answers as the local engine."""
+    import torch
+    from test_family import randomize_norms
+
+    import resnets
+    from resnets.preprocess import CIFAR10
+    from resnets.weights.entry import WeightsEntry, save_safetensors
+
+    kwargs = {"layers": [1, 1, 1, 1], "num_classes": 10}
+    torch.manual_seed(0)
+    model = randomize_norms(resnets.create_model("resnet50v2", **kwargs))
+    entry = WeightsEntry(name="resnet50v2.test", model="resnet50v2", url=None, sha256=None,
+                         file_format="safetensors", model_kwargs=kwargs, preprocessing=CIFAR10, classes="cifar10")
+    weights = save_safetensors(model.state_dict(), tmp_path / "v2.safetensors", entry)
+    common = ["predict", "--weights", str(weights), "--top", "2", "--json", str(images)]
+    assert main(common + ["--workers", "0"]) == 1  # 1: the three unreadable files
+    local = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(common + ["--engine", "ray", "--address", cluster.address, "--batch-size", "16"]) == 1
+    remote = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_path = {r["path"]: r for r in local}
+    assert len(remote) == len(by_path) == 203
+    for r in remote:
+        expected = by_path[r["path"]]
+        if "error" in expected:
+            continue
+        assert [p["id"] for p in r["predictions"]] == [p["id"] for p in expected["predictions"]]
+        np.testing.assert_allclose([p["probability"] for p in r["predictions"]],
+                                   [p["probability"] for p in expected["predictions"]], atol=2e-6)
