@@ -1,7 +1,8 @@
 """Atomic file writes: a file is either complete or absent, never half-written after a crash.
 
-The temporary file is created with the umask's mode (0644 under the usual umask 022), as ``open`` would
-create the final file; ``tempfile.mkstemp`` would force 0600 and hide every output from other users.
+Every file written here ends with the umask's mode (0644 under the usual umask 022), as ``open`` would
+create it, whatever the writer did: ``tempfile.mkstemp`` forces 0600, and some writers (safetensors 0.8)
+replace the temporary file with one of their own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,24 @@ from pathlib import Path
 
 # ``.NAME.XXXXXXXX.tmpSUFFIX``: ours (hex) and those of earlier versions (mkstemp's [a-z0-9_]).
 _TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?")
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux says it (``os.umask`` sets it to read it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike) -> None:
+    """Give a finished file the mode ``open`` would have given it (0666 less the umask)."""
+    os.chmod(path, 0o666 & ~current_umask())
 
 
 def _create_temp(path: Path) -> Path:
@@ -38,6 +57,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = _create_temp(path)
     try:
         yield tmp
+        honour_umask(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

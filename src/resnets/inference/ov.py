@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import honour_umask
 from ..cache import cache_root, writable_dir
 from ..quiet import debug_enabled, quiet_third_party
 from .prepare import int8_calibration, numpy_batch, prepare
@@ -142,6 +143,8 @@ def _save(model, xml: Path) -> Path:
 
     with tempfile.TemporaryDirectory(dir=xml.parent, prefix=".ir-") as tmp:
         openvino.save_model(model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
+        for name in ("model.bin", "model.xml"):
+            honour_umask(Path(tmp) / name)
         os.replace(Path(tmp) / "model.bin", xml.with_suffix(".bin"))  # the .xml last: it marks a complete pair
         os.replace(Path(tmp) / "model.xml", xml)
     return xml

@@ -34,7 +34,7 @@ from typing import Any
 import torch.hub
 from tqdm.auto import tqdm
 
-from ..atomic import remove_orphans
+from ..atomic import honour_umask, remove_orphans
 from ..cache import cache_root, writable_dir
 from .registry import WeightsEntry, list_weights
 
@@ -369,6 +369,7 @@ def download(
             except ChecksumError:
                 part.restart()
                 raise
+            honour_umask(part.path)
             os.replace(part.path, dest)
     except OSError as e:  # the network's errors are handled above: this is the local disk
         raise DownloadError(f"could not write {entry.filename} into {dest.parent}: {e}") from e
