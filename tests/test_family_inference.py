@@ -28,26 +28,21 @@ def test_bf16_follows_eager(kind):
     assert relative_error(got, expected) < 5e-2
 
 
-@pytest.mark.parametrize("kind", [k if k in ("keras-v2", "bit", "eca-tiered") else pytest.param(k, marks=pytest.mark.slow)
-                                  for k in KINDS])
-def test_onnxruntime_fp32_matches_eager(kind):
-    pytest.importorskip("onnxruntime")
+ENGINE_CASES = [  # (backend, kind, tolerance): onnxruntime on every kind (three in the quick tier), OpenVINO on three
+    *[pytest.param("onnxruntime", k, 1e-4, marks=[] if k in ("keras-v2", "bit", "eca-tiered") else pytest.mark.slow)
+      for k in KINDS],
+    *[pytest.param("openvino", k, 1e-3, marks=pytest.mark.slow) for k in ("keras-v2", "bit", "eca-tiered")],
+]
+
+
+@pytest.mark.parametrize("backend, kind, tolerance", ENGINE_CASES)
+def test_engine_fp32_matches_eager(backend, kind, tolerance):
+    pytest.importorskip(backend)
     model = small(kind)
     x = batch(model)
     with torch.no_grad():
         expected = model(x)
-    assert relative_error(optimize(model, "fp32", x, backend="onnxruntime")(x), expected) < 1e-4
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["keras-v2", "bit", "eca-tiered"])
-def test_openvino_fp32_matches_eager(kind):
-    pytest.importorskip("openvino")
-    model = small(kind)
-    x = batch(model)
-    with torch.no_grad():
-        expected = model(x)
-    assert relative_error(optimize(model, "fp32", x, backend="openvino")(x), expected) < 1e-3
+    assert relative_error(optimize(model, "fp32", x, backend=backend)(x), expected) < tolerance
 
 
 @pytest.mark.slow

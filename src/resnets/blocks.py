@@ -177,6 +177,11 @@ def _options(options: BlockOptions | None, kwargs: dict) -> BlockOptions:
     return options or BlockOptions(**kwargs)
 
 
+def bottleneck_width(width: int, o: BlockOptions) -> int:
+    """The 3x3's channels: ``groups`` groups of ``width * base_width / 64`` (torchvision's and timm's rounding)."""
+    return int(width * o.base_width / 64) * o.groups
+
+
 def _check_basic(o: BlockOptions, kind: str) -> None:
     if o.groups != 1 or o.base_width != 64:
         raise ValueError(f"{kind} blocks have no groups or base width (got groups={o.groups}, "
@@ -226,7 +231,7 @@ class Bottleneck(ResidualBlock):
         super().__init__()
         o = _options(options, kwargs)
         out_ch = width * self.expansion
-        inner = int(width * o.base_width / 64) * o.groups
+        inner = bottleneck_width(width, o)
         s1, s3 = (stride, 1) if o.stride_in_1x1 else (1, stride)
         self.conv1 = conv2d(o.conv, in_ch, inner, 1, s1, bias=o.conv_bias)
         self.bn1 = norm_layer(o.norm, inner, o.bn_eps)
@@ -302,7 +307,7 @@ class PreActBottleneck(PreActBlock):
         super().__init__()
         o = _options(options, kwargs)
         out_ch = width * self.expansion
-        inner = int(width * o.base_width / 64) * o.groups
+        inner = bottleneck_width(width, o)
         s1, s3 = (stride, 1) if o.stride_in_1x1 else (1, stride)
         self.norm1 = norm_layer(o.norm, in_ch, o.bn_eps)
         self.conv1 = conv2d(o.conv, in_ch, inner, 1, s1)
