@@ -96,6 +96,39 @@ def _stem_pool(kind: str, channels: int, o: BlockOptions) -> nn.Module:
     return nn.Identity()
 
 
+def _check_arguments(block, layers, widths, stem, stem_pool, num_classes, global_pool, classifier_activation,
+                     drop_rate, drop_path_rate, block_options) -> tuple[Block, BlockOptions, str]:
+    """ResNet's argument checks, Keras-style messages; returns the block class, its options and the stem pool."""
+    if isinstance(block, str):
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {', '.join(map(repr, BLOCKS))}, got {block!r}")
+        block = BLOCKS[block]
+    unknown = sorted(set(block_options) - OPTION_NAMES)
+    if unknown:
+        raise TypeError(f"ResNet got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; the block "
+                        f"options are {', '.join(sorted(OPTION_NAMES))}")
+    if len(layers) != len(widths):
+        raise ValueError(f"{len(layers)} stage depths given for {len(widths)} stage widths")
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {', '.join(map(repr, STEMS))}, got {stem!r}")
+    if block.preact and stem.startswith("deep"):
+        raise ValueError("deep stems are not available with pre-activation blocks")
+    stem_pool = ("" if stem == "cifar" else "max") if stem_pool is None else stem_pool
+    if stem_pool not in STEM_POOLS:
+        raise ValueError(f"stem_pool must be one of {', '.join(map(repr, STEM_POOLS))}, got {stem_pool!r}")
+    if global_pool not in ("avg", "max", ""):
+        raise ValueError(f"global_pool must be 'avg', 'max' or '', got {global_pool!r}")
+    if num_classes and not global_pool:
+        raise ValueError("a classifier needs global pooling; pass num_classes=0 for the feature map")
+    if classifier_activation not in (None, "softmax", "sigmoid"):
+        raise ValueError(f"classifier_activation must be None, 'softmax' or 'sigmoid', got {classifier_activation!r}")
+    if not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f"drop_rate (Keras' dropout_rate) must lie in [0, 1), got {drop_rate}")
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(f"drop_path_rate must lie in [0, 1), got {drop_path_rate}")
+    return block, BlockOptions(**block_options), stem_pool
+
+
 class ResNet(nn.Module):
     """A residual (or, with ``residual=False``, plain) network.
 
@@ -127,35 +160,9 @@ class ResNet(nn.Module):
         **block_options,
     ) -> None:
         super().__init__()
-        if isinstance(block, str):
-            if block not in BLOCKS:
-                raise ValueError(f"block must be one of {', '.join(map(repr, BLOCKS))}, got {block!r}")
-            block = BLOCKS[block]
-        unknown = sorted(set(block_options) - OPTION_NAMES)
-        if unknown:
-            raise TypeError(f"ResNet got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; the block "
-                            f"options are {', '.join(sorted(OPTION_NAMES))}")
-        options = BlockOptions(**block_options)
-        if len(layers) != len(widths):
-            raise ValueError(f"{len(layers)} stage depths given for {len(widths)} stage widths")
-        if stem not in STEMS:
-            raise ValueError(f"stem must be one of {', '.join(map(repr, STEMS))}, got {stem!r}")
-        stem_pool = ("" if stem == "cifar" else "max") if stem_pool is None else stem_pool
-        if stem_pool not in STEM_POOLS:
-            raise ValueError(f"stem_pool must be one of {', '.join(map(repr, STEM_POOLS))}, got {stem_pool!r}")
-        if global_pool not in ("avg", "max", ""):
-            raise ValueError(f"global_pool must be 'avg', 'max' or '', got {global_pool!r}")
-        if num_classes and not global_pool:
-            raise ValueError("a classifier needs global pooling; pass num_classes=0 for the feature map")
-        if classifier_activation not in (None, "softmax", "sigmoid"):
-            raise ValueError(f"classifier_activation must be None, 'softmax' or 'sigmoid', got {classifier_activation!r}")
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate (Keras' dropout_rate) must lie in [0, 1), got {drop_rate}")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must lie in [0, 1), got {drop_path_rate}")
+        block, options, stem_pool = _check_arguments(block, layers, widths, stem, stem_pool, num_classes, global_pool,
+                                                     classifier_activation, drop_rate, drop_path_rate, block_options)
         self.preact = block.preact
-        if self.preact and stem.startswith("deep"):
-            raise ValueError("deep stems are not available with pre-activation blocks")
         self.stem_type = stem
         self.in_chans = in_chans
         self.global_pool = global_pool
@@ -170,13 +177,24 @@ class ResNet(nn.Module):
             self.bn_folds = (("conv1", "bn1"),)
         self.maxpool = _stem_pool(stem_pool, stem_ch, options)
 
+        reduction = (1 if stem == "cifar" else 2) * (2 if stem_pool else 1)
+        in_ch = self._add_stages(block, layers, widths, stem_ch, reduction, down_last, drop_path_rate, options)
+        self.num_features = in_ch
+        if self.preact:
+            self.norm = norm_layer(options.norm, in_ch, options.bn_eps)
+        self.num_classes = num_classes
+        self.fc: nn.Module = nn.Linear(in_ch, num_classes) if num_classes else nn.Identity()
+
+        self._init_weights(zero_init_residual)
+
+    def _add_stages(self, block: Block, layers: Sequence[int], widths: Sequence[int], in_ch: int, reduction: int,
+                    down_last: bool, drop_path_rate: float, options: BlockOptions) -> int:
+        """``layer1``, ``layer2``...: stride 2 from the second stage on (or, ``down_last``, in every stage but the
+        last), stochastic depth rising linearly over the blocks; returns the last stage's channels."""
         total = sum(layers)
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-        in_ch = stem_ch
         self.stage_names: list[str] = []
         self.feature_info: list[dict] = []
-        reduction = 1 if stem == "cifar" else 2
-        reduction *= 1 if not stem_pool else 2
         for i, (blocks, width) in enumerate(zip(layers, widths)):
             stride = (2 if i < len(layers) - 1 else 1) if down_last else (1 if i == 0 else 2)
             reduction *= stride
@@ -187,13 +205,7 @@ class ResNet(nn.Module):
             in_ch = width * block.expansion
             self.stage_names.append(name)
             self.feature_info.append({"module": name, "num_chs": in_ch, "reduction": reduction})
-        self.num_features = in_ch
-        if self.preact:
-            self.norm = norm_layer(options.norm, in_ch, options.bn_eps)
-        self.num_classes = num_classes
-        self.fc: nn.Module = nn.Linear(in_ch, num_classes) if num_classes else nn.Identity()
-
-        self._init_weights(zero_init_residual)
+        return in_ch
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         for m in self.modules():
