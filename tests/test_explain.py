@@ -365,7 +365,7 @@ def test_optimized_model_is_explained_through_its_eager_weights(tmp_path, cifar)
 
 
 def test_class_index_by_name_id_and_index():
-    from resnets.cli.explain import class_index
+    from resnets.classes import class_index
 
     assert class_index("imagenet", "Siberian husky") == class_index("imagenet", "siberian_husky") == 250
     assert class_index("imagenet", "n02110185") == 250

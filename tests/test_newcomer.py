@@ -19,7 +19,7 @@ from PIL import Image
 import resnets
 from resnets import progress, quiet
 from resnets.cli import build_parser, main
-from resnets.evaluate import class_index
+from resnets.classes import folder_class_indices as class_index
 from resnets.train.config import RECIPES
 
 CIFAR = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

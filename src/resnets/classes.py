@@ -47,6 +47,57 @@ def _id_name_pairs(classes: ClassList) -> tuple[str, list[tuple[str, str]]]:
     return "the given", pairs
 
 
+def class_aliases(classes: ClassList) -> list[tuple[str, ...]]:
+    """Every name a class answers to, per index: its id (ImageNet wnid, or the index) and its name."""
+    _, pairs = _id_name_pairs(classes)
+    return [(cid, name) if cid != str(i) else (name,) for i, (cid, name) in enumerate(pairs)]
+
+
+def _key(text: str) -> str:
+    return text.replace("_", " ").strip().lower()
+
+
+def class_index(classes: ClassList, text: str) -> int:
+    """The class ``text`` names in ``classes``: an index, an id (wnid) or a name (case, ``_`` and spaces ignored)."""
+    aliases = class_aliases(classes)
+    if text.isdigit():
+        if int(text) < len(aliases):
+            return int(text)
+        raise ValueError(f"class index {text} is out of range: the model has {len(aliases)} classes")
+    key = _key(text)
+    for i, names in enumerate(aliases):
+        if key in (_key(n) for n in names):
+            return i
+    raise ValueError(f"no class named {text!r} among the model's {len(aliases)} classes")
+
+
+def folder_class_indices(folder_classes: Sequence[str], model_classes: ClassList,
+                         by_position: bool = False) -> list[int]:
+    """Map a data set's class folder names to the model's output indices.
+
+    Names are matched exactly to the model's class list (CIFAR-10 names, ImageNet wnids or names). A data set
+    whose folders match none of them is refused, naming both lists, unless ``by_position``: then its
+    classes in sorted order are the model's classes 0, 1, ... (as torchvision's ImageFolder numbers them).
+    """
+    names = class_aliases(model_classes)
+    lookup = {alias: i for i, aliases in enumerate(names) for alias in aliases}
+    if all(c in lookup for c in folder_classes):
+        return [lookup[c] for c in folder_classes]
+    if any(c in lookup for c in folder_classes):
+        missing = [c for c in folder_classes if c not in lookup]
+        raise ValueError(f"class folders {missing[:5]} are not among the model's classes")
+    if len(folder_classes) > len(names):
+        raise ValueError(f"the data has {len(folder_classes)} classes but the model only {len(names)}")
+    if not by_position:
+        def shown(items: list[str]) -> str:
+            return ", ".join(items[:10]) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
+
+        raise ValueError(f"none of the data's class folders ({shown(list(folder_classes))}) is one of the model's "
+                         f"classes ({shown([a[-1] for a in names])}); to take them in sorted order as the model's "
+                         "classes 0, 1, ... pass --by-position (by_position=True)")
+    return list(range(len(folder_classes)))
+
+
 def decode_predictions(preds: np.ndarray | torch.Tensor, top: int = 5,
                        classes: ClassList = None) -> list[list[tuple[str, str, float]]]:
     """Top-``top`` classes per row of ``preds`` (N, C), as Keras: ``[(id, name, score), ...]``, best first.

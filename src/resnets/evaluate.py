@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .choices import TTA
-from .classes import CIFAR10_CLASSES, imagenet_classes
+from .classes import folder_class_indices
 from .data.source import read_split
 from .pipeline import Inference, run_model
 from .progress import progress_bar
@@ -25,37 +25,6 @@ class Accuracy:
     def to_dict(self) -> dict:
         return {"top1": round(self.top1, 4), "top5": round(self.top5, 4), "images": self.images,
                 "errors": [{"path": p, "error": e} for p, e in self.errors]}
-
-
-def class_index(folder_classes: list[str], model_classes, by_position: bool = False) -> list[int]:
-    """Map the data set's class folder names to the model's output indices.
-
-    Names are matched to the model's class list (CIFAR-10 names, ImageNet wnids or names). A data set
-    whose folders match none of them is refused, naming both lists, unless ``by_position``: then its
-    classes in sorted order are the model's classes 0, 1, ... (as torchvision's ImageFolder numbers them).
-    """
-    if model_classes == "cifar10":
-        names = [[c] for c in CIFAR10_CLASSES]
-    elif model_classes == "imagenet":
-        names = [[wnid, name] for wnid, name in imagenet_classes()]
-    else:
-        names = [[c] if isinstance(c, str) else list(c) for c in model_classes]
-    lookup = {alias: i for i, aliases in enumerate(names) for alias in aliases}
-    if all(c in lookup for c in folder_classes):
-        return [lookup[c] for c in folder_classes]
-    if any(c in lookup for c in folder_classes):
-        missing = [c for c in folder_classes if c not in lookup]
-        raise ValueError(f"class folders {missing[:5]} are not among the model's classes")
-    if len(folder_classes) > len(names):
-        raise ValueError(f"the data has {len(folder_classes)} classes but the model only {len(names)}")
-    if not by_position:
-        def shown(items: list[str]) -> str:
-            return ", ".join(items[:10]) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
-
-        raise ValueError(f"none of the data's class folders ({shown(list(folder_classes))}) is one of the model's "
-                         f"classes ({shown([a[-1] for a in names])}); to take them in sorted order as the model's "
-                         "classes 0, 1, ... pass --by-position (by_position=True)")
-    return list(range(len(folder_classes)))
 
 
 def _topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
@@ -85,12 +54,12 @@ def evaluate(inf: Inference, data: str | os.PathLike, batch_size: int = 128, wor
     split), a tar of one, or CIFAR python batches (:mod:`resnets.data.source`).
 
     Every image is decoded with the model's own preprocessing (``inf.preprocessing``); unreadable ones
-    are listed in ``errors``, not counted. ``by_position``: see :func:`class_index`; ``tta``: see
+    are listed in ``errors``, not counted. ``by_position``: see :func:`resnets.classes.folder_class_indices`; ``tta``: see
     :func:`predict_scores`.
     """
     _check_tta(tta)  # before decoding anything
     images = read_split(Path(data), "test", flat=True)
-    index = torch.tensor(class_index(list(images.classes), inf.classes, by_position))
+    index = torch.tensor(folder_class_indices(list(images.classes), inf.classes, by_position))
     labels = index[images.labels]
     top1 = top5 = seen = 0
     errors: list[tuple[str, str]] = []

@@ -130,12 +130,28 @@ def _save(img: Image.Image, path: Path) -> None:
         img.save(tmp, format="PNG")
 
 
+def eager_inference(inf: Inference) -> Inference:
+    """``inf`` itself when its model is the eager network; otherwise (compiled, quantised or onnxruntime, which
+    have no gradients) the same weights reloaded eagerly in fp32, as maps need the eager model's gradients."""
+    from .networks import ResNet
+    from .pipeline import load_inference
+
+    if isinstance(inf.model, ResNet):
+        return inf
+    if inf.weights is None:
+        raise ValueError("maps need the eager model's gradients: with random weights use precision fp32 "
+                         "(--precision fp32) and the torch backend (--backend torch)")
+    return load_inference(inf.name, inf.weights, device=inf.device)
+
+
 def explain_files(inf: Inference, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                   target: int | None = None, method: str = "gradcam", layer: int | None = None,
                   sheet: str | os.PathLike | None = None, batch_size: int = 32,
                   workers: int = 2) -> Iterator[ExplainedImage]:
     """Write ``out_dir/<stem>.png`` for each image (see :func:`explanation_panel`), and the contact sheet
-    ``sheet`` of them all after the last; yields one result per file, bad files with their error."""
+    ``sheet`` of them all after the last; yields one result per file, bad files with their error.
+    An optimized ``inf`` is explained through its weights reloaded eagerly (:func:`eager_inference`)."""
+    inf = eager_inference(inf)
     paths = [Path(p) for p in paths]
     out_dir = Path(out_dir)
     names = output_names(paths)

@@ -52,12 +52,14 @@ def create_model(
 
 #: ResNet's keyword arguments with their defaults, as the builders' docstrings list them.
 _RESNET_ARGUMENTS = (
-    "``shortcut`` (\"A\", \"B\", \"C\" or \"P\"; default B, A for the CIFAR nets), ``stride_in_1x1`` (False: v1.5), "
+    "``stem_width``, ``stem_pool`` (\"max\", \"max_zero_pad\", \"conv\" or \"\"), ``down_last`` (stride in each "
+    "stage's last block, Keras V2), ``drop_path_rate`` (stochastic depth), ``zero_init_residual`` (False), "
+    "``global_pool`` (\"avg\", \"max\" or \"\"), ``drop_rate`` (0.0), ``classifier_activation`` (None, \"softmax\" "
+    "or \"sigmoid\"), ``in_chans`` (3), ``num_classes``, and the block options (``block_options``, see "
+    ":class:`resnets.BlockOptions`): ``shortcut`` (\"A\", \"B\", \"C\" or \"P\"), ``stride_in_1x1`` (False: v1.5), "
     "``groups``/``base_width`` (ResNeXt, Wide), ``attn`` (None, \"se\" or \"eca\"), ``norm`` (\"batch\" or "
-    "\"group\"), ``conv`` (\"plain\" or \"std\"), ``avg_down``, ``dropout`` (between the convs), "
-    "``drop_path_rate`` (stochastic depth), ``conv_bias`` (False), ``bn_eps`` (1e-5), ``zero_init_residual`` "
-    "(False), ``global_pool`` (\"avg\", \"max\" or \"\"), ``drop_rate`` (0.0), ``classifier_activation`` (None, "
-    "\"softmax\" or \"sigmoid\"), ``in_chans`` (3); each network's defaults are its registry entry's"
+    "\"group\"), ``conv`` (\"plain\" or \"std\"), ``avg_down``, ``dropout`` (between the convs), ``conv_bias`` "
+    "(False), ``bn_eps`` (1e-5); each network's defaults are its registry entry's"
 )
 
 

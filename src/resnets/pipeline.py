@@ -155,3 +155,11 @@ def run_model(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     if not len(images):
         return images.new_zeros((0,))
     return model(images.to(model_device(model), non_blocking=True)).float().cpu()
+
+
+def probabilities(model: nn.Module, outputs: torch.Tensor) -> torch.Tensor:
+    """Class probabilities from a model's outputs: softmax, unless the model ends in its own activation
+    (Keras-style ``classifier_activation``), whose outputs already are."""
+    if getattr(model, "classifier_activation", None) is None:
+        return outputs.softmax(dim=1)
+    return outputs

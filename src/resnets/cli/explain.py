@@ -36,39 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_explain)
 
 
-def class_index(classes, text: str) -> int:
-    """The class ``text`` names in ``classes``: an index, an id (wnid) or a name (case, ``_`` and spaces ignored)."""
-    from ..classes import _id_name_pairs
-
-    _, pairs = _id_name_pairs(classes)
-    if text.isdigit():
-        if int(text) < len(pairs):
-            return int(text)
-        raise ValueError(f"class index {text} is out of range: the model has {len(pairs)} classes")
-    key = text.replace("_", " ").strip().lower()
-    for i, (cid, name) in enumerate(pairs):
-        if key in (cid.lower(), name.replace("_", " ").lower()):
-            return i
-    raise ValueError(f"no class named {text!r} among the model's {len(pairs)} classes")
-
-
 def write_explanations(inf: Inference, paths: Sequence[Path], out_dir: str | os.PathLike, target: int | None = None,
                        method: str = "gradcam", layer: int | None = None, sheet: str | os.PathLike | None = None,
                        batch_size: int = 32, workers: int = 2, command: str | None = "explain") -> int:
-    """Write the PNGs of :func:`resnets.explain_images.explain_files` for an Inference and its image paths;
-    print one line per PNG and list bad files on stderr as ``resnets <command>: skipped ...``
-    (``command=None``: silent, for ``predict --explain``, which reports bad files itself).
-    An optimized model (bf16, int8, onnxruntime) has no gradients: its weights are reloaded eagerly in fp32.
-    Returns the number of files that failed."""
+    """Write the PNGs of :func:`resnets.explain_images.explain_files` for an Inference and its image paths
+    (an optimized one is explained through its eager fp32 weights); print one line per PNG and list bad files
+    on stderr as ``resnets <command>: skipped ...`` (``command=None``: silent, for ``predict --explain``, which
+    reports bad files itself). Returns the number of files that failed."""
     from ..explain_images import explain_files
-    from ..networks import ResNet
-    from ..pipeline import load_inference
 
-    if not isinstance(inf.model, ResNet):  # compiled, quantised or onnxruntime for speed: explain the eager weights
-        if inf.weights is None:
-            raise ValueError("maps need the eager model's gradients: with random weights use --precision fp32 "
-                             "--backend torch")
-        inf = load_inference(inf.name, inf.weights, device=inf.device)
     failed = 0
     for item in explain_files(inf, paths, out_dir, target, method, layer, sheet, batch_size, workers):
         if item.error is not None:
@@ -91,6 +67,8 @@ def run_explain(args: argparse.Namespace) -> int:
         raise ValueError(f"no image files found in {' '.join(args.inputs)}")
     model, weights = model_and_weights(args)
     inf = load_inference(model, weights, device=args.device)
+    from ..classes import class_index
+
     target = None if args.target is None else class_index(inf.classes, args.target)
     sheet = None if args.sheet is None else (args.sheet or Path(args.output_dir) / "sheet.png")
     failed = write_explanations(inf, paths, args.output_dir, target, args.method, args.layer, sheet,

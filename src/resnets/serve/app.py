@@ -37,12 +37,11 @@ from starlette.requests import ClientDisconnect
 from torch import nn
 
 from .. import create_model
-from ..classes import _id_name_pairs, decode_predictions
-from ..cli.explain import class_index
+from ..classes import _id_name_pairs, class_index, decode_predictions
 from ..data.images import ImageLoadError, load_img
 from ..explain import METHODS, explain
 from ..explain_images import METHOD_NAMES, explanation_panel
-from ..pipeline import Inference, StageFeatures
+from ..pipeline import Inference, StageFeatures, probabilities
 from .batcher import Batcher, Closed, QueueFull
 from .metrics import Metrics
 
@@ -349,7 +348,7 @@ def create_app(inf: Inference, config: ServeConfig = ServeConfig()) -> FastAPI:
             data = await _image_bytes(request, config.max_upload_bytes)
             ran = await _infer(request, CLASSIFY, data)
             out = ran.output
-            probs = out[None] if getattr(inf.model, "classifier_activation", None) else out[None].softmax(dim=1)
+            probs = probabilities(inf.model, out[None])
             answer = decode_predictions(probs, min(top, probs.shape[1]), inf.classes)[0]
             return JSONResponse({
                 **_names(),
