@@ -7,7 +7,6 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from dataclasses import asdict
 
 from ..choices import BACKENDS, FORMATS, PRECISIONS
 from .common import UsageError, add_device_option, add_model_options, add_progress_option, model_and_weights
@@ -135,23 +134,6 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _baseline(name: str, model):
-    """torchvision's eager fp32 model of the same architecture and weights, or ``None``."""
-    try:
-        import torchvision
-    except ImportError:
-        return None
-    builder = getattr(torchvision.models, name, None)
-    if builder is None:
-        return None
-    tv = builder(num_classes=model.num_classes or 1000)
-    try:
-        tv.load_state_dict(model.state_dict())
-    except RuntimeError:
-        return None
-    return tv.eval()
-
-
 def run_bench(args: argparse.Namespace) -> int:
     """``resnets bench``; with ``--json`` whatever a library prints while it builds a mode goes to stderr, so
     standard output holds the JSON alone."""
@@ -163,17 +145,14 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace, out) -> int:
-    import torch
-
-    from ..inference import optimize
-    from ..inference.bench import compare, end_to_end, format_table, machine
-    from ..inference.table import BACKENDS as TABLE_BACKENDS, PRECISIONS as TABLE_PRECISIONS
     from ..atomic import atomic_path
     from ..device import resolve_device
     from ..factory import create_model
+    from ..inference.bench import bench_modes, format_table
 
     if min(args.batch) < 1 or (args.runs is not None and args.runs < 1) or args.workers < 0:
         raise UsageError("--batch and --runs must be >= 1 and --workers >= 0")
+
     def status(text: str) -> None:
         if args.progress:  # a line per step: compiling and timing take minutes
             print(f"resnets bench: {text}", file=sys.stderr, flush=True)
@@ -181,68 +160,19 @@ def _bench(args: argparse.Namespace, out) -> int:
     device = resolve_device(args.device)
     name, weights = model_and_weights(args)
     model = create_model(name, weights=weights, progress=args.progress).eval().to(device)
-    args.model = name or model.pretrained_cfg.model
-    size = args.input_size or model.input_size[-1]
-    gen = torch.Generator().manual_seed(0)
-    inputs = {b: torch.randn(b, 3, size, size, generator=gen).to(device) for b in args.batch}
-
-    reference = _baseline(args.model, model)
-    base_name = "torchvision eager fp32" if reference is not None else "resnets eager fp32"
-    models = {base_name: reference.to(device) if reference is not None else model}
-    requested = args.precision or [n for n, e in TABLE_PRECISIONS.items() if device.type in e.devices]
-    calibration = [inputs[max(args.batch)]]
-    optimized: dict[str, str] = {}  # mode -> backend
-    for backend in args.backend:
-        entry = TABLE_BACKENDS[backend]
-        if device.type not in entry.devices:
-            status(f"skipping {backend}: it runs on {' and '.join(entry.devices)}, not {device.type}")
-            continue
-        for precision in requested:
-            if precision not in entry.precisions or (backend == "torch" and args.no_compile and precision == "int8"):
-                continue  # --no-compile: torch's int8 needs compiling
-            mode = f"resnets {precision}" if backend == "torch" else f"{backend} {precision}"
-            options = {"compile": not args.no_compile} if backend == "torch" else {}
-            status(f"preparing {mode}")
-            models[mode] = optimize(model, precision, example_inputs=calibration[0], calibration=calibration,
-                                    backend=backend, **options)
-            optimized[mode] = backend
-
-    results = []
-    for b in args.batch:
-        runs = args.runs or (50 if b == 1 else 10)
-        modes = {}
-        for mode, m in models.items():  # an engine used directly is timed right after the package's mode
-            modes[mode] = m
-            direct = getattr(TABLE_BACKENDS[optimized[mode]].load(), "direct_benchmark", None) \
-                if mode in optimized else None
-            if direct is not None:
-                runner = direct(m, inputs[b])
-                modes[runner.name] = runner
-        status(f"batch {b}: {len(modes)} modes, {args.warmup} warm-up and {runs} timed calls each")
-        results += compare(modes, inputs[b], base_name, runs, args.warmup)
-        if args.end_to_end and b > 1:
-            for mode in optimized:
-                r = end_to_end(models[mode], args.end_to_end, b, size, args.workers,
-                               f"end-to-end {mode.removeprefix('resnets ')}", min_batches=END_TO_END_BATCHES,
-                               fast_decode=args.fast_decode)
-                model_only = next(x for x in results if x.mode == mode and x.batch == b)
-                r.of_model_only = r.images_per_s / model_only.images_per_s
-                results.append(r)
-
-    engines = {}
-    for backend in args.backend:
-        if device.type in TABLE_BACKENDS[backend].devices:
-            engines.update(TABLE_BACKENDS[backend].load().describe())
-    report = {"model": args.model, "input_size": size, "baseline": base_name, "machine": machine(device),
-              "engines": engines, "results": [asdict(r) for r in results]}
+    report, results = bench_modes(
+        model, name or model.pretrained_cfg.model, args.batch, input_size=args.input_size, precisions=args.precision,
+        backends=args.backend, compile=not args.no_compile, runs=args.runs, warmup=args.warmup,
+        end_to_end_dir=args.end_to_end, end_to_end_batches=END_TO_END_BATCHES, workers=args.workers,
+        fast_decode=args.fast_decode, status=status)
     if args.save:
         with atomic_path(args.save) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
         print(json.dumps(report, indent=2), file=out)
     else:
-        m = report["machine"]
+        m, size = report["machine"], report["input_size"]
         where = m["gpu"] if device.type == "cuda" else f"{m['cpu']}, {m['threads']} threads"
-        print(f"{args.model} {size}x{size}, {where}, torch {m['torch']}")
+        print(f"{report['model']} {size}x{size}, {where}, torch {m['torch']}")
         print(format_table(results))
     return 0

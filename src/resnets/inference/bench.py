@@ -216,3 +216,97 @@ def format_table(results: Sequence[BenchResult]) -> str:
     lines = ["  ".join(c.ljust(w) if i in (0, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in [header, *rows]]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def torchvision_baseline(name: str, model: nn.Module) -> nn.Module | None:
+    """torchvision's eager fp32 model of the same architecture and weights, or ``None``."""
+    try:
+        import torchvision
+    except ImportError:
+        return None
+    builder = getattr(torchvision.models, name, None)
+    if builder is None:
+        return None
+    tv = builder(num_classes=model.num_classes or 1000)
+    try:
+        tv.load_state_dict(model.state_dict())
+    except RuntimeError:
+        return None
+    return tv.eval()
+
+
+def _build_modes(model: nn.Module, precisions: Sequence[str], backends: Sequence[str], compile: bool,
+                 example: torch.Tensor, status: Callable[[str], None]) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """Each (backend, precision) of the table that runs on the model's device, built with ``optimize``;
+    returns the models by mode name and each mode's backend."""
+    from .optimize import optimize
+    from .table import BACKENDS
+
+    device = model_device(model)
+    models: dict[str, nn.Module] = {}
+    optimized: dict[str, str] = {}
+    for backend in backends:
+        entry = BACKENDS[backend]
+        if device.type not in entry.devices:
+            status(f"skipping {backend}: it runs on {' and '.join(entry.devices)}, not {device.type}")
+            continue
+        for precision in precisions:
+            if precision not in entry.precisions or (backend == "torch" and not compile and precision == "int8"):
+                continue  # without compiling: torch's int8 needs compiling
+            mode = f"resnets {precision}" if backend == "torch" else f"{backend} {precision}"
+            options = {"compile": compile} if backend == "torch" else {}
+            status(f"preparing {mode}")
+            models[mode] = optimize(model, precision, example_inputs=example, calibration=[example],
+                                    backend=backend, **options)
+            optimized[mode] = backend
+    return models, optimized
+
+
+def bench_modes(model: nn.Module, name: str, batches: Sequence[int], *, input_size: int | None = None,
+                precisions: Sequence[str] | None = None, backends: Sequence[str] = ("torch",), compile: bool = True,
+                runs: int | None = None, warmup: int = 2, end_to_end_dir: str | None = None, end_to_end_batches: int = 20,
+                workers: int = 2, fast_decode: bool = False,
+                status: Callable[[str], None] = lambda text: None) -> tuple[dict, list[BenchResult]]:
+    """``resnets bench``'s matrix: every precision x backend of the table (``precisions``: default all that run
+    on the model's device) against torchvision's eager fp32 model of the same weights (or ours, where torchvision
+    has no such model), interleaved per batch size; an engine used directly is timed right after the package's
+    mode of it. ``end_to_end_dir``: a folder of images, also timed from files to answers. Returns the JSON report
+    and the results."""
+    from .table import BACKENDS, PRECISIONS
+
+    device = model_device(model)
+    size = input_size or model.input_size[-1]
+    gen = torch.Generator().manual_seed(0)
+    inputs = {b: torch.randn(b, 3, size, size, generator=gen).to(device) for b in batches}
+    reference = torchvision_baseline(name, model)
+    base_name = "torchvision eager fp32" if reference is not None else "resnets eager fp32"
+    requested = precisions or [n for n, e in PRECISIONS.items() if device.type in e.devices]
+    built, optimized = _build_modes(model, requested, backends, compile, inputs[max(batches)], status)
+    models = {base_name: reference.to(device) if reference is not None else model, **built}
+    results = []
+    for b in batches:
+        timed_runs = runs or (50 if b == 1 else 10)
+        modes = {}
+        for mode, m in models.items():
+            modes[mode] = m
+            direct = getattr(BACKENDS[optimized[mode]].load(), "direct_benchmark", None) if mode in optimized else None
+            if direct is not None:
+                runner = direct(m, inputs[b])
+                modes[runner.name] = runner
+        status(f"batch {b}: {len(modes)} modes, {warmup} warm-up and {timed_runs} timed calls each")
+        results += compare(modes, inputs[b], base_name, timed_runs, warmup)
+        if end_to_end_dir and b > 1:
+            for mode in optimized:
+                r = end_to_end(models[mode], end_to_end_dir, b, size, workers,
+                                   f"end-to-end {mode.removeprefix('resnets ')}", min_batches=end_to_end_batches,
+                                   fast_decode=fast_decode)
+                model_only = next(x for x in results if x.mode == mode and x.batch == b)
+                r.of_model_only = r.images_per_s / model_only.images_per_s
+                results.append(r)
+    engines = {}
+    for backend in backends:
+        if device.type in BACKENDS[backend].devices:
+            engines.update(BACKENDS[backend].load().describe())
+    report = {"model": name, "input_size": size, "baseline": base_name, "machine": machine(device),
+              "engines": engines, "results": [dataclasses.asdict(r) for r in results]}
+    return report, results
