@@ -18,9 +18,10 @@ from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TORCH
 from .entry import WeightsEntry
 
 # torchvision (torchvision/models/resnet.py): URL, sha256 prefix (in the file name), acc@1/acc@5 and file size.
-# Its V2 weights are evaluated after resizing to 232 (V1: 256), then a 224 crop.
+# Its newer-recipe weights (the V2s, ResNeXt101_64X4D's V1) are evaluated after resizing to 232 (older: 256),
+# then a 224 crop; every one with bilinear interpolation.
 _TV_LICENSE = "BSD-3-Clause (torchvision)"
-_TV_V2_PREPROCESSING = dataclasses.replace(IMAGENET_TORCH, resize_size=232)
+_TV_RESIZE_232 = dataclasses.replace(IMAGENET_TORCH, resize_size=232)
 
 # Keras applications: file md5s from keras/src/applications/resnet.py (WEIGHTS_HASHES: with top, without top);
 # accuracies and sizes from the table at https://keras.io/api/applications/.
@@ -43,7 +44,7 @@ def hash_prefix_from_url(url: str) -> str:
 
 
 _ENTRIES = (
-    # torchvision: torchvision.models.ResNet*_Weights.
+    # torchvision: torchvision.models.ResNet*_Weights, ResNeXt*_Weights, Wide_ResNet*_Weights.
     WeightsEntry(
         name="resnet18.tv_in1k", model="resnet18", url="https://download.pytorch.org/models/resnet18-f37072fd.pth",
         sha256="f37072fd", file_format="torch", preprocessing=IMAGENET_TORCH,
@@ -68,7 +69,7 @@ _ENTRIES = (
     ),
     WeightsEntry(
         name="resnet50.tv_in1k_v2", model="resnet50", url="https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
-        sha256="11ad3fa6", file_format="torch", preprocessing=_TV_V2_PREPROCESSING,
+        sha256="11ad3fa6", file_format="torch", preprocessing=_TV_RESIZE_232,
         metrics={"top1": 80.858, "top5": 95.434},
         source=("torchvision.models.ResNet50_Weights.IMAGENET1K_V2 (ImageNet-1k val; recipe "
                 "https://github.com/pytorch/vision/issues/3995#new-recipe)"),
@@ -85,7 +86,7 @@ _ENTRIES = (
     WeightsEntry(
         name="resnet101.tv_in1k_v2", model="resnet101",
         url="https://download.pytorch.org/models/resnet101-cd907fc2.pth", sha256="cd907fc2", file_format="torch",
-        preprocessing=_TV_V2_PREPROCESSING, metrics={"top1": 81.886, "top5": 95.78},
+        preprocessing=_TV_RESIZE_232, metrics={"top1": 81.886, "top5": 95.78},
         source=("torchvision.models.ResNet101_Weights.IMAGENET1K_V2 (ImageNet-1k val; recipe "
                 "https://github.com/pytorch/vision/issues/3995#new-recipe)"),
         license=_TV_LICENSE, file_size_mb=170.53,
@@ -101,10 +102,82 @@ _ENTRIES = (
     WeightsEntry(
         name="resnet152.tv_in1k_v2", model="resnet152",
         url="https://download.pytorch.org/models/resnet152-f82ba261.pth", sha256="f82ba261", file_format="torch",
-        preprocessing=_TV_V2_PREPROCESSING, metrics={"top1": 82.284, "top5": 96.002},
+        preprocessing=_TV_RESIZE_232, metrics={"top1": 82.284, "top5": 96.002},
         source=("torchvision.models.ResNet152_Weights.IMAGENET1K_V2 (ImageNet-1k val; recipe "
                 "https://github.com/pytorch/vision/issues/3995#new-recipe)"),
         license=_TV_LICENSE, file_size_mb=230.474,
+    ),
+    WeightsEntry(
+        name="resnext50_32x4d.tv_in1k", model="resnext50_32x4d",
+        url="https://download.pytorch.org/models/resnext50_32x4d-7cdf4587.pth", sha256="7cdf4587",
+        file_format="torch", preprocessing=IMAGENET_TORCH, metrics={"top1": 77.618, "top5": 93.698},
+        source=("torchvision.models.ResNeXt50_32X4D_Weights.IMAGENET1K_V1 (ImageNet-1k val; recipe "
+                "https://github.com/pytorch/vision/tree/main/references/classification#resnext)"),
+        license=_TV_LICENSE, file_size_mb=95.789,
+    ),
+    WeightsEntry(
+        name="resnext50_32x4d.tv_in1k_v2", model="resnext50_32x4d",
+        url="https://download.pytorch.org/models/resnext50_32x4d-1a0047aa.pth", sha256="1a0047aa",
+        file_format="torch", preprocessing=_TV_RESIZE_232, metrics={"top1": 81.198, "top5": 95.34},
+        source=("torchvision.models.ResNeXt50_32X4D_Weights.IMAGENET1K_V2 (ImageNet-1k val; recipe "
+                "https://github.com/pytorch/vision/issues/3995#new-recipe)"),
+        license=_TV_LICENSE, file_size_mb=95.833,
+    ),
+    WeightsEntry(
+        name="resnext101_32x8d.tv_in1k", model="resnext101_32x8d",
+        url="https://download.pytorch.org/models/resnext101_32x8d-8ba56ff5.pth", sha256="8ba56ff5",
+        file_format="torch", preprocessing=IMAGENET_TORCH, metrics={"top1": 79.312, "top5": 94.526},
+        source=("torchvision.models.ResNeXt101_32X8D_Weights.IMAGENET1K_V1 (ImageNet-1k val; recipe "
+                "https://github.com/pytorch/vision/tree/main/references/classification#resnext)"),
+        license=_TV_LICENSE, file_size_mb=339.586,
+    ),
+    WeightsEntry(
+        name="resnext101_32x8d.tv_in1k_v2", model="resnext101_32x8d",
+        url="https://download.pytorch.org/models/resnext101_32x8d-110c445d.pth", sha256="110c445d",
+        file_format="torch", preprocessing=_TV_RESIZE_232, metrics={"top1": 82.834, "top5": 96.228},
+        source=("torchvision.models.ResNeXt101_32X8D_Weights.IMAGENET1K_V2 (ImageNet-1k val; recipe "
+                "https://github.com/pytorch/vision/issues/3995#new-recipe-with-fixres)"),
+        license=_TV_LICENSE, file_size_mb=339.673,
+    ),
+    WeightsEntry(
+        name="resnext101_64x4d.tv_in1k", model="resnext101_64x4d",
+        url="https://download.pytorch.org/models/resnext101_64x4d-173b62eb.pth", sha256="173b62eb",
+        file_format="torch", preprocessing=_TV_RESIZE_232, metrics={"top1": 83.246, "top5": 96.454},
+        source=("torchvision.models.ResNeXt101_64X4D_Weights.IMAGENET1K_V1 (ImageNet-1k val; recipe "
+                "https://github.com/pytorch/vision/pull/5935)"),
+        license=_TV_LICENSE, file_size_mb=319.318,
+    ),
+    WeightsEntry(
+        name="wide_resnet50_2.tv_in1k", model="wide_resnet50_2",
+        url="https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth", sha256="95faca4d",
+        file_format="torch", preprocessing=IMAGENET_TORCH, metrics={"top1": 78.468, "top5": 94.086},
+        source=("torchvision.models.Wide_ResNet50_2_Weights.IMAGENET1K_V1 (ImageNet-1k val; recipe "
+                "https://github.com/pytorch/vision/pull/912#issue-445437439)"),
+        license=_TV_LICENSE, file_size_mb=131.82,
+    ),
+    WeightsEntry(
+        name="wide_resnet50_2.tv_in1k_v2", model="wide_resnet50_2",
+        url="https://download.pytorch.org/models/wide_resnet50_2-9ba9bcbe.pth", sha256="9ba9bcbe",
+        file_format="torch", preprocessing=_TV_RESIZE_232, metrics={"top1": 81.602, "top5": 95.758},
+        source=("torchvision.models.Wide_ResNet50_2_Weights.IMAGENET1K_V2 (ImageNet-1k val; recipe "
+                "https://github.com/pytorch/vision/issues/3995#new-recipe-with-fixres)"),
+        license=_TV_LICENSE, file_size_mb=263.124,
+    ),
+    WeightsEntry(
+        name="wide_resnet101_2.tv_in1k", model="wide_resnet101_2",
+        url="https://download.pytorch.org/models/wide_resnet101_2-32ee1156.pth", sha256="32ee1156",
+        file_format="torch", preprocessing=IMAGENET_TORCH, metrics={"top1": 78.848, "top5": 94.284},
+        source=("torchvision.models.Wide_ResNet101_2_Weights.IMAGENET1K_V1 (ImageNet-1k val; recipe "
+                "https://github.com/pytorch/vision/pull/912#issue-445437439)"),
+        license=_TV_LICENSE, file_size_mb=242.896,
+    ),
+    WeightsEntry(
+        name="wide_resnet101_2.tv_in1k_v2", model="wide_resnet101_2",
+        url="https://download.pytorch.org/models/wide_resnet101_2-d733dc28.pth", sha256="d733dc28",
+        file_format="torch", preprocessing=_TV_RESIZE_232, metrics={"top1": 82.51, "top5": 96.02},
+        source=("torchvision.models.Wide_ResNet101_2_Weights.IMAGENET1K_V2 (ImageNet-1k val; recipe "
+                "https://github.com/pytorch/vision/issues/3995#new-recipe)"),
+        license=_TV_LICENSE, file_size_mb=484.747,
     ),
     # Keras applications V1 (keras.applications.ResNet50/101/152): Caffe preprocessing, stride in the 1x1.
     WeightsEntry(
