@@ -2,14 +2,19 @@
 
 torchvision: every weights enum of ``torchvision.models.resnet`` has an entry with its URL, sha256 prefix,
 acc@1/acc@5, file size and evaluation transforms, and every torchvision entry is such an enum.
+Keras: every file of ``keras.src.applications.resnet.WEIGHTS_HASHES`` that a Keras application builds (V1 and V2,
+with and without top) has an entry with Keras' URL and md5, and every Keras entry is such a file.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 
 from resnets import create_model
+from resnets.preprocess import IMAGENET_CAFFE, IMAGENET_TF
 from resnets.weights import get_weights, list_weights
 from resnets.weights.registry import hash_prefix_from_url
 
@@ -80,3 +85,78 @@ def test_imagenet_alias_is_torchvision_v2_else_v1():
         assert get_weights("imagenet", model).name == expected
     assert get_weights("imagenet", "resnext101_64x4d").name == "resnext101_64x4d.tv_in1k"
     assert get_weights("imagenet", "wide_resnet50_2").name == "wide_resnet50_2.tv_in1k_v2"
+
+
+# --- Keras -------------------------------------------------------------------------------------------------------
+
+# Keras' published accuracies and sizes (https://keras.io/api/applications/): top-1, top-5, MB.
+KERAS_TABLE = {
+    "resnet50": (74.9, 92.1, 98), "resnet101": (76.4, 92.8, 171), "resnet152": (76.6, 93.1, 232),
+    "resnet50v2": (76.0, 93.0, 98), "resnet101v2": (77.2, 93.8, 171), "resnet152v2": (78.0, 94.2, 232),
+}
+# WEIGHTS_HASHES also lists ResNeXt files of the old keras-applications, which no Keras 3 application builds.
+KERAS_UNBUILT = {"resnext50", "resnext101"}
+
+
+@pytest.fixture(scope="module")
+def keras_resnet():
+    os.environ["KERAS_BACKEND"] = "torch"  # as tests/keras_reference.py: read before keras is first imported
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "torch":
+        pytest.skip(f"keras runs on {keras.backend.backend()}, not torch")
+    from keras.src.applications import resnet
+
+    return keras, resnet
+
+
+def test_keras_hash_table_is_all_there(keras_resnet):
+    keras, resnet = keras_resnet
+    hashes = resnet.WEIGHTS_HASHES
+    assert set(hashes) - KERAS_UNBUILT == set(KERAS_TABLE), sorted(hashes)
+    expected = {}
+    for model in KERAS_TABLE:
+        for top, suffix in ((True, ""), (False, "_notop")):
+            filename = f"{model}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
+            md5 = hashes[model][0 if top else 1]
+            expected[f"{model}.keras_in1k{suffix}"] = (resnet.BASE_WEIGHTS_PATH + filename, md5)
+    catalogued = {e.name: (e.url, e.md5) for e in list_weights() if e.file_format == "keras_h5"}
+    assert catalogued == expected  # both ways: every Keras file has an entry, every Keras entry is a Keras file
+
+
+@pytest.mark.parametrize("model", sorted(KERAS_TABLE))
+@pytest.mark.parametrize("top", [True, False])
+def test_keras_entry_is_faithful(model, top):
+    e = get_weights(f"{model}.keras_in1k" + ("" if top else "_notop"))
+    assert e.model == model and e.file_format == "keras_h5" and e.sha256 is None and len(e.md5) == 32
+    assert e.num_classes == (1000 if top else 0) and e.classes == "imagenet"
+    top1, top5, size = KERAS_TABLE[model]
+    assert e.metrics == ({"top1": top1, "top5": top5} if top else {})
+    assert e.file_size_mb == (size if top else None)
+    assert e.license.startswith("MIT") and "keras" in e.source
+    if model.endswith("v2"):  # keras.applications.resnet_v2.preprocess_input: mode "tf"
+        assert e.preprocessing == IMAGENET_TF and e.model_kwargs == {"num_classes": e.num_classes}
+    else:  # keras.applications.resnet.preprocess_input: mode "caffe"
+        assert e.preprocessing == IMAGENET_CAFFE and e.model_kwargs["stride_in_1x1"] is True
+
+
+def test_keras_v2_preprocessing_is_keras_tf_mode(keras_resnet):
+    import numpy as np
+
+    keras, _ = keras_resnet
+    from keras.applications import resnet_v2
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3)).astype("float32")
+    theirs = np.asarray(resnet_v2.preprocess_input(pixels.copy()))
+    ours = IMAGENET_TF.normalize(torch.from_numpy(pixels).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+@pytest.mark.parametrize("top", [True, False])
+def test_keras_v2_architecture_has_keras_size(keras_resnet, top):
+    """resnet50v2 with the entry's arguments holds as many numbers as Keras' ResNet50V2 (moving stats included)."""
+    keras, _ = keras_resnet
+    theirs = keras.applications.ResNet50V2(weights=None, include_top=top).count_params()
+    entry = get_weights("resnet50v2.keras_in1k" + ("" if top else "_notop"))
+    with torch.device("meta"):
+        ours = create_model("resnet50v2", **entry.model_kwargs)
+    assert sum(v.numel() for k, v in ours.state_dict().items() if "num_batches" not in k) == theirs

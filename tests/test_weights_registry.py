@@ -107,8 +107,8 @@ def test_lookup_errors_name_the_alternatives():
 
 def test_every_entry_is_complete_and_serialisable():
     names = [e.name for e in list_weights()]
-    # torchvision (tests/test_weights_catalogue.py checks each), Keras V1, akamaster CIFAR, the embedded file.
-    assert len(names) == len(set(names)) == 17 + 6 + 6 + 1
+    # torchvision, Keras V1 and V2 (tests/test_weights_catalogue.py checks each), akamaster CIFAR, the embedded file.
+    assert len(names) == len(set(names)) == 17 + 12 + 6 + 1
     for e in list_weights():
         assert e.name.startswith(e.model + ".") and e.source and e.license
         assert (e.url is None) == (e.asset is not None)

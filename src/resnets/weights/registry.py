@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TORCH
+from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TF, IMAGENET_TORCH
 from .entry import WeightsEntry
 
 # torchvision (torchvision/models/resnet.py): URL, sha256 prefix (in the file name), acc@1/acc@5 and file size.
@@ -27,6 +27,8 @@ _TV_RESIZE_232 = dataclasses.replace(IMAGENET_TORCH, resize_size=232)
 # accuracies and sizes from the table at https://keras.io/api/applications/.
 _KERAS_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 _KERAS_V1_LICENSE = "MIT (Kaiming He's deep-residual-networks release)"
+# The V2 files were trained for keras-applications, which is MIT-licensed and states no other licence for them.
+_KERAS_V2_LICENSE = "MIT (keras-applications)"
 
 # akamaster/pytorch_resnet_cifar10: file names (sha256 prefix inside) and published CIFAR-10 test accuracy.
 _CIFAR_BASE = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
@@ -232,6 +234,56 @@ _ENTRIES = (
         preprocessing=IMAGENET_CAFFE,
         source="keras.applications.ResNet (Caffe weights of He et al.); metrics: https://keras.io/api/applications/",
         license=_KERAS_V1_LICENSE, md5="ee4c566cf9a93f14d82f913c2dc6dd0c",
+    ),
+    # Keras applications V2 (keras.applications.ResNet50V2/101V2/152V2): Keras' "tf" preprocessing (RGB to [-1, 1]);
+    # the registry's resnet*v2 have Keras' layout already (conv biases, eps 1.001e-5, stride in a stage's last block).
+    WeightsEntry(
+        name="resnet50v2.keras_in1k", model="resnet50v2",
+        url=_KERAS_BASE + "resnet50v2_weights_tf_dim_ordering_tf_kernels.h5", sha256=None, file_format="keras_h5",
+        model_kwargs={"num_classes": 1000}, preprocessing=IMAGENET_TF, metrics={"top1": 76.0, "top5": 93.0},
+        source=("keras.applications.ResNet50V2 (trained for keras-applications); metrics: "
+                "https://keras.io/api/applications/"),
+        license=_KERAS_V2_LICENSE, md5="3ef43a0b657b3be2300d5770ece849e0", file_size_mb=98,
+    ),
+    WeightsEntry(
+        name="resnet50v2.keras_in1k_notop", model="resnet50v2",
+        url=_KERAS_BASE + "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", sha256=None,
+        file_format="keras_h5", model_kwargs={"num_classes": 0}, preprocessing=IMAGENET_TF,
+        source=("keras.applications.ResNet50V2 (trained for keras-applications); metrics: "
+                "https://keras.io/api/applications/"),
+        license=_KERAS_V2_LICENSE, md5="fac2f116257151a9d068a22e544a4917",
+    ),
+    WeightsEntry(
+        name="resnet101v2.keras_in1k", model="resnet101v2",
+        url=_KERAS_BASE + "resnet101v2_weights_tf_dim_ordering_tf_kernels.h5", sha256=None, file_format="keras_h5",
+        model_kwargs={"num_classes": 1000}, preprocessing=IMAGENET_TF, metrics={"top1": 77.2, "top5": 93.8},
+        source=("keras.applications.ResNet101V2 (trained for keras-applications); metrics: "
+                "https://keras.io/api/applications/"),
+        license=_KERAS_V2_LICENSE, md5="6343647c601c52e1368623803854d971", file_size_mb=171,
+    ),
+    WeightsEntry(
+        name="resnet101v2.keras_in1k_notop", model="resnet101v2",
+        url=_KERAS_BASE + "resnet101v2_weights_tf_dim_ordering_tf_kernels_notop.h5", sha256=None,
+        file_format="keras_h5", model_kwargs={"num_classes": 0}, preprocessing=IMAGENET_TF,
+        source=("keras.applications.ResNet101V2 (trained for keras-applications); metrics: "
+                "https://keras.io/api/applications/"),
+        license=_KERAS_V2_LICENSE, md5="c0ed64b8031c3730f411d2eb4eea35b5",
+    ),
+    WeightsEntry(
+        name="resnet152v2.keras_in1k", model="resnet152v2",
+        url=_KERAS_BASE + "resnet152v2_weights_tf_dim_ordering_tf_kernels.h5", sha256=None, file_format="keras_h5",
+        model_kwargs={"num_classes": 1000}, preprocessing=IMAGENET_TF, metrics={"top1": 78.0, "top5": 94.2},
+        source=("keras.applications.ResNet152V2 (trained for keras-applications); metrics: "
+                "https://keras.io/api/applications/"),
+        license=_KERAS_V2_LICENSE, md5="a49b44d1979771252814e80f8ec446f9", file_size_mb=232,
+    ),
+    WeightsEntry(
+        name="resnet152v2.keras_in1k_notop", model="resnet152v2",
+        url=_KERAS_BASE + "resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5", sha256=None,
+        file_format="keras_h5", model_kwargs={"num_classes": 0}, preprocessing=IMAGENET_TF,
+        source=("keras.applications.ResNet152V2 (trained for keras-applications); metrics: "
+                "https://keras.io/api/applications/"),
+        license=_KERAS_V2_LICENSE, md5="ed17cf2e0169df9d443503ef94b23b33",
     ),
     # akamaster/pytorch_resnet_cifar10: the paper's CIFAR-10 networks (option-A shortcuts).
     WeightsEntry(
