@@ -13,6 +13,8 @@ from importlib import resources
 import numpy as np
 import torch
 
+from .errors import UnknownName
+
 #: CIFAR-10 in label order (alphabetical, the official order).
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -63,12 +65,12 @@ def class_index(classes: ClassList, text: str) -> int:
     if text.isdigit():
         if int(text) < len(aliases):
             return int(text)
-        raise ValueError(f"class index {text} is out of range: the model has {len(aliases)} classes")
+        raise UnknownName(f"class index {text} is out of range: the model has {len(aliases)} classes")
     key = _key(text)
     for i, names in enumerate(aliases):
         if key in (_key(n) for n in names):
             return i
-    raise ValueError(f"no class named {text!r} among the model's {len(aliases)} classes")
+    raise UnknownName(f"no class named {text!r} among the model's {len(aliases)} classes")
 
 
 def folder_class_indices(folder_classes: Sequence[str], model_classes: ClassList,

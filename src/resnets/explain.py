@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .choices import METHODS
+from .errors import BadInput
 
 
 @dataclass
@@ -54,7 +55,7 @@ def _check_model(model: nn.Module) -> None:
         raise TypeError(f"explain needs a resnets ResNet (eager, fp32/bf16), got {type(model).__name__} without "
                         f"{', '.join(missing)}; explain the model from resnets.create_model, not an optimized copy")
     if not model.num_classes:
-        raise ValueError("explain needs a classifier: this model has num_classes=0 (include_top=False); "
+        raise BadInput("explain needs a classifier: this model has num_classes=0 (include_top=False); "
                          "build it with its classification head")
 
 
@@ -67,10 +68,10 @@ def _targets(target: int | Sequence[int] | torch.Tensor | None, logits: torch.Te
     if t.numel() == 1:
         t = t.expand(n)
     if t.numel() != n:
-        raise ValueError(f"target has {t.numel()} class indices for a batch of {n} images")
+        raise BadInput(f"target has {t.numel()} class indices for a batch of {n} images")
     bad = t[(t < 0) | (t >= num_classes)]
     if bad.numel():
-        raise ValueError(f"target class {bad[0].item()} is out of range for a model with {num_classes} classes")
+        raise BadInput(f"target class {bad[0].item()} is out of range for a model with {num_classes} classes")
     return t
 
 
@@ -140,16 +141,16 @@ def explain(
     """
     _check_model(model)
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise BadInput(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     last = len(model.stage_names)
     layer = last if layer is None else int(layer)
     if not 1 <= layer <= last:
-        raise ValueError(f"layer must lie in 1..{last} (the model's stages), got {layer}")
+        raise BadInput(f"layer must lie in 1..{last} (the model's stages), got {layer}")
     if method == "cam" and (layer != last or model.global_pool != "avg"):
-        raise ValueError("CAM is defined on the last stage of a network with global average pooling "
+        raise BadInput("CAM is defined on the last stage of a network with global average pooling "
                          f"(here layer={layer} of {last}, pooling {model.global_pool!r}); use method='gradcam'")
     if x.ndim != 4:
-        raise ValueError(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
+        raise BadInput(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
     param = next(model.parameters())
     modes = {m: m.training for m in model.modules()}
     model.eval()

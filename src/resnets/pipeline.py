@@ -18,6 +18,7 @@ from torch import nn
 
 from .data.images import ImageBatch, ImageFiles, collate_images
 from .device import model_device, resolve_device
+from .errors import BadInput, UnknownName
 from .preprocess import CIFAR10, IMAGENET_TORCH, Preprocessing
 from .inference.table import DEFAULT_BACKEND, PRECISIONS, backend as backend_entry
 from .networks import ResNet
@@ -56,11 +57,11 @@ class StageFeatures(nn.Module):
     def __init__(self, model: ResNet, stage: int | None, pooling: str) -> None:
         super().__init__()
         if pooling not in ("avg", "max"):
-            raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
+            raise BadInput(f"pooling must be 'avg' or 'max', got {pooling!r}")
         self.model, self.pooling = model, pooling
         self.stage = len(model.stage_names) if stage is None else stage
         if not 1 <= self.stage <= len(model.stage_names):
-            raise ValueError(f"stage must lie in 1..{len(model.stage_names)}, got {stage}")
+            raise BadInput(f"stage must lie in 1..{len(model.stage_names)}, got {stage}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fmap = self.model.forward_intermediates(x, [self.stage])[0]
@@ -90,7 +91,7 @@ def load_inference(
     ``fast_decode``: see :attr:`Inference.fast_decode`.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise UnknownName(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if str(device) == "auto" and backend_entry(backend).devices == ("cpu",):
         device = "cpu"  # a CPU engine runs on the CPU, GPU or not
     dev = resolve_device(device)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from .errors import UnknownName
+
 from .networks import CIFAR_WIDTHS, IMAGENET_WIDTHS, ResNet, cifar_blocks
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -45,7 +47,7 @@ def model_builder(name: str) -> Callable[..., nn.Module]:
     except KeyError:
         close = difflib.get_close_matches(str(name), list(_MODELS), n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ValueError(f"unknown model {name!r}; {hint}see resnets.list_models() or 'resnets list'") from None
+        raise UnknownName(f"unknown model {name!r}; {hint}see resnets.list_models() or 'resnets list'") from None
 
 
 def _table(doc: str, **kwargs) -> tuple[str, dict]:

@@ -7,6 +7,8 @@ Nothing here imports torch: ``resnets --help`` builds every parser, and must sta
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
+import re
 from collections.abc import Callable, Sequence
 
 from ..choices import BACKENDS, DEVICE_PATTERN, PRECISIONS
@@ -51,6 +53,13 @@ class Parser(argparse.ArgumentParser):
     def format_help(self) -> str:
         self.add_deferred_options()
         return super().format_help()
+
+
+def with_flags(message: str, names: Iterable[str]) -> str:
+    """A library message that names Python arguments (``max_batch``), with the CLI's flags (``--max-batch``)."""
+    for name in sorted(names, key=len, reverse=True):
+        message = re.sub(rf"(?<![\w-]){re.escape(name)}\b", "--" + name.replace("_", "-"), message)
+    return message
 
 
 def parse_device(text: str) -> str:

@@ -7,9 +7,11 @@ import logging
 import signal
 
 from ..choices import BACKENDS, PRECISIONS
+from ..serve.config import ServeConfig
 
 CPU_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp16")  # the service runs on the CPU
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DEFAULTS = ServeConfig()  # the service's defaults are the CLI's
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,24 +22,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True,
                    help="registry name from 'resnets weights list', 'imagenet', a local file, or 'none' "
                         "(random weights, for load tests) (required)")
-    p.add_argument("--precision", choices=CPU_PRECISIONS, default="fp32",
-                   help="fp32 (eager), or bf16/int8 through resnets.optimize (compiled at start-up) (default: fp32)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch", help="torch or onnxruntime (default: torch)")
+    p.add_argument("--precision", choices=CPU_PRECISIONS, default=DEFAULTS.precision,
+                   help="fp32 (eager), or bf16/int8 through resnets.optimize (compiled at start-up) "
+                        f"(default: {DEFAULTS.precision})")
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend,
+                   help=f"{', '.join(BACKENDS)} (default: {DEFAULTS.backend})")
     p.add_argument("--calibration", metavar="DIR", default=None,
                    help="images for int8 calibration (required with --precision int8)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    p.add_argument("--max-batch", type=int, default=16, help="most images per model call (default: 16)")
-    p.add_argument("--max-delay-ms", type=float, default=5.0,
-                   help="how long the first request of a batch waits for others (default: 5)")
-    p.add_argument("--max-queue", type=int, default=64,
-                   help="requests inside the server at once; more get 503 with Retry-After (default: 64)")
-    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MiB (default: 20)")
+    p.add_argument("--max-batch", type=int, default=DEFAULTS.max_batch,
+                   help=f"most images per model call (default: {DEFAULTS.max_batch})")
+    p.add_argument("--max-delay-ms", type=float, default=DEFAULTS.max_delay_ms,
+                   help=f"how long the first request of a batch waits for others (default: {DEFAULTS.max_delay_ms:g})")
+    p.add_argument("--max-queue", type=int, default=DEFAULTS.max_queue,
+                   help=f"requests inside the server at once; more get 503 with Retry-After (default: "
+                        f"{DEFAULTS.max_queue})")
+    p.add_argument("--max-upload-mb", type=float, default=DEFAULTS.max_upload_mb,
+                   help=f"largest request body in MiB (default: {DEFAULTS.max_upload_mb:g})")
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer KEY' (or 'X-API-Key: KEY') on /v1/* and /metrics "
                         "(default: none, open to every client that can reach it)")
-    p.add_argument("--workers", type=int, default=2, help="threads decoding images (default: 2)")
+    p.add_argument("--workers", type=int, default=DEFAULTS.workers,
+                   help=f"threads decoding images (default: {DEFAULTS.workers})")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="on SIGTERM/Ctrl-C, seconds to let in-flight requests finish (default: 30)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
@@ -47,12 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .common import UsageError
+    from .common import UsageError, with_flags
 
     try:
         import uvicorn
 
-        from ..serve import ServeConfig, create_app
+        from ..serve import create_app
     except ImportError as e:
         raise RuntimeError(f"resnets serve needs the 'serve' extra: pip install 'resnets[serve]' ({e})") from e
     from ..data.images import find_images
@@ -69,7 +77,7 @@ def run_serve(args: argparse.Namespace) -> int:
         config = ServeConfig(args.max_batch, args.max_delay_ms, args.max_queue, args.max_upload_mb, args.api_key,
                              args.workers, args.precision, args.backend)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(with_flags(str(e), vars(DEFAULTS))) from None
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     log = logging.getLogger("resnets.serve")
     if args.host not in LOOPBACK:

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ..errors import BadInput
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
 )
@@ -51,7 +53,7 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
 PathOrFile = str | os.PathLike | io.BytesIO
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(BadInput):
     """An image file that cannot be used; ``path`` names it and ``reason`` says why."""
 
     def __init__(self, path: object, reason: str) -> None:

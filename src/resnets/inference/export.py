@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
+from ..errors import MissingExtra
 from ..quiet import quiet_third_party
 from ..weights.entry import META_KEY, WeightsEntry
 
@@ -38,7 +39,7 @@ def _require_onnx(run: bool = True):
             return None
         import onnxruntime
     except ImportError as e:
-        raise ImportError(f"ONNX export needs onnx, onnxscript and onnxruntime ({e.name} is missing): "
+        raise MissingExtra(f"ONNX export needs onnx, onnxscript and onnxruntime ({e.name} is missing): "
                           "pip install 'resnets[onnx]'") from e
     return onnxruntime
 

@@ -42,6 +42,7 @@ from torch import nn
 
 from ..atomic import honour_umask
 from ..cache import cache_root, writable_dir
+from ..errors import MissingExtra
 from ..quiet import debug_enabled, quiet_third_party
 from .prepare import int8_calibration, numpy_batch, prepare
 from .table import PRECISIONS
@@ -63,7 +64,7 @@ def _require(precision: str):
             with quiet_third_party():
                 import nncf  # noqa: F401
     except ImportError as e:
-        raise ImportError(f"the openvino backend needs openvino and nncf ({e.name} is missing): "
+        raise MissingExtra(f"the openvino backend needs openvino and nncf ({e.name} is missing): "
                           "pip install 'resnets[openvino]'") from e
     return openvino
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..errors import MissingExtra
 from ..quiet import quiet_third_party
 from .export import export_dynamic_batch
 
@@ -21,7 +22,7 @@ def _require_torchao():
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
     except ImportError as e:
-        raise ImportError(
+        raise MissingExtra(
             "int8 quantization needs the 'torchao' package: pip install 'resnets[int8]' (or pip install torchao)"
         ) from e
     return prepare_pt2e, convert_pt2e, xiq

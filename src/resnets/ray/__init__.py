@@ -9,10 +9,12 @@ resnets`` never does.
 
 from __future__ import annotations
 
+from ..errors import MissingExtra
+
 try:
     import ray.data  # noqa: F401
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError("resnets.ray (and --engine ray) needs Ray Data: pip install 'resnets[ray]'") from e
+    raise MissingExtra("resnets.ray (and --engine ray) needs Ray Data: pip install 'resnets[ray]'") from e
 
 from .jobs import SHARD_SIZE, extract_features, predict_files
 from .stages import map_features, map_predictions

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from ..data.images import ImageBatch
 from ..data.source import ImageList, read_split
 from ..data.tensors import ImageTensors, decode_split
+from ..errors import MissingExtra
 from ..factory import create_model
 from ..preprocess import Preprocessing
 from ..progress import progress_bar
@@ -150,7 +151,7 @@ def _check(config: TrainConfig) -> None:
         raise ValueError("--freeze backbone trains the classifier alone, on top of pretrained weights: "
                          "give --weights (a registry name or a file)")
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ImportError("--tensorboard needs the tensorboard package: pip install 'resnets[tensorboard]'")
+        raise MissingExtra("--tensorboard needs the tensorboard package: pip install 'resnets[tensorboard]'")
 
 
 def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:

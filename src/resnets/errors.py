@@ -1,0 +1,28 @@
+"""The package's error types, so a caller (the HTTP service, the CLI) can answer each kind as it deserves.
+
+Each subclasses the built-in exception that earlier versions raised (``ValueError``, ``ImportError``), so
+code catching those still works. Messages name Python arguments; the CLI adds its flag names.
+"""
+
+from __future__ import annotations
+
+
+class ResnetsError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class BadInput(ResnetsError, ValueError):
+    """The caller's data or arguments are wrong: an image, a shape, a parameter value (HTTP 422)."""
+
+
+class UnknownName(BadInput):
+    """A name that is not registered: a model, weights, a class, a precision or backend (HTTP 422)."""
+
+
+class BadWeights(ResnetsError, ValueError):
+    """A weights file that cannot be used: damaged, of another network, holding NaN (HTTP 500 in a service
+    whose operator chose it)."""
+
+
+class MissingExtra(ResnetsError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install (HTTP 501)."""
