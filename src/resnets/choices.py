@@ -1,7 +1,7 @@
 """The names the command line offers as choices, kept free of torch so that ``resnets --help`` starts fast.
 
 The modules that implement them (``inference/prepare.py``, ``inference/optimize.py``, ``inference/export.py``,
-``device.py``, ``explain.py``) import their lists from here, so each list is still defined once.
+``device.py``, ``explain.py``, ``train/``) import their lists from here, so each list is still defined once.
 """
 
 from __future__ import annotations
@@ -18,5 +18,13 @@ FORMATS: tuple[str, ...] = ("onnx", "exported-program")
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++")
 #: Test-time augmentations of ``resnets eval --tta`` (``resnets.evaluate.evaluate(tta=...)``).
 TTA: tuple[str, ...] = ("none", "flip")
+#: Training arithmetic (``resnets train --precision``, ``TrainConfig.precision``): ``train/loop.py``'s dtypes.
+TRAIN_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+#: Learning-rate schedules (``--schedule``, ``TrainConfig.schedule``): ``train/schedule.py``.
+SCHEDULES: tuple[str, ...] = ("step", "onecycle", "cosine")
+#: What fine-tuning freezes (``--freeze``, ``TrainConfig.freeze``): nothing, all but the classifier, BN statistics.
+FREEZE_MODES: tuple[str, ...] = ("none", "backbone", "bn")
+#: Where training data lives (``--data-mode``, ``TrainConfig.data_mode``): ``train/streaming.py``.
+DATA_MODES: tuple[str, ...] = ("auto", "memory", "stream")
 #: Device names every command understands: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..choices import DATA_MODES, FREEZE_MODES, SCHEDULES, TRAIN_PRECISIONS
 from .common import DEVICE_HELP, UsageError, add_progress_option, parse_device
 
 if TYPE_CHECKING:
@@ -76,9 +77,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="SGD learning rate at the start (step) or peak (onecycle, cosine) " + d("lr"))
     p.add_argument("--weight-decay", type=float, help="L2 weight decay " + d("weight_decay"))
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing " + d("label_smoothing"))
-    p.add_argument("--schedule", choices=("step", "onecycle", "cosine"),
+    p.add_argument("--schedule", choices=SCHEDULES,
                    help="learning-rate schedule: step (/10 at 50%% and 75%%), onecycle or cosine " + d("schedule"))
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS,
                    help="training arithmetic: fp32, bf16 autocast, or fp16 with loss scaling (CUDA) " + d("precision"))
     p.add_argument("--no-channels-last", action="store_const", const=False,
                    help="keep NCHW memory format (default: channels-last)")
@@ -86,7 +87,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="start from these weights: a file, a registry name, 'imagenet' or 'cifar10' "
                                      "(default: random weights)")
     p.add_argument("--num-classes", type=int, help="classifier size (default: the data's class count)")
-    p.add_argument("--freeze", choices=("none", "backbone", "bn"),
+    p.add_argument("--freeze", choices=FREEZE_MODES,
                    help="backbone: train the classifier only; bn: freeze BatchNorm statistics (default: none)")
     p.add_argument("--sync-bn", action="store_true", default=None,
                    help="SyncBatchNorm under DDP (GPUs) (default: per-process BatchNorm)")
@@ -105,7 +106,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic kernels only (torch.use_deterministic_algorithms; slower) (default: off)")
     p.add_argument("--cache-dir", help=DATA_CACHE_HELP)
-    p.add_argument("--data-mode", choices=("auto", "memory", "stream"),
+    p.add_argument("--data-mode", choices=DATA_MODES,
                    help="memory: decode once into RAM; stream: decode image folders per batch with DataLoader "
                         "workers; auto: stream when the decoded training set would exceed 2 GiB (default: auto)")
     p.add_argument("--workers", type=int,
@@ -148,7 +149,7 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
                    help="folder for the runs, the CSV and the PNG (default: runs/degradation)")
     p.add_argument("--epochs", type=int, help="length of each run in epochs " + d("epochs"))
     p.add_argument("--train-subset", type=int, help="train on a random subset of this size " + d("train_subset"))
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="training arithmetic " + d("precision"))
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, help="training arithmetic " + d("precision"))
     p.add_argument("--seed", type=int, help="seed of every net's run " + d("seed"))
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, one per core)")
     p.add_argument("--device", type=parse_device, help=DEVICE_HELP)

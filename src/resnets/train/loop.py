@@ -28,6 +28,7 @@ from torch import nn
 from torchvision.transforms.v2.functional import center_crop
 from tqdm import tqdm
 
+from ..choices import FREEZE_MODES, TRAIN_PRECISIONS
 from ..data.images import ImageBatch
 from ..data.source import ImageList, read_split
 from ..data.tensors import ImageTensors, decode_split
@@ -44,8 +45,7 @@ from .metrics import MetricsLog, read_metrics
 from .schedule import lr_at
 from .streaming import EpochBatches, EvalBatches, choose_data_mode, epoch_order, make_loader
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-FREEZE_MODES = ("none", "backbone", "bn")
+PRECISIONS = dict(zip(TRAIN_PRECISIONS, (None, torch.bfloat16, torch.float16)))  # autocast dtype of each
 
 
 class TrainingDiverged(RuntimeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from ..choices import SCHEDULES
 from .config import TrainConfig
 
 
@@ -22,4 +23,4 @@ def lr_at(step: int, total_steps: int, config: TrainConfig, warming_up: bool = F
         return config.lr * max(0.0, 1 - rest)
     if config.schedule == "cosine":
         return config.lr * 0.5 * (1 + math.cos(math.pi * rest))
-    raise ValueError(f"unknown schedule {config.schedule!r}; choose step, onecycle or cosine")
+    raise ValueError(f"unknown schedule {config.schedule!r}; choose {', '.join(SCHEDULES)}")

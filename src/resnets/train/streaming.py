@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 
+from ..choices import DATA_MODES
 from ..data.images import ImageFiles, collate_images
 from ..data.source import ImageList
 
-DATA_MODES = ("auto", "memory", "stream")
 AUTO_MEMORY_LIMIT = 2 * 1024**3  # bytes of decoded uint8 pixels below which "auto" keeps the data in memory
 
 
