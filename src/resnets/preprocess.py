@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.images import to_rgb
+from .colour import to_rgb
 
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ..colour import flatten, to_8bit, to_rgb
 from ..errors import BadInput
 
 IMAGE_EXTENSIONS = frozenset(
@@ -48,7 +49,6 @@ INTERPOLATIONS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 COLOR_MODES = ("rgb", "grayscale", "rgba")
-_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
 
 PathOrFile = str | os.PathLike | io.BytesIO
 
@@ -107,49 +107,12 @@ def _open_and_decode(path: PathOrFile, min_side: int | None = None) -> Image.Ima
         raise ImageLoadError(name, f"corrupt or truncated image: {type(e).__name__}: {e}") from e
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """8-bit ``L`` for 16-bit, 32-bit int and float images (PIL's convert would clip them), alpha un-premultiplied."""
-    if img.mode in ("La", "RGBa"):  # premultiplied alpha: PIL converts these only to their straight-alpha twin
-        return img.convert(img.mode[:-1] + "A")
-    if img.mode.startswith("I;16"):
-        scale = 255 / 65535
-        pixels = np.asarray(img.convert("I"), dtype=np.float64)
-    elif img.mode == "I":
-        pixels = np.asarray(img, dtype=np.float64)
-        scale = 255 / 65535 if pixels.size and pixels.max() > 255 else 1.0
-    elif img.mode == "F":
-        pixels = np.asarray(img, dtype=np.float64)
-        scale = 255.0 if pixels.size and pixels.max() <= 1.0 else 1.0
-    else:
-        return img
-    return Image.fromarray(np.clip(np.rint(pixels * scale), 0, 255).astype(np.uint8))
-
-
-def _flatten(img: Image.Image) -> Image.Image:
-    """8-bit ``L`` or ``RGB`` without transparency, transparent pixels composited on white."""
-    gray = img.mode in _GRAY_MODES or img.mode.startswith("I;16")
-    img = _to_8bit(img)
-    if img.has_transparency_data:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba).convert("RGB")
-    if gray:
-        return img.convert("L")
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """``img`` as 8-bit RGB, correctly scaled from any PIL mode, transparency composited on white."""
-    img = _flatten(img)
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
 def _convert(img: Image.Image, color_mode: str) -> Image.Image:
     if color_mode == "rgb":
         return to_rgb(img)
     if color_mode == "grayscale":
-        return _flatten(img).convert("L")
-    rgba = _to_8bit(img)  # "rgba": keep the alpha band
+        return flatten(img).convert("L")
+    rgba = to_8bit(img)  # "rgba": keep the alpha band
     return rgba if rgba.mode == "RGBA" else rgba.convert("RGBA")
 
 
