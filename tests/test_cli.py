@@ -23,10 +23,10 @@ def test_python_dash_m():
 
 
 def test_list(capsys):
-    assert main(["list", "resnet*"]) == 0
+    assert main(["list", "resnet5*"]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
-    assert set(rows) == set(resnets.list_models("resnet*"))
+    assert set(rows) == set(resnets.list_models("resnet5*"))
     # exact counts, as README's table: checked against torchvision's ResNet-50
     torchvision = pytest.importorskip("torchvision")
     with torch.device("meta"):

@@ -267,7 +267,12 @@ def test_keras_v2_stride_placement_and_feature_info():
     assert model.layer1[0].downsample.stride == (1, 1) and model.layer1[2].conv2.stride == (2, 2)
 
 
-@pytest.mark.parametrize("name", resnets.list_models())
+QUICK_SHAPES = {"resnet50", "resnet20", "resnext50_32x4d", "resnet50v2", "resnet164v2", "wide_resnet16_8",
+                "resnet26t", "seresnext26d_32x4d", "ecaresnet50t", "resnetrs50", "resnet50_gn", "resnetv2_50x1_bit"}
+
+
+@pytest.mark.parametrize("name", [n if n in QUICK_SHAPES else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in resnets.list_models()])
 def test_every_model_builds_with_its_shapes(name):
     """Output and stage shapes of every registered network (on the meta device: shapes without compute)."""
     with torch.device("meta"):
