@@ -183,7 +183,7 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
     "ecaresnet50d": _table("timm ECA-ResNet-50-D.", **_R50, **_D, **_ECA),
     "ecaresnet50t": _table("timm ECA-ResNet-50-T.", **_R50, **_T, **_ECA),
     "ecaresnetlight": _table("timm ECA-ResNet-light: bottleneck blocks (1, 1, 11, 3).", block="bottleneck",
-                             layers=(1, 1, 11, 3), stem_width=32, avg_down=True, **_ECA),
+                             layers=(1, 1, 11, 3), avg_down=True, **_ECA),
     "ecaresnet101d": _table("timm ECA-ResNet-101-D.", **_R101, **_D, **_ECA),
     "ecaresnet200d": _table("timm ECA-ResNet-200-D.", **_R200, **_D, **_ECA),
     "ecaresnet269d": _table("timm ECA-ResNet-269-D.", **_R269, **_D, **_ECA),
