@@ -114,8 +114,8 @@ def optimize(
     without it on ``example_inputs``, with a warning).  ``compile``: use ``torch.compile``
     (inductor; freezing on the CPU); ``None`` (default) picks the measured default, which is to
     compile for every precision (``COMPILE_BY_DEFAULT``; int8 needs it).  A compiled model
-    compiles on its first call and again, once, with a dynamic batch size when it first sees
-    another batch size.  ``cuda_graphs`` (compiled CUDA models; ``None`` = on there):
+    compiles on its first call and again for each new batch size (a static graph each, as fast
+    as the first; past torch's recompile limit, 8 sizes, a new size runs uncompiled).  ``cuda_graphs`` (compiled CUDA models; ``None`` = on there):
     ``mode="reduce-overhead"``, one graph recorded per batch size seen.  ``backend``: an engine of
     :data:`resnets.inference.table.BACKENDS`: ``"torch"`` (default), ``"onnxruntime"`` (CPU, fp32 or
     int8; ``pip install 'resnets[onnx]'``, see :mod:`resnets.inference.ort`) or ``"openvino"`` (CPU,
@@ -165,7 +165,10 @@ def build(
         # No freezing on CUDA: its gains on the CPU are oneDNN weight pre-packing and int8 lowering,
         # while cuDNN takes the folded channels-last weights as they are; and a frozen graph bypasses
         # inductor's on-disk FX graph cache, so every process would compile from scratch.
-        net = torch.compile(net, mode="reduce-overhead" if cuda_graphs else None)
+        # dynamic=False: one static graph per batch size. Left to itself, torch.compile turns the second batch
+        # size into one dynamic-shape graph for every size, which runs slower (benchmarks/compiled_batch_sizes.py;
+        # the README has the numbers).
+        net = torch.compile(net, mode="reduce-overhead" if cuda_graphs else None, dynamic=False)
     return InferenceModel(net, precision, bool(compile), bool(cuda_graphs),
                           int8_mixed_bf16=precision == "int8" and cpu_runs_bf16())
 
