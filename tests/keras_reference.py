@@ -20,13 +20,13 @@ h5py = pytest.importorskip("h5py")
 KERAS_RESNETS = {50: "ResNet50", 101: "ResNet101", 152: "ResNet152"}
 
 
-def keras_resnet(depth: int, include_top: bool = True, size: int | None = None, seed: int = 0):
+def keras_resnet(depth: int, include_top: bool = True, size: int | None = None, seed: int = 0, v2: bool = False):
     """A Keras ImageNet ResNet with random weights and random, non-trivial BN statistics.
 
     With the top, Keras needs a fixed input ``size``; without, any size is accepted.  Kernels are
     He-scaled and BN scales kept below one so activations stay O(1) through the depth.
     """
-    build = getattr(keras.applications, KERAS_RESNETS[depth])
+    build = getattr(keras.applications, KERAS_RESNETS[depth] + ("V2" if v2 else ""))
     model = build(weights=None, include_top=include_top, input_shape=(size, size, 3), classifier_activation=None)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
@@ -34,10 +34,10 @@ def keras_resnet(depth: int, include_top: bool = True, size: int | None = None, 
             n = layer.gamma.shape[0]
             layer.set_weights([rng.uniform(0.2, 0.8, n), rng.normal(0, 0.2, n), rng.normal(0, 0.3, n),
                                rng.uniform(0.5, 2.0, n)])
-        elif layer.weights:
-            kernel, bias = (w.shape for w in layer.weights)
+        elif layer.weights:  # a kernel, and a bias where the layer has one (V2's first two convs have none)
+            kernel, *bias = (w.shape for w in layer.weights)
             fan_in = int(np.prod(kernel[:-1]))
-            layer.set_weights([rng.normal(0, np.sqrt(2 / fan_in), kernel), rng.normal(0, 0.2, bias)])
+            layer.set_weights([rng.normal(0, np.sqrt(2 / fan_in), kernel), *(rng.normal(0, 0.2, b) for b in bias)])
     return model
 
 

@@ -148,7 +148,8 @@ def test_errors_name_file_and_layer(legacy50, tmp_path):
 
 
 def test_rejects_layers_of_other_networks(legacy50, tmp_path):
-    """E.g. ResNetV2's ``conv2_block1_preact_bn``: a different network, refused by layer name."""
+    """A V1 file with a ResNetV2 layer (``conv2_block1_preact_bn``) is neither network: refused, naming the file
+    and a layer that does not belong (read as V2, the V1 stem's ``conv1_bn``)."""
 
     def rename(f):
         f.attrs["layer_names"] = [n.replace("conv2_block1_1_bn", "conv2_block1_preact_bn")
@@ -156,5 +157,5 @@ def test_rejects_layers_of_other_networks(legacy50, tmp_path):
         f.move("conv2_block1_1_bn", "conv2_block1_preact_bn")
 
     path = _edit_copy(legacy50, tmp_path / "v2.h5", rename)
-    with pytest.raises(ValueError, match=r"v2\.h5: layer 'conv2_block1_preact_bn' is not part of"):
+    with pytest.raises(ValueError, match=r"v2\.h5: layer 'conv1_bn' is not part of a Keras ResNet50V2"):
         read_keras_h5(path)

@@ -1,4 +1,4 @@
-"""``keras.applications``-style constructors: ``ResNet50(include_top=True, weights=..., ...)``.
+"""``keras.applications``-style constructors: ``ResNet50(include_top=True, weights=..., ...)``, ``ResNet50V2``...
 
 They return the same :class:`~resnets.networks.ResNet` modules as :func:`resnets.create_model`,
 configured the way Keras users expect: ImageNet weights unless ``weights=None``, probabilities out of
@@ -41,7 +41,7 @@ def _check_input_shape(input_shape: Sequence[int] | None) -> tuple[int, int, int
 
 
 def keras_resnet(
-    depth: int,
+    depth: int | str,
     include_top: bool = True,
     weights: str | os.PathLike | None = "imagenet",
     input_shape: Sequence[int] | None = None,
@@ -51,7 +51,9 @@ def keras_resnet(
     dropout_rate: float = 0.0,
     **kwargs,
 ) -> ResNet:
-    """Build ``resnet{depth}`` with Keras-application semantics and argument checks (see ``ResNet50``)."""
+    """Build ``resnet{depth}`` (or the registry name ``depth``, e.g. ``"resnet50v2"``) with Keras-application
+    semantics and argument checks (see ``ResNet50``)."""
+    name = depth if isinstance(depth, str) else f"resnet{depth}"
     shape = _check_input_shape(input_shape)  # before any download
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be None, 'avg' or 'max'; received pooling={pooling!r}")
@@ -65,38 +67,47 @@ def keras_resnet(
             "weights must be None (random initialization), 'imagenet' (pre-training on ImageNet), "
             f"a registry name or the path to a weights file; received weights={weights!r}"
         )
-    if weights == "imagenet" and depth in KERAS_DEPTHS:  # other depths: create_model's own "imagenet"
-        weights = _imagenet_weights(depth, include_top)
+    if weights == "imagenet" and _has_keras_weights(name):  # others: create_model's own "imagenet"
+        weights = _imagenet_weights(name, include_top)
     if include_top:
         kwargs.update(num_classes=classes, global_pool="avg", classifier_activation=classifier_activation)
     else:
         kwargs.update(num_classes=0, global_pool=pooling or "")
-    model = create_model(f"resnet{depth}", weights=weights, drop_rate=dropout_rate, **kwargs)
+    model = create_model(name, weights=weights, drop_rate=dropout_rate, **kwargs)
     if shape is not None:
         model.input_size = shape
     return model
 
 
-def _imagenet_weights(depth: int, include_top: bool = True) -> str:
-    """The registry name ``weights="imagenet"`` means for this depth."""
+def _has_keras_weights(name: str) -> bool:
+    """Keras publishes ImageNet weights for ResNet50/101/152 and their V2s."""
+    return name.removeprefix("resnet").removesuffix("v2") in map(str, KERAS_DEPTHS)
+
+
+def _imagenet_weights(name: str, include_top: bool = True) -> str:
+    """The registry name ``weights="imagenet"`` means for the registry model ``name``."""
     from .weights import get_weights
 
-    if depth in KERAS_DEPTHS:
-        return f"resnet{depth}.keras_in1k" + ("" if include_top else "_notop")
-    return get_weights("imagenet", f"resnet{depth}").name
+    if _has_keras_weights(name):
+        return f"{name}.keras_in1k" + ("" if include_top else "_notop")
+    return get_weights("imagenet", name).name
 
 
-def _docstring(depth: int) -> str:
+def _docstring(depth: int, v2: bool = False) -> str:
     from .weights import get_weights
 
-    entry = get_weights(_imagenet_weights(depth))
+    name = f"resnet{depth}" + ("v2" if v2 else "")
+    keras_name = f"ResNet{depth}" + ("V2" if v2 else "")
+    keras_weights = _has_keras_weights(name)
+    entry = get_weights(_imagenet_weights(name))
     top1 = f", {entry.metrics['top1']:.1f}% top-1 on ImageNet val" if "top1" in entry.metrics else ""
-    source = re.split(r" \(|;", entry.source)[0] + (" (the paper's Caffe weights)" if depth in KERAS_DEPTHS else "")
-    notop = (f"without the top ``{_imagenet_weights(depth, False)}``" if depth in KERAS_DEPTHS
+    paper = " (the paper's Caffe weights)" if keras_weights and not v2 else ""
+    source = re.split(r" \(|;", entry.source)[0] + paper
+    notop = (f"without the top ``{_imagenet_weights(name, False)}``" if keras_weights
              else "without the top the same file less its classifier")
-    mode = "caffe" if depth in KERAS_DEPTHS else "torch"
+    mode = "tf" if v2 else "caffe" if keras_weights else "torch"
     channels = 2048 if depth >= 50 else 512
-    return f"""ResNet-{depth} the Keras way: ``keras.applications.ResNet{depth}``'s arguments and defaults.
+    return f"""{keras_name} the Keras way: ``keras.applications.{keras_name}``'s arguments and defaults.
 
     Returns a :class:`resnets.ResNet` (a ``torch.nn.Module``) in train mode; call ``.eval()`` before inference.
 
@@ -106,29 +117,31 @@ def _docstring(depth: int) -> str:
             {notop}), downloaded once into ``$RESNETS_CACHE``
             (default ``~/.cache/resnets``); its inputs are ``preprocess_input(x, mode="{mode}")``, and
             ``model.pretrained_cfg`` records the exact preprocessing. ``None``: random initialisation. Also a
-            registry name (``resnets.list_weights("resnet{depth}")``) or a weights file.
+            registry name (``resnets.list_weights("{name}")``) or a weights file.
         input_shape: ``(H, W, 3)`` or ``(3, H, W)``, at least 32x32 (default None: the model's 224x224; any
             size runs, as the pooling is global).
         pooling: without the top, ``None`` (the 4-D feature map, default), ``"avg"`` or ``"max"``.
         classes: classifier size with the top (default 1000; must be 1000 with ``weights="imagenet"``).
         classifier_activation: ``"softmax"`` (default), ``"sigmoid"`` or ``None`` (logits).
         dropout_rate: dropout before the classifier (default 0.0).
-        **kwargs: passed to :class:`resnets.ResNet` (e.g. ``shortcut``, ``zero_init_residual``).
+        **kwargs: passed to :class:`resnets.ResNet` (e.g. ``drop_path_rate``, ``zero_init_residual``).
 
     Differs from Keras: outputs are NCHW tensors (features ``(N, {channels}, 7, 7)``, not ``(N, 7, 7, {channels})``), and
     ``compile``/``fit`` are PyTorch's (``torch.compile``, your own loop or ``resnets train``).
     """
 
 
-def _constructor(depth: int):
+def _constructor(depth: int, v2: bool = False):
+    name = f"resnet{depth}" + ("v2" if v2 else "")
+
     def build(include_top: bool = True, weights: str | os.PathLike | None = "imagenet",
               input_shape: Sequence[int] | None = None, pooling: str | None = None, classes: int = 1000,
               classifier_activation: str | None = "softmax", dropout_rate: float = 0.0, **kwargs) -> ResNet:
-        return keras_resnet(depth, include_top, weights, input_shape, pooling, classes, classifier_activation,
+        return keras_resnet(name, include_top, weights, input_shape, pooling, classes, classifier_activation,
                             dropout_rate, **kwargs)
 
-    build.__name__ = build.__qualname__ = f"ResNet{depth}"
-    build.__doc__ = _docstring(depth)
+    build.__name__ = build.__qualname__ = f"ResNet{depth}" + ("V2" if v2 else "")
+    build.__doc__ = _docstring(depth, v2)
     return build
 
 
@@ -137,3 +150,6 @@ ResNet34 = _constructor(34)
 ResNet50 = _constructor(50)
 ResNet101 = _constructor(101)
 ResNet152 = _constructor(152)
+ResNet50V2 = _constructor(50, v2=True)
+ResNet101V2 = _constructor(101, v2=True)
+ResNet152V2 = _constructor(152, v2=True)

@@ -2,7 +2,9 @@
 
 Formats are told apart by their first bytes (HDF5 signature, zip/pickle, safetensors header),
 falling back on the suffix.  PyTorch files are unpickled with ``weights_only=True``: a file that
-would need to run code is refused, never executed.
+would need to run code is refused, never executed.  A state dict saved from timm's ResNetV2 / BiT
+(``stem.conv``, ``stages.*.blocks.*``, ``head.fc``) is renamed to ours (:mod:`.timm_keys`); timm's
+resnet.py nets already use our names.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from ..registry import list_models
 from .entry import FileFormat, WeightsEntry, entry_from_metadata
+from .timm_keys import from_timm_resnetv2, is_timm_resnetv2, timm_resnetv2_name
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 SUFFIXES: dict[str, FileFormat] = {
@@ -139,7 +142,16 @@ def read_checkpoint(path: str | os.PathLike, fold_bias: bool = True) -> Checkpoi
         state_dict, entry = _load_safetensors(path)
     else:
         state_dict = _load_torch(path)
+    timm_v2 = is_timm_resnetv2(state_dict)
+    if timm_v2:
+        try:
+            state_dict = from_timm_resnetv2(state_dict)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     kwargs = infer_model_kwargs(state_dict)
     if entry is not None:
         kwargs.update(entry.model_kwargs)
-    return Checkpoint(state_dict, fmt, kwargs, entry.model if entry else infer_model_name(state_dict), entry)
+        model = entry.model
+    else:
+        model = timm_resnetv2_name(state_dict) if timm_v2 else infer_model_name(state_dict)
+    return Checkpoint(state_dict, fmt, kwargs, model, entry)

@@ -1,7 +1,9 @@
-"""Read Keras ImageNet ResNet50/101/152 weights (``.h5``) into a resnets/torchvision state dict.
+"""Read Keras ImageNet ResNet50/101/152 and ResNet50V2/101V2/152V2 weights (``.h5``) into resnets names.
 
-The published Keras files (ported from the paper's Caffe models) are a v1 ResNet (stride on the
-first 1x1 conv) with conv biases and BN epsilon 1.001e-5.  Three containers are read:
+The published Keras V1 files (ported from the paper's Caffe models) are a v1 ResNet (stride on the
+first 1x1 conv) with conv biases and BN epsilon 1.001e-5; the V2 files are pre-activation ResNets
+(registry ``resnet50v2``: Keras' layout, biases on the stem, shortcut and last conv of each block, none
+on the two convs before a norm).  Three containers are read:
 
 * legacy Keras HDF5 (``save_weights``/``model.save`` before Keras 3): root attribute ``layer_names``,
   one group per layer with attribute ``weight_names``, or the same under a ``model_weights`` group;
@@ -37,6 +39,10 @@ _OLD_NAME = re.compile(r"(?P<kind>res|bn)(?P<stage>[2-5])(?P<letter>[a-z])(?P<nu
 _OLD_BRANCH = {"1": 0, "2a": 1, "2b": 2, "2c": 3}
 _STEM = {"conv1_conv": "conv1", "conv1": "conv1", "conv1_bn": "bn1", "bn_conv1": "bn1"}
 _CLASSIFIER = ("predictions", "fc1000")
+# ResNetV2 (keras/src/applications/resnet.py, residual_block_v2): layer part -> module of a PreActBottleneck.
+_V2_NAME = re.compile(r"conv(?P<stage>[2-5])_block(?P<block>\d+)_(?P<part>preact_bn|0_conv|1_conv|1_bn|2_conv|2_bn|3_conv)")
+_V2_PART = {"preact_bn": "norm1", "0_conv": "downsample", "1_conv": "conv1", "1_bn": "norm2", "2_conv": "conv2",
+            "2_bn": "norm3", "3_conv": "conv3"}
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,12 @@ class KerasCheckpoint:
     num_classes: int
     model_kwargs: dict = field(default_factory=dict)
     layer_names: dict[str, str] = field(default_factory=dict)  # resnets module -> Keras layer name
+    v2: bool = False  # a pre-activation ResNetV2
 
     @property
     def model_name(self) -> str:
         """The registry name to build: ``create_model(ckpt.model_name, **ckpt.model_kwargs)``."""
-        return f"resnet{self.depth}"
+        return f"resnet{self.depth}" + ("v2" if self.v2 else "")
 
 
 # --- reading the containers ---------------------------------------------------------------
@@ -139,6 +146,19 @@ def _open_h5(path: Path):
 # --- Keras layer names to resnets modules ---------------------------------------------------
 
 
+def _v2_module_name(layer: str) -> str | None:
+    """The resnets module a Keras ResNetV2 layer maps to (``layer3.0.norm2``), or None if unknown."""
+    if layer == "conv1_conv":
+        return "conv1"
+    if layer == "post_bn":
+        return "norm"
+    if layer in _CLASSIFIER:
+        return "fc"
+    if m := _V2_NAME.fullmatch(layer):
+        return f"layer{int(m['stage']) - 1}.{int(m['block']) - 1}.{_V2_PART[m['part']]}"
+    return None
+
+
 def _module_name(layer: str) -> str | None:
     """The resnets module a Keras layer maps to (``layer3.0.downsample.1``), or None if unknown."""
     if layer in _STEM:
@@ -166,7 +186,8 @@ def _kind(module: str) -> str:
     """``conv``, ``bn`` or ``fc``: what a resnets module is."""
     if module == "fc":
         return "fc"
-    return "bn" if module.rsplit(".", 1)[-1].startswith("bn") or module.endswith("downsample.1") else "conv"
+    last = module.rsplit(".", 1)[-1]
+    return "bn" if last.startswith(("bn", "norm")) or module.endswith("downsample.1") else "conv"
 
 
 def _bn_of(conv: str) -> str:
@@ -182,6 +203,12 @@ def keras_layer_name(module: str, layer_names: dict[str, str]) -> str:
         return layer_names[module]
     if module == "fc":
         return "predictions"
+    if module == "norm":
+        return "post_bn"
+    if (part := module.rsplit(".", 1)[-1]) in _V2_PART.values():
+        stage, block = module.split(".")[:2]
+        v2_part = next(k for k, v in _V2_PART.items() if v == part)
+        return f"conv{int(stage[-1]) + 1}_block{int(block) + 1}_{v2_part}"
     if module in ("conv1", "bn1"):
         return f"conv1_{_kind(module)}"
     stage, block, *rest = module.split(".")
@@ -193,8 +220,9 @@ def _to_tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
-def _translate(layer: str, module: str, weights: list[np.ndarray]) -> dict[str, torch.Tensor]:
-    """One Keras layer's weights as resnets parameters (conv biases kept under ``.bias``)."""
+def _translate(layer: str, module: str, weights: list[np.ndarray], zero_bias: bool = True) -> dict[str, torch.Tensor]:
+    """One Keras layer's weights as resnets parameters (conv biases kept under ``.bias``; a conv without one
+    gets a zero bias when ``zero_bias``, as V1 models built with ``conv_bias=True`` have one on every conv)."""
     kind = _kind(module)
     expected = {"conv": (1, 2), "fc": (2,), "bn": (4,)}[kind]
     if len(weights) not in expected:
@@ -210,7 +238,10 @@ def _translate(layer: str, module: str, weights: list[np.ndarray]) -> dict[str, 
         raise ValueError(f"layer {layer!r}: unexpected shapes {[w.shape for w in weights]} for a {kind} layer "
                          f"(kernel {'(in, out)' if ndim == 2 else '(H, W, in, out)'} and bias (out,))")
     out = {f"{module}.weight": _to_tensor(kernel.T if ndim == 2 else kernel.transpose(3, 2, 0, 1))}
-    out[f"{module}.bias"] = _to_tensor(weights[1]) if len(weights) == 2 else torch.zeros(kernel.shape[-1])
+    if len(weights) == 2:
+        out[f"{module}.bias"] = _to_tensor(weights[1])
+    elif zero_bias:
+        out[f"{module}.bias"] = torch.zeros(kernel.shape[-1])
     return out
 
 
@@ -237,11 +268,12 @@ def _fold_biases(state: dict[str, torch.Tensor], convs: list[str]) -> None:
 
 
 def read_keras_h5(path: str | os.PathLike, fold_bias: bool = True) -> KerasCheckpoint:
-    """Read a Keras ResNet50/101/152 weights file into resnets names, exactly.
+    """Read a Keras ResNet50/101/152 or ResNet50V2/101V2/152V2 weights file into resnets names, exactly.
 
-    With ``fold_bias`` each conv bias is folded into the following BN's running mean (exact at
+    V1: with ``fold_bias`` each conv bias is folded into the following BN's running mean (exact at
     inference), so the model needs no conv biases; otherwise the model is built with
-    ``conv_bias=True``.  Errors name the file and the offending layer.
+    ``conv_bias=True``. V2 keeps its biases (none is followed by a BN). Errors name the file and the
+    offending layer.
     """
     path = Path(path)
     if not path.is_file():
@@ -251,19 +283,23 @@ def read_keras_h5(path: str | os.PathLike, fold_bias: bool = True) -> KerasCheck
             layers = _read_layers(h5)
         state: dict[str, torch.Tensor] = {}
         keras_name: dict[str, str] = {}
+        v2 = any(name == "post_bn" or name.endswith("_preact_bn") for name in layers)
         for layer, weights in layers.items():
-            module = _module_name(layer)
+            module = _v2_module_name(layer) if v2 else _module_name(layer)
             if module is None:
-                raise ValueError(f"layer {layer!r} is not part of a Keras v1 ResNet50/101/152 "
-                                 "(ResNetV2 and custom heads are not supported)")
+                family = "ResNet50V2/101V2/152V2" if v2 else "v1 ResNet50/101/152"
+                raise ValueError(f"layer {layer!r} is not part of a Keras {family} (custom heads are not supported)")
             if module in keras_name:
                 raise ValueError(f"layers {keras_name[module]!r} and {layer!r} both map to {module}")
             keras_name[module] = layer
-            state |= _translate(layer, module, weights)
+            state |= _translate(layer, module, weights, zero_bias=not v2)
         if "conv1" not in keras_name:
             raise ValueError("missing layer 'conv1_conv' (or 'conv1'): not a ResNet weights file")
         depth = _infer_depth(set(keras_name))
         num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 0
+        if v2:  # the registry's resnetNv2 is Keras' layout; only the head varies
+            return KerasCheckpoint(state, depth, num_classes > 0, num_classes, {"num_classes": num_classes},
+                                   keras_name, v2=True)
         kwargs = dict(stride_in_1x1=True, bn_eps=KERAS_BN_EPS, conv_bias=True, num_classes=num_classes)
         if fold_bias:
             _fold_biases(state, [m for m in keras_name if _kind(m) == "conv"])

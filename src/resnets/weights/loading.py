@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TORCH
+from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TF, IMAGENET_TORCH
 from ..registry import model_builder
 from .checkpoint import SUFFIXES, Checkpoint, read_checkpoint
 from .download import cached_file
@@ -53,8 +53,8 @@ def entry_for_file(path: Path, model: str, ckpt: Checkpoint, model_kwargs: dict[
         return dataclasses.replace(ckpt.entry, model_kwargs={**ckpt.entry.model_kwargs, **model_kwargs})
     num_classes = int(model_kwargs.get("num_classes", 0))
     cifar = "conv1.weight" in ckpt.state_dict and ckpt.state_dict["conv1.weight"].shape[-1] == 3
-    if ckpt.file_format == "keras_h5":
-        preprocessing = IMAGENET_CAFFE
+    if ckpt.file_format == "keras_h5":  # Keras' "caffe" mode for the V1 files, "tf" for V2
+        preprocessing = IMAGENET_TF if model.endswith("v2") else IMAGENET_CAFFE
     else:
         preprocessing = CIFAR10 if cifar else IMAGENET_TORCH
     classes: str | tuple[str, ...] = tuple(str(i) for i in range(num_classes))
