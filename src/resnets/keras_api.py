@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from .networks import ResNet
 from .factory import create_model
+from .weights.hub import is_hub_name
 
 POOLINGS = (None, "avg", "max")
 # Depths with Keras' own ImageNet weights (the paper's Caffe models): ``weights="imagenet"`` picks those,
@@ -62,10 +63,11 @@ def keras_resnet(
             "if using weights='imagenet' with include_top=True, classes should be 1000; "
             f"received classes={classes}"
         )
-    if isinstance(weights, str) and weights != "imagenet" and "." not in weights and not os.path.exists(weights):
+    if (isinstance(weights, str) and weights != "imagenet" and "." not in weights and not is_hub_name(weights)
+            and not os.path.exists(weights)):
         raise ValueError(
             "weights must be None (random initialization), 'imagenet' (pre-training on ImageNet), "
-            f"a registry name or the path to a weights file; received weights={weights!r}"
+            f"a registry name, an hf-hub:ORG/NAME repo or the path to a weights file; received weights={weights!r}"
         )
     if weights == "imagenet" and _has_keras_weights(name):  # others: create_model's own "imagenet"
         weights = _imagenet_weights(name, include_top)

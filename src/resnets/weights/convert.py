@@ -12,9 +12,8 @@ import os
 from pathlib import Path
 
 from .checkpoint import read_checkpoint
-from .download import cached_file
 from .entry import WeightsEntry, save_safetensors
-from .loading import create_with_weights, entry_for_file, resolve_weights
+from .loading import create_with_weights, entry_for_file, weights_file
 
 
 def convert_to_safetensors(
@@ -24,12 +23,9 @@ def convert_to_safetensors(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> tuple[Path, WeightsEntry | None]:
-    """Convert a weights file (or registry name, downloaded if needed) to ``dst``; returns it and its entry."""
-    if Path(src).expanduser().is_file():
-        path, registered = Path(src).expanduser(), None
-    else:
-        registered = resolve_weights(str(src).split(".")[0], str(src))
-        path = cached_file(registered, cache_dir, progress=progress)
+    """Convert a weights file (or registry name or ``hf-hub:`` repo, downloaded if needed) to ``dst``; returns it
+    and its entry."""
+    path, registered = weights_file(None, src, cache_dir, progress)
     ckpt = read_checkpoint(path)
     if registered is not None:
         entry: WeightsEntry | None = registered

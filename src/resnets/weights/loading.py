@@ -1,4 +1,4 @@
-"""Build a model around pretrained weights: a registry name or a local file.
+"""Build a model around pretrained weights: a registry name, a Hugging Face Hub repo (:mod:`.hub`) or a local file.
 
 The architecture comes from the registry entry or from the file itself (its recorded entry, or what
 its tensors show: a Keras file means stride-in-1x1 and Keras' BN epsilon, a CIFAR checkpoint means
@@ -22,6 +22,7 @@ from ..registry import model_builder
 from .checkpoint import SUFFIXES, Checkpoint, read_checkpoint
 from .download import cached_file
 from .entry import WeightsEntry
+from .hub import hub_weights, is_hub_name
 from .keras_h5 import keras_layer_name
 from .registry import WEIGHTS, get_weights
 
@@ -45,6 +46,19 @@ def resolve_weights(model: str | None, weights: str | os.PathLike) -> WeightsEnt
     raise FileNotFoundError(
         f"weights {str(weights)!r} are neither a registry name ('resnets weights list') nor an existing file"
     )
+
+
+def weights_file(
+    model: str | None, weights: str | os.PathLike, cache_dir: str | os.PathLike | None = None, progress: bool = True
+) -> tuple[Path, WeightsEntry | None]:
+    """The local file of ``weights`` and the entry that describes it, if known before reading it: a Hub repo's
+    cached download, a registry entry's verified download, or a local file as it is (None: read its own)."""
+    if is_hub_name(weights):
+        return hub_weights(str(weights), model, cache_dir)
+    resolved = resolve_weights(model, weights)
+    if isinstance(resolved, WeightsEntry):
+        return cached_file(resolved, cache_dir, progress=progress), resolved
+    return resolved, None
 
 
 def entry_for_file(path: Path, model: str, ckpt: Checkpoint, model_kwargs: dict[str, Any]) -> WeightsEntry:
@@ -108,7 +122,7 @@ def create_with_weights(
     progress: bool = True,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build the model of ``weights`` (registry name or local file) with them loaded strictly.
+    """Build the model of ``weights`` (registry name, ``hf-hub:`` repo or local file) with them loaded strictly.
 
     ``model_name`` may be None when the weights say their architecture (a registry name, or a file
     that records it or whose tensors show it); a name that contradicts them is an error naming both.
@@ -116,9 +130,7 @@ def create_with_weights(
     arguments go to the model and override the variant the weights imply.  The returned model's
     ``pretrained_cfg`` is the :class:`WeightsEntry` describing the weights.
     """
-    resolved = resolve_weights(model_name, weights)
-    entry = resolved if isinstance(resolved, WeightsEntry) else None
-    path = cached_file(entry, cache_dir, progress=progress) if entry else resolved
+    path, entry = weights_file(model_name, weights, cache_dir, progress)
     ckpt = read_checkpoint(path, fold_bias=not kwargs.get("conv_bias", False))
     recorded = entry.model if entry else ckpt.model
     if model_name is None:
