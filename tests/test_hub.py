@@ -1,4 +1,4 @@
-"""``weights="hf-hub:timm/..."`` against a Hub stand-in on 127.0.0.1: timm checkpoints with random weights, saved
+"""``weights="hf-hub:timm/..."`` (and timm's catalogued tags, ``weights="resnet50.a1_in1k"``) against a Hub stand-in on 127.0.0.1: timm checkpoints with random weights, saved
 by timm's own ``save_for_hf``, load equal to timm (outputs and preprocessing), through huggingface_hub's real
 download path and cache; missing repos, files and revisions, dropped connections and offline mode are each
 reported naming the repo, and a broken download leaves nothing a later call would accept."""
@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import http.server
 import json
+import math
 import os
 import re
 import subprocess
@@ -25,6 +26,7 @@ import resnets
 from resnets.cli import main
 from resnets.errors import BadWeights, MissingExtra, UnknownName
 from resnets.weights import DownloadError, OfflineError
+from resnets.weights.hub import timm_catalogue
 
 from test_timm_family import TOLERANCE, randomize, relative_error
 
@@ -250,3 +252,39 @@ def test_cli_convert_keeps_the_entry_and_predict_reads_the_hub_by_environment(hu
     assert [p["probability"] for p in got] == pytest.approx([p["probability"] for p in expected["predictions"]],
                                                             abs=2e-6)
     assert any("model.safetensors" in f for f in cache_files(env["HF_HUB_CACHE"]))
+
+
+def test_catalogue_is_timms_own_tags_with_their_preprocessing():
+    catalogue = timm_catalogue()
+    assert len(catalogue) > 100 and sum("top1" in e.metrics for e in catalogue.values()) > 100
+    published = set(timm.list_pretrained())
+    for name, entry in catalogue.items():
+        assert name in published and entry.model == name.split(".")[0] in resnets.list_models(), name
+        cfg = timm.models.get_pretrained_cfg(name)
+        assert cfg.hf_hub_id == f"timm/{name}" and entry.license == (cfg.license or entry.license), name
+        data = timm.data.resolve_data_config({}, pretrained_cfg=cfg.to_dict())
+        size = data["input_size"][-1]
+        pre = entry.preprocessing
+        assert (pre.crop_size, pre.resize_size, pre.interpolation) == (
+            size, math.floor(size / data["crop_pct"]), data["interpolation"]), name
+        assert (pre.mean, pre.std) == (data["mean"], data["std"]), name
+        if entry.metrics:  # measured at the entry's own input size
+            assert entry.metrics_data.startswith(f"ImageNet-1k val at {size}px") and 0 < entry.metrics["top1"] < 100
+
+
+def test_catalogued_tag_by_short_name_and_in_the_list(hub, tmp_path, capsys):
+    ref = publish(hub, "resnet10t.c3_in1k", tmp_path)
+    listed = timm_catalogue()["resnet10t.c3_in1k"]
+    assert main(["weights", "list", "--model", "resnet10t"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[2:] == [f"{listed.metrics['top1']:.2f}", "5,435,488", "-",
+                                                                   "no"]
+    model = resnets.create_model(weights="resnet10t.c3_in1k")
+    assert_like_timm(model, ref)
+    assert model.pretrained_cfg.name == "hf-hub:timm/resnet10t.c3_in1k"
+    assert (model.pretrained_cfg.metrics, model.pretrained_cfg.metrics_data) == (listed.metrics, listed.metrics_data)
+    assert main(["weights", "list"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    row = next(r for r in rows if r[0] == "resnet10t.c3_in1k")
+    assert row[-1] == "yes" and row[-2] == "MB"  # now in the Hub cache, with its size
+    imagenet = [float(r[2]) for r in rows if r[2] != "-" and "cifar" not in r[0]]
+    assert imagenet == sorted(imagenet, reverse=True) and len(imagenet) > 100

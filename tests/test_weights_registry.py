@@ -14,6 +14,7 @@ import torch
 from resnets.cli import main
 from resnets import create_model
 from resnets.weights import WeightsEntry, cached_file, get_weights, list_weights
+from resnets.weights.hub import timm_catalogue
 from resnets.weights.registry import hash_prefix_from_url
 
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "cifar10"
@@ -136,7 +137,7 @@ def test_cli_list(capsys, tmp_path):
     assert main(["weights", "list"]) == 0
     rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
     assert rows["resnet50.tv_in1k_v2"][:5] == ["resnet50", "80.86", "25,557,032", "97.8", "MB"]
-    assert len(rows) == len(list_weights())
+    assert len(rows) == len(list_weights()) + len(timm_catalogue())  # tests/test_hub.py checks timm's
     with pytest.raises(SystemExit) as exc:
         main(["weights", "list", "--model", "resnet7"])
     assert exc.value.code == 2

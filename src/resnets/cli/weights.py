@@ -21,14 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Pretrained weights: the registry, the download cache, safetensors conversion.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    a = actions.add_parser("list", help="list the registered weights", description="List the registered weights.")
+    a = actions.add_parser("list", help="list the registered weights",
+                           description="List the registered weights (timm's Hub checkpoints too), best ImageNet "
+                                       "top-1 first.")
     a.add_argument("--model", help="only the weights of this model, e.g. resnet50 (default: every model)")
     a.add_argument("--cache-dir", help=WEIGHTS_CACHE_HELP)
     a.set_defaults(func=run_list)
 
     a = actions.add_parser("download", help="download weights into the cache",
                            description="Download and verify weights files into the cache; print their paths.")
-    a.add_argument("names", nargs="+", metavar="NAME", help="registry names, e.g. resnet50.tv_in1k_v2")
+    a.add_argument("names", nargs="+", metavar="NAME",
+                   help="registry names (e.g. resnet50.tv_in1k_v2, resnet50.a1_in1k) or hf-hub:ORG/NAME repos")
     a.add_argument("--cache-dir", help=WEIGHTS_CACHE_HELP)
     add_progress_option(a)
     a.set_defaults(func=run_download)
@@ -58,23 +61,38 @@ def _param_count(model_name: str, kwargs: tuple[tuple[str, object], ...]) -> int
     return sum(p.numel() for p in model.parameters())
 
 
-def _file_size(entry: WeightsEntry, cache: str | None) -> str:
-    """The published size, else the cached file's own size, else unknown."""
+def _cached_file(entry: WeightsEntry, cache: str | None) -> Path | None:
+    """The entry's file in its cache (the Hub's for timm's repos), or None: no request either way."""
     from ..weights import cached_path, is_cached
+    from ..weights.hub import cached_hub_file, hub_name
 
+    if (name := hub_name(entry.name)) is not None:
+        return cached_hub_file(name, cache)
+    return cached_path(entry, cache) if is_cached(entry, cache) else None
+
+
+def _file_size(entry: WeightsEntry, cached: Path | None) -> str:
+    """The published size, else the cached file's own size, else unknown."""
     size = entry.file_size_mb
-    if size is None and is_cached(entry, cache):
-        size = cached_path(entry, cache).stat().st_size / 1e6
+    if size is None and cached is not None:
+        size = cached.stat().st_size / 1e6
     return f"{size:.1f} MB" if size else "-"
+
+
+def _by_accuracy(entry: WeightsEntry) -> tuple[bool, float]:
+    """ImageNet-1k weights first, best top-1 first; then the rest (CIFAR-10, no published top-1) likewise."""
+    return entry.classes != "imagenet" or "top1" not in entry.metrics, -entry.metrics.get("top1", 0.0)
 
 
 def run_list(args: argparse.Namespace) -> int:
     from ..registry import list_models
-    from ..weights import is_cached, list_weights
+    from ..weights import list_weights
+    from ..weights.hub import timm_catalogue
 
     if args.model and args.model not in list_models():
         raise UsageError(f"unknown model {args.model!r}; see 'resnets list'")
-    entries = list_weights(args.model)
+    timm = [e for e in timm_catalogue().values() if args.model in (None, e.model)]
+    entries = sorted([*list_weights(args.model), *timm], key=_by_accuracy)
     if not entries:
         print(f"no registered weights for {args.model}")
         return 1
@@ -83,9 +101,10 @@ def run_list(args: argparse.Namespace) -> int:
         (
             e.name, e.model, f"{e.metrics['top1']:.2f}" if "top1" in e.metrics else "-",
             f"{_param_count(e.model, tuple(sorted(e.model_kwargs.items()))):,}",
-            _file_size(e, args.cache_dir), "yes" if is_cached(e, args.cache_dir) else "no",
+            _file_size(e, cached), "no" if cached is None else "yes",
         )
         for e in entries
+        for cached in [_cached_file(e, args.cache_dir)]
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
@@ -94,16 +113,18 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from ..weights import cached_file, get_weights
+    from ..weights import get_weights
+    from ..weights.hub import hub_name
+    from ..weights.loading import weights_file
 
-    entries = []
-    for name in args.names:
+    for name in args.names:  # every name checked before any download
         try:
-            entries.append(get_weights(name))
+            if hub_name(name) is None:
+                get_weights(name)
         except ValueError as e:
             raise UsageError(str(e)) from None
-    for entry in entries:
-        print(cached_file(entry, args.cache_dir, progress=args.progress))
+    for name in args.names:
+        print(weights_file(None, name, args.cache_dir, args.progress)[0])
     return 0
 
 

@@ -6,15 +6,21 @@ Both are fetched with ``huggingface_hub`` into its own cache, so its settings ap
 (``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, ``HF_TOKEN``); the config becomes the
 :class:`WeightsEntry` that every other reader uses, and the weights file is read like any local one.
 The weights come from the config's commit, so the two always belong together.
+
+``timm_hub.json`` catalogues timm's own ResNet-family repos (``timm/<model>.<tag>``): a short name such as
+``"resnet50.a1_in1k"`` means ``"hf-hub:timm/resnet50.a1_in1k"``, and a catalogued repo's entry carries timm's
+published top-1/top-5 (the file's ``source`` says where each value was read).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,26 @@ CONFIG = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's order of preference
 # timm's defaults for what a pretrained_cfg leaves out (timm/data/constants.py, timm/data/config.py).
 DEFAULT_CROP_PCT, DEFAULT_INTERPOLATION = 0.875, "bicubic"
+
+
+@functools.lru_cache(maxsize=1)
+def timm_catalogue() -> dict[str, WeightsEntry]:
+    """timm's ResNet-family Hub checkpoints that resnets builds, by ``<model>.<tag>``, with timm's metrics."""
+    doc = json.loads(resources.files(__package__).joinpath("timm_hub.json").read_text())
+    return {
+        name: dataclasses.replace(entry_from_config(item["config"], f"timm/{name}", "main"), name=name,
+                                  metrics=item.get("metrics", {}), metrics_data=item.get("metrics_data", ""))
+        for name, item in doc["weights"].items()
+    }
+
+
+def hub_name(weights: object) -> str | None:
+    """The ``hf-hub:`` name ``weights`` means (itself, or a catalogued timm tag's repo), else None."""
+    if is_hub_name(weights):
+        return weights
+    if isinstance(weights, str) and weights in timm_catalogue():
+        return f"{PREFIX}timm/{weights}"
+    return None
 
 
 def is_hub_name(weights: object) -> bool:
@@ -94,6 +120,21 @@ def _missing(repo_id: str, revision: str | None, filename: str, error: Exception
                          f"is not in the Hugging Face cache ({cache}): {error.__cause__ or error}")
 
 
+def cached_hub_file(name: str, cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """The repo's weights file if the Hub cache has it (for listings: no request), else None, also without
+    huggingface_hub."""
+    try:
+        hub = _hub()
+    except MissingExtra:
+        return None
+    repo_id, revision = parse_hub_name(name)
+    for filename in WEIGHT_FILES:
+        found = hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
 def entry_from_config(config: dict[str, Any], repo_id: str, revision: str) -> WeightsEntry:
     """The entry a timm ``config.json`` describes: architecture, classes, timm's evaluation preprocessing
     (resize the shorter side to ``floor(crop / crop_pct)``, centre-crop), licence; ``source`` pins the commit."""
@@ -150,6 +191,9 @@ def hub_weights(
     except (OSError, ValueError) as e:
         raise BadWeights(f"hf-hub:{repo_id}@{commit}: config.json is unreadable: {e}") from None
     entry = entry_from_config(config, repo_id, commit)
+    listed = timm_catalogue().get(repo_id.removeprefix("timm/")) if repo_id.startswith("timm/") else None
+    if listed is not None:  # timm's measurements of its own files
+        entry = dataclasses.replace(entry, metrics=listed.metrics, metrics_data=listed.metrics_data)
     if model is not None and model != entry.model:
         raise BadWeights(f"{name} holds a {entry.model}, not a {model}: drop the model name, or pass {entry.model}")
     missing = []

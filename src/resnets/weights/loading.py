@@ -22,7 +22,7 @@ from ..registry import model_builder
 from .checkpoint import SUFFIXES, Checkpoint, read_checkpoint
 from .download import cached_file
 from .entry import WeightsEntry
-from .hub import hub_weights, is_hub_name
+from .hub import hub_name, hub_weights
 from .keras_h5 import keras_layer_name
 from .registry import WEIGHTS, get_weights
 
@@ -53,8 +53,8 @@ def weights_file(
 ) -> tuple[Path, WeightsEntry | None]:
     """The local file of ``weights`` and the entry that describes it, if known before reading it: a Hub repo's
     cached download, a registry entry's verified download, or a local file as it is (None: read its own)."""
-    if is_hub_name(weights):
-        return hub_weights(str(weights), model, cache_dir)
+    if (name := hub_name(weights)) is not None:
+        return hub_weights(name, model, cache_dir)
     resolved = resolve_weights(model, weights)
     if isinstance(resolved, WeightsEntry):
         return cached_file(resolved, cache_dir, progress=progress), resolved
