@@ -64,8 +64,8 @@ def is_hub_name(weights: object) -> bool:
 
 def parse_hub_name(name: str) -> tuple[str, str | None]:
     """``"hf-hub:timm/resnet50.a1_in1k@v1"`` -> ``("timm/resnet50.a1_in1k", "v1")``; a malformed name is an error."""
-    repo_id, _, revision = name.removeprefix(PREFIX).partition("@")
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")) or (_ and not revision):
+    repo_id, at, revision = name.removeprefix(PREFIX).partition("@")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")) or (at and not revision):
         raise UnknownName(f"weights {name!r}: expected hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION, "
                           "e.g. hf-hub:timm/resnet50.a1_in1k")
     return repo_id, revision or None
@@ -106,13 +106,14 @@ def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str 
                             f"(nothing was cached; run again to retry): {e}") from e
 
 
-def _missing(repo_id: str, revision: str | None, filename: str, error: Exception) -> Exception:
+def _missing(repo_id: str, revision: str | None, filename: str, error: Exception,
+             cache_dir: str | os.PathLike | None) -> Exception:
     """The error for a file the repo lacks, or that is not cached while offline or unreachable."""
     hub = _hub()
     where = f"{repo_id}@{revision}" if revision else repo_id
     if not isinstance(error, hub.errors.LocalEntryNotFoundError):
         return BadWeights(f"hf-hub:{where} has no {filename}: not a timm model repo")
-    cache = hub.constants.HF_HUB_CACHE
+    cache = cache_dir or hub.constants.HF_HUB_CACHE
     if hub.constants.HF_HUB_OFFLINE:
         return OfflineError(f"hf-hub:{where}: {filename} is not in the Hugging Face cache ({cache}) and "
                             "HF_HUB_OFFLINE is set; download it on a connected machine first")
@@ -184,7 +185,7 @@ def hub_weights(
     try:
         config_path = _download(repo_id, CONFIG, revision, cache_dir)
     except hub.errors.EntryNotFoundError as e:
-        raise _missing(repo_id, revision, CONFIG, e) from None
+        raise _missing(repo_id, revision, CONFIG, e, cache_dir) from None
     commit = config_path.parent.name  # the cache's snapshots/<commit>/config.json
     try:
         config = json.loads(config_path.read_text())
@@ -208,4 +209,4 @@ def hub_weights(
                                          file_format=kind)
     # Not cached and unreachable says more than absent from the Hub.
     error = next((e for e in missing if isinstance(e, hub.errors.LocalEntryNotFoundError)), missing[0])
-    raise _missing(repo_id, commit, " or ".join(WEIGHT_FILES), error)
+    raise _missing(repo_id, commit, " or ".join(WEIGHT_FILES), error, cache_dir)
