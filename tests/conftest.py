@@ -23,6 +23,22 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 PER_CLASS = 250  # 2,500 images: the first 50 per class calibrate int8, the other 2,000 are evaluated
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--exhaustive", action="store_true",
+                     help="also run the per-network sweeps marked 'exhaustive' (every name, not one per kind)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Sweeps repeat a check that one network of each kind already passes in the suite: opt-in, so that the
+    suite stays within its ten minutes."""
+    if config.getoption("--exhaustive"):
+        return
+    skip = pytest.mark.skip(reason="a per-network sweep: 'pytest --exhaustive' runs it")
+    for item in items:
+        if "exhaustive" in item.keywords:
+            item.add_marker(skip)
+
+
 @functools.lru_cache(maxsize=1)
 def cifar_test_subset() -> tuple[torch.Tensor, torch.Tensor]:
     """The first PER_CLASS test images of every class, normalised as the checkpoint was trained."""

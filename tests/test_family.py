@@ -271,7 +271,7 @@ QUICK_SHAPES = {"resnet50", "resnet20", "resnext50_32x4d", "resnet50v2", "resnet
                 "resnet26t", "seresnext26d_32x4d", "ecaresnet50t", "resnetrs50", "resnet50_gn", "resnetv2_50x1_bit"}
 
 
-@pytest.mark.parametrize("name", [n if n in QUICK_SHAPES else pytest.param(n, marks=pytest.mark.slow)
+@pytest.mark.parametrize("name", [n if n in QUICK_SHAPES else pytest.param(n, marks=pytest.mark.exhaustive)
                                   for n in resnets.list_models()])
 def test_every_model_builds_with_its_shapes(name):
     """Output and stage shapes of every registered network (on the meta device: shapes without compute)."""

@@ -29,7 +29,7 @@ def test_bf16_follows_eager(kind):
 
 
 ENGINE_CASES = [  # (backend, kind, tolerance): onnxruntime on every kind (three in the quick tier), OpenVINO on three
-    *[pytest.param("onnxruntime", k, 1e-4, marks=[] if k in ("keras-v2", "bit", "eca-tiered") else pytest.mark.slow)
+    *[pytest.param("onnxruntime", k, 1e-4, marks=[] if k in ("keras-v2", "bit", "eca-tiered") else pytest.mark.exhaustive)
       for k in KINDS],
     *[pytest.param("openvino", k, 1e-3, marks=pytest.mark.slow) for k in ("keras-v2", "bit", "eca-tiered")],
 ]

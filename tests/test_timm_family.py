@@ -3,8 +3,8 @@
 outputs agree; files saved from timm load through ``create_model(name, weights=path)``.
 
 Quick tier: every name's parameter count and tensor shapes (meta device), outputs of one network per
-option (stem, downsampling, attention, norm, conv kind, block kind); ``-m slow``: the outputs of the
-rest, short of the giants (over 200M parameters), whose shapes are checked but never run here.
+option (stem, downsampling, attention, norm, conv kind, block kind); ``--exhaustive``: the outputs of
+the rest, short of the giants (over 200M parameters), whose shapes are checked but never run here.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def test_outputs(name):
     _check_outputs(name)
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("name", [n for n in TIMM_NAMES if n not in GIANTS and n not in QUICK])
 def test_outputs_all(name):
     _check_outputs(name)

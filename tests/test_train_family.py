@@ -18,9 +18,13 @@ NETS = {  # registry name and kwargs that shrink it to a few seconds an epoch
 RECIPES = ["fast-cifar", "paper-cifar", "finetune"]
 
 
+# Each recipe with each net once in the suite (a diagonal); the other pairs with --exhaustive.
+PAIRS = [pytest.param(name, recipe, marks=[] if i == j else pytest.mark.exhaustive)
+         for i, name in enumerate(NETS) for j, recipe in enumerate(RECIPES)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", RECIPES)
-@pytest.mark.parametrize("name", list(NETS))
+@pytest.mark.parametrize("name, recipe", PAIRS)
 def test_each_recipe_trains_the_family_and_the_file_reloads(cifar, tmp_path, recipe, name):  # noqa: F811
     size = {"seresnext26d_32x4d": 64}.get(name)
     with pytest.warns(UserWarning, match="pretrained") if recipe == "finetune" else _nothing():
