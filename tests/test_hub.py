@@ -277,7 +277,7 @@ def test_catalogued_tag_by_short_name_and_in_the_list(hub, tmp_path, capsys):
     listed = timm_catalogue()["resnet10t.c3_in1k"]
     assert main(["weights", "list", "--model", "resnet10t"]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[2:] == [f"{listed.metrics['top1']:.2f}", "5,435,488", "-",
-                                                                   "no"]
+                                                                   "no", listed.license]
     model = resnets.create_model(weights="resnet10t.c3_in1k")
     assert_like_timm(model, ref)
     assert model.pretrained_cfg.name == "hf-hub:timm/resnet10t.c3_in1k"
@@ -285,6 +285,6 @@ def test_catalogued_tag_by_short_name_and_in_the_list(hub, tmp_path, capsys):
     assert main(["weights", "list"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     row = next(r for r in rows if r[0] == "resnet10t.c3_in1k")
-    assert row[-1] == "yes" and row[-2] == "MB"  # now in the Hub cache, with its size
+    assert row[-2] == "yes" and row[-3] == "MB"  # now in the Hub cache, with its size
     imagenet = [float(r[2]) for r in rows if r[2] != "-" and "cifar" not in r[0]]
     assert imagenet == sorted(imagenet, reverse=True) and len(imagenet) > 100

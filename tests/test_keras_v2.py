@@ -59,7 +59,7 @@ def test_without_top_pooled_or_feature_map(tmp_path, pooling):
     assert compare(reference, path, tf_input(seed=3), **kwargs) < 1e-4
 
 
-@pytest.mark.slow
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("depth", [101, 152])
 def test_deeper_v2_files_give_keras_outputs(tmp_path, depth):
     model = keras_resnet(depth, include_top=True, size=SIZE, v2=True, seed=depth)

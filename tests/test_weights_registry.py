@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import resnets
 from resnets.cli import main
 from resnets import create_model
 from resnets.weights import WeightsEntry, cached_file, get_weights, list_weights
@@ -131,13 +132,20 @@ def test_cli_list(capsys, tmp_path):
     (tmp_path / "resnet20-12fca82f.th").write_bytes(b"x")
     assert main(["weights", "list", "--model", "resnet20", "--cache-dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["name", "model", "top-1", "params", "file", "cached"]
+    assert lines[0].split() == ["name", "model", "top-1", "params", "file", "cached", "licence"]
     row = next(line.split() for line in lines if line.startswith("resnet20.akamaster_cifar10"))
-    assert row[2:4] == ["91.73", "269,722"] and row[-1] == "yes"  # exact counts, as in README's model table
+    assert row[2:4] == ["91.73", "269,722"] and row[-2:] == ["yes", "BSD-2-Clause"]  # counts as in README's table
     assert main(["weights", "list"]) == 0
     rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
     assert rows["resnet50.tv_in1k_v2"][:5] == ["resnet50", "80.86", "25,557,032", "97.8", "MB"]
     assert len(rows) == len(list_weights()) + len(timm_catalogue())  # tests/test_hub.py checks timm's
+    # a pattern, and 'resnets list --weights' shows the same rows
+    assert main(["weights", "list", "--model", "resnet5*"]) == 0
+    by_pattern = capsys.readouterr().out
+    assert main(["list", "--weights", "resnet5*"]) == 0
+    assert capsys.readouterr().out == by_pattern
+    models = {line.split()[1] for line in by_pattern.splitlines()[1:]}
+    assert {"resnet50", "resnet50d", "resnet50v2"} <= models <= set(resnets.list_models("resnet5*"))
     with pytest.raises(SystemExit) as exc:
         main(["weights", "list", "--model", "resnet7"])
     assert exc.value.code == 2

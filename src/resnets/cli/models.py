@@ -11,6 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "for one image at the model's input size, and that size.")
     p.add_argument("pattern", nargs="?",
                    help="shell-style filter, e.g. 'resnet*' or 'plain*' (default: every model)")
+    p.add_argument("--weights", action="store_true",
+                   help="list the matching models' pretrained weights instead (as 'resnets weights list')")
     p.set_defaults(func=run_list)
 
     p = sub.add_parser(
@@ -25,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    if args.weights:
+        from . import weights
+
+        return weights.run_list(argparse.Namespace(model=args.pattern, cache_dir=None))
     import torch
 
     from ..factory import create_model

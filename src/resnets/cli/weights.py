@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a = actions.add_parser("list", help="list the registered weights",
                            description="List the registered weights (timm's Hub checkpoints too), best ImageNet "
                                        "top-1 first.")
-    a.add_argument("--model", help="only the weights of this model, e.g. resnet50 (default: every model)")
+    a.add_argument("--model", help="only the weights of these models: a name or shell-style pattern, e.g. resnet50 "
+                                   "or 'resnet5*' (default: every model)")
     a.add_argument("--cache-dir", help=WEIGHTS_CACHE_HELP)
     a.set_defaults(func=run_list)
 
@@ -89,26 +90,27 @@ def run_list(args: argparse.Namespace) -> int:
     from ..weights import list_weights
     from ..weights.hub import timm_catalogue
 
-    if args.model and args.model not in list_models():
-        raise UsageError(f"unknown model {args.model!r}; see 'resnets list'")
-    timm = [e for e in timm_catalogue().values() if args.model in (None, e.model)]
-    entries = sorted([*list_weights(args.model), *timm], key=_by_accuracy)
+    models = set(list_models(args.model))
+    if not models:
+        raise UsageError(f"no model matches {args.model!r}; see 'resnets list'")
+    entries = sorted([e for e in [*list_weights(), *timm_catalogue().values()] if e.model in models], key=_by_accuracy)
     if not entries:
         print(f"no registered weights for {args.model}")
         return 1
-    header = ("name", "model", "top-1", "params", "file", "cached")
+    header = ("name", "model", "top-1", "params", "file", "cached", "licence")
     rows = [
         (
             e.name, e.model, f"{e.metrics['top1']:.2f}" if "top1" in e.metrics else "-",
             f"{_param_count(e.model, tuple(sorted(e.model_kwargs.items()))):,}",
-            _file_size(e, cached), "no" if cached is None else "yes",
+            _file_size(e, cached), "no" if cached is None else "yes", e.license.split(" (")[0],
         )
         for e in entries
         for cached in [_cached_file(e, args.cache_dir)]
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
-        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        print("  ".join(c.ljust(w) if i < 2 or i == 6 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths))).rstrip())
     return 0
 
 
