@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pattern", nargs="?",
                    help="shell-style filter, e.g. 'resnet*' or 'plain*' (default: every model)")
     p.add_argument("--weights", action="store_true",
-                   help="list the matching models' pretrained weights instead (as 'resnets weights list')")
+                   help="list the matching models' pretrained weights instead, as 'resnets weights list' does (default: the models)")
     p.set_defaults(func=run_list)
 
     p = sub.add_parser(

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..errors import BadWeights
 from ..registry import list_models
 from .entry import FileFormat, WeightsEntry, entry_from_metadata
 from .timm_keys import from_timm_resnetv2, is_timm_resnetv2, timm_resnetv2_name
@@ -54,7 +55,7 @@ def detect_format(path: str | os.PathLike) -> FileFormat:
             with zipfile.ZipFile(path) as z:
                 return "keras_h5" if "model.weights.h5" in z.namelist() else "torch"
         except (zipfile.BadZipFile, ValueError) as e:  # ValueError: e.g. a damaged UTF-8 member name
-            raise ValueError(f"{path}: damaged weights file (truncated download?): {e}") from None
+            raise BadWeights(f"{path}: damaged weights file (truncated download?): {e}") from None
     if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
         return "torch"
     if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
@@ -62,7 +63,7 @@ def detect_format(path: str | os.PathLike) -> FileFormat:
     try:
         return SUFFIXES[path.suffix.lower()]
     except KeyError:
-        raise ValueError(
+        raise BadWeights(
             f"{path}: unrecognised weights format; expected a PyTorch (.pth/.pt/.th), "
             "Keras HDF5 (.h5) or .safetensors file"
         ) from None
@@ -72,16 +73,16 @@ def _load_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(
+        raise BadWeights(
             f"{path}: refused to load: the file holds Python objects other than tensors, and unpickling "
             f"them could run arbitrary code (torch.load weights_only=True): {str(e).splitlines()[0]}"
         ) from None
     except Exception as e:
-        raise ValueError(f"{path}: not a readable PyTorch weights file: {e}") from e
+        raise BadWeights(f"{path}: not a readable PyTorch weights file: {e}") from e
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
+        raise BadWeights(f"{path}: expected a state dict, found {type(obj).__name__}")
     # DataParallel prefixes, and the CIFAR reference code's ``linear`` classifier name.
     renamed = {re.sub(r"^linear\.", "fc.", k.removeprefix("module.")): v for k, v in obj.items()}
     return {k: v for k, v in renamed.items() if isinstance(v, torch.Tensor)}
@@ -95,7 +96,7 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], WeightsEntry
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except SafetensorError as e:
-        raise ValueError(f"{path}: not a readable safetensors file: {e}") from e
+        raise BadWeights(f"{path}: not a readable safetensors file: {e}") from e
     return tensors, entry_from_metadata(meta, path)
 
 
@@ -130,7 +131,7 @@ def read_checkpoint(path: str | os.PathLike, fold_bias: bool = True) -> Checkpoi
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file (0 bytes): an interrupted download or copy?")
+        raise BadWeights(f"{path}: empty file (0 bytes): an interrupted download or copy?")
     fmt = detect_format(path)
     if fmt == "keras_h5":
         from .keras_h5 import read_keras_h5
@@ -147,7 +148,7 @@ def read_checkpoint(path: str | os.PathLike, fold_bias: bool = True) -> Checkpoi
         try:
             state_dict = from_timm_resnetv2(state_dict)
         except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise BadWeights(f"{path}: {e}") from None
     kwargs = infer_model_kwargs(state_dict)
     if entry is not None:
         kwargs.update(entry.model_kwargs)

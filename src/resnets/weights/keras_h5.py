@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import BadWeights
 from ..blocks import Bottleneck
 from ..networks import IMAGENET_DEPTHS
 
@@ -305,5 +306,5 @@ def read_keras_h5(path: str | os.PathLike, fold_bias: bool = True) -> KerasCheck
             _fold_biases(state, [m for m in keras_name if _kind(m) == "conv"])
             kwargs["conv_bias"] = False
     except (ValueError, KeyError, OSError, RuntimeError) as e:  # h5py: RuntimeError for damaged structures
-        raise ValueError(f"{path}: {e}") from e
+        raise BadWeights(f"{path}: {e}") from e
     return KerasCheckpoint(state, depth, num_classes > 0, num_classes, kwargs, keras_name)

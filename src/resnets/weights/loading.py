@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import BadInput, BadWeights, UnknownName
 from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TF, IMAGENET_TORCH
 from ..registry import model_builder
 from .checkpoint import SUFFIXES, Checkpoint, read_checkpoint
@@ -41,7 +42,7 @@ def resolve_weights(model: str | None, weights: str | os.PathLike) -> WeightsEnt
     if isinstance(weights, str) and os.sep not in weights and path.suffix.lower() not in SUFFIXES:
         close = difflib.get_close_matches(weights, [*ALIASES, *WEIGHTS], n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ValueError(f"unknown weights {weights!r}; {hint}use a registry name ('resnets weights list'), "
+        raise UnknownName(f"unknown weights {weights!r}; {hint}use a registry name ('resnets weights list'), "
                          f"the alias 'imagenet' or 'cifar10', None/'none' for random weights, or a local file")
     raise FileNotFoundError(
         f"weights {str(weights)!r} are neither a registry name ('resnets weights list') nor an existing file"
@@ -99,15 +100,15 @@ def check_fits(model: nn.Module, ckpt: Checkpoint, state_dict: dict[str, torch.T
         if key not in state_dict:
             if key.endswith("num_batches_tracked"):
                 continue
-            raise ValueError(f"{what}: the model's {key} {tuple(tensor.shape)} is missing from the weights{where(key)}")
+            raise BadWeights(f"{what}: the model's {key} {tuple(tensor.shape)} is missing from the weights{where(key)}")
         if state_dict[key].shape != tensor.shape:
-            raise ValueError(
+            raise BadWeights(
                 f"{what}: {key} has shape {tuple(state_dict[key].shape)} in the weights "
                 f"but {tuple(tensor.shape)} in the model{where(key)}"
             )
     extra = [k for k in state_dict if k not in expected]
     if extra:
-        raise ValueError(
+        raise BadWeights(
             f"{what}: the weights' {extra[0]} {tuple(state_dict[extra[0]].shape)} has no place in the model"
             + where(extra[0])
             + (f" (and {len(extra) - 1} more unexpected tensors)" if len(extra) > 1 else "")
@@ -135,11 +136,11 @@ def create_with_weights(
     recorded = entry.model if entry else ckpt.model
     if model_name is None:
         if recorded is None:
-            raise ValueError(f"weights {path} do not say which network they belong to: give the model name "
+            raise BadInput(f"weights {path} do not say which network they belong to: give the model name "
                              "(create_model(NAME, weights=...), --model NAME)")
         model_name = recorded
     elif ckpt.entry is not None and ckpt.entry.model != model_name:
-        raise ValueError(f"weights {path} are a {ckpt.entry.model} (recorded in the file), not a {model_name}: "
+        raise BadWeights(f"weights {path} are a {ckpt.entry.model} (recorded in the file), not a {model_name}: "
                          f"drop the model name, or pass {ckpt.entry.model}")
     builder = model_builder(model_name)
     if recorded is not None and recorded != model_name and entry is None:
@@ -150,7 +151,7 @@ def create_with_weights(
     try:
         model = builder(**model_kwargs)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"weights {described}: cannot build {model_name} with the architecture they record "
+        raise BadWeights(f"weights {described}: cannot build {model_name} with the architecture they record "
                          f"({model_kwargs}): {e}") from None
     state_dict = ckpt.state_dict
     if not model.num_classes:
@@ -158,7 +159,7 @@ def create_with_weights(
     check_fits(model, ckpt, state_dict, f"weights {described} do not fit {model_name}")
     broken = next((k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if broken is not None:
-        raise ValueError(f"weights {described}: {broken} holds NaN or infinite values (saved from a diverged run?)")
+        raise BadWeights(f"weights {described}: {broken} holds NaN or infinite values (saved from a diverged run?)")
     model.load_state_dict(state_dict, strict=True)
     model.pretrained_cfg = entry or entry_for_file(Path(path), model_name, ckpt, model_kwargs)
     return model
