@@ -208,6 +208,8 @@ class ResNet(nn.Module):
         return in_ch
 
     def _init_weights(self, zero_init_residual: bool) -> None:
+        if next(self.parameters()).is_meta:  # shapes only (counts, summaries): drawing values there is pure cost
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
