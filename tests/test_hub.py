@@ -1,7 +1,10 @@
-"""``weights="hf-hub:timm/..."`` (and timm's catalogued tags, ``weights="resnet50.a1_in1k"``) against a Hub stand-in on 127.0.0.1: timm checkpoints with random weights, saved
-by timm's own ``save_for_hf``, load equal to timm (outputs and preprocessing), through huggingface_hub's real
-download path and cache; missing repos, files and revisions, dropped connections and offline mode are each
-reported naming the repo, and a broken download leaves nothing a later call would accept."""
+"""``weights="hf-hub:timm/..."`` (and timm's catalogued tags, ``weights="resnet50.a1_in1k"``): timm checkpoints with
+random weights, saved by timm's own ``save_for_hf``, load equal to timm (outputs and preprocessing) from a Hub cache
+the test writes by hand (a fresh process, ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE=1`` in its environment) and
+through a Hub stand-in on 127.0.0.1 (huggingface_hub's real download path and cache); missing repos, files and
+revisions, dropped connections and offline mode are each reported naming the repo, and a broken download leaves
+nothing a later call would accept. Every entry point takes the names: Python, Keras-style constructors, the CLI,
+the service's loader, the Ray model actor and a fine-tuning run."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import torch
 from PIL import Image
 
 import resnets
+from resnets.classes import imagenet_classes
 from resnets.cli import main
 from resnets.errors import BadWeights, MissingExtra, UnknownName
 from resnets.weights import DownloadError, OfflineError
@@ -112,6 +116,7 @@ def hub(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("RESNETS_OFFLINE", raising=False)
     yield server
     server.shutdown()
     server.server_close()
@@ -222,6 +227,21 @@ def test_offline_or_not_a_hub_without_cache_names_the_repo(hub, tmp_path, monkey
         resnets.create_model(weights="hf-hub:timm/resnet10t.c3_in1k")
 
 
+def test_resnets_offline_keeps_hub_names_off_the_network_too(hub, tmp_path, monkeypatch):
+    ref = publish(hub, "resnet10t.c3_in1k", tmp_path)
+    monkeypatch.setenv("RESNETS_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="hf-hub:timm/resnet10t.c3_in1k: config.json is not in the Hugging Face "
+                                           "cache .*RESNETS_OFFLINE is set"):
+        resnets.create_model(weights="resnet10t.c3_in1k")
+    assert hub.requests == []
+    monkeypatch.delenv("RESNETS_OFFLINE")
+    resnets.create_model(weights="resnet10t.c3_in1k")
+    hub.requests.clear()
+    monkeypatch.setenv("RESNETS_OFFLINE", "1")
+    assert_like_timm(resnets.create_model(weights="resnet10t.c3_in1k"), ref)
+    assert hub.requests == []
+
+
 def test_without_huggingface_hub_the_extra_is_named(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     with pytest.raises(MissingExtra, match=re.escape('pip install "resnets[hub]"')):
@@ -288,3 +308,118 @@ def test_catalogued_tag_by_short_name_and_in_the_list(hub, tmp_path, capsys):
     assert row[-2] == "yes" and row[-3] == "MB"  # now in the Hub cache, with its size
     imagenet = [float(r[2]) for r in rows if r[2] != "-" and "cifar" not in r[0]]
     assert imagenet == sorted(imagenet, reverse=True) and len(imagenet) > 100
+
+
+def write_hub_cache(cache: Path, repo_id: str, folder: Path, commit: str = COMMIT) -> None:
+    """huggingface_hub's cache layout, by hand: ``models--ORG--NAME/blobs/<hash>`` (git's sha1 of a small file,
+    sha256 of an LFS one, as the Hub's ETags), ``snapshots/<commit>/<file>`` linked to them, ``refs/main``."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    for path in folder.iterdir():
+        data = path.read_bytes()
+        lfs = path.suffix in (".safetensors", ".bin")
+        blob = hashlib.sha256(data).hexdigest() if lfs else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        (repo / "blobs" / blob).write_bytes(data)
+        (repo / "snapshots" / commit / path.name).symlink_to(Path("..", "..", "blobs", blob))
+    (repo / "refs" / "main").write_text(commit)
+
+
+OFFLINE_SCRIPT = """
+import sys, torch
+from PIL import Image
+import resnets
+from resnets.cli import main
+name, image, out = sys.argv[1:]
+model = resnets.create_model(weights=name).eval()
+x = model.pretrained_cfg.preprocessing(Image.open(image))
+with torch.inference_mode():
+    torch.save({"x": x, "logits": model(x[None]), "source": model.pretrained_cfg.source}, out)
+sys.exit(main(["predict", "--weights", name.removeprefix("hf-hub:timm/"), "--workers", "0", "--json", image]))
+"""
+
+
+def test_hand_written_cache_gives_a_fresh_offline_process_timms_outputs_and_preprocessing(tmp_path):
+    tag = "resnet10t.c3_in1k"
+    ref = randomize(timm.create_model(tag, pretrained=False)).eval()
+    timm.models.save_for_hf(ref, tmp_path / tag, safe_serialization=True)
+    assert sorted(p.name for p in (tmp_path / tag).iterdir()) == ["config.json", "model.safetensors"]
+    write_hub_cache(tmp_path / "hf-cache", f"timm/{tag}", tmp_path / tag)
+    # The real settings, read by huggingface_hub at import; an endpoint that refuses every connection.
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hf-cache"), "HF_HUB_OFFLINE": "1",
+           "HF_ENDPOINT": "http://127.0.0.1:9"}
+    out = tmp_path / "ours.pt"
+    run = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT, f"hf-hub:timm/{tag}", str(IMAGE), str(out)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    ours = torch.load(out)
+    assert ours["source"].startswith(f"hf-hub:timm/{tag}@{COMMIT} ")  # refs/main's commit
+    config = timm.data.resolve_data_config({}, model=ref)
+    expected = timm.data.create_transform(**config)(Image.open(IMAGE))
+    torch.testing.assert_close(ours["x"], expected, atol=1e-5, rtol=0)
+    with torch.inference_mode():
+        logits = ref(expected[None])
+    assert relative_error(ours["logits"], logits) < TOLERANCE
+    top = logits.softmax(1)[0].topk(5)
+    got = json.loads(run.stdout)["predictions"]  # resnets predict, by the catalogued short name
+    assert [p["id"] for p in got] == [imagenet_classes()[i][0] for i in top.indices]
+    assert [p["probability"] for p in got] == pytest.approx(top.values.tolist(), abs=1e-5)
+
+
+def test_keras_constructors_take_hub_names_with_and_without_the_top(hub, tmp_path):
+    ref = publish(hub, "resnet18.a1_in1k", tmp_path).eval()
+    name = "hf-hub:timm/resnet18.a1_in1k"
+    top, notop = resnets.ResNet18(weights=name).eval(), resnets.ResNet18(include_top=False, pooling="avg",
+                                                                         weights=name).eval()
+    assert top.pretrained_cfg.name == notop.pretrained_cfg.name == name
+    x = top.pretrained_cfg.preprocessing(Image.open(IMAGE))[None]
+    with torch.inference_mode():
+        features = ref.forward_head(ref.forward_features(x), pre_logits=True)
+        assert relative_error(top(x), ref(x).softmax(1)) < TOLERANCE  # Keras' default: softmax on top
+        assert relative_error(notop(x), features) < TOLERANCE
+
+
+def test_service_loader_and_ray_actor_take_hub_names(hub, tmp_path):
+    """``resnets serve`` builds its model with ``load_inference``; each Ray model actor too, from the name."""
+    from resnets.pipeline import load_inference
+    from resnets.serve.models import Models
+
+    ref = publish(hub, "resnet10t.c3_in1k", tmp_path).eval()
+    name = "hf-hub:timm/resnet10t.c3_in1k"
+    inf = load_inference(None, name)
+    assert (inf.name, inf.classes, inf.weights) == ("resnet10t", "imagenet", name)
+    assert_like_timm(inf.model, ref)
+    assert Models(inf, inf.model).eager() is inf.model  # /v1/features and /v1/explain share it
+
+    stages = pytest.importorskip("resnets.ray.stages")
+    pa = pytest.importorskip("pyarrow")
+    batch = stages.decode_batch(pa.table({"path": [str(IMAGE)]}), inf.preprocessing, "path", None, "predictions")
+    actor = stages.ModelActor("predict", 3, {"model_name": None, "weights": name, "progress": False})
+    got = actor(batch).column("predictions").to_pylist()[0]
+    with torch.inference_mode():
+        best = ref(inf.preprocessing(Image.open(IMAGE))[None]).softmax(1)[0].topk(3)
+    assert [p["id"] for p in got] == [imagenet_classes()[i][0] for i in best.indices]
+    assert [p["probability"] for p in got] == pytest.approx(best.values.tolist(), abs=1e-5)
+
+
+def test_fine_tuning_starts_from_a_hub_checkpoint(hub, tmp_path, capsys):
+    ref = publish(hub, "resnet10t.c3_in1k", tmp_path)
+    data, run = tmp_path / "data", tmp_path / "run"
+    for split, n in (("train", 4), ("test", 1)):
+        for c, cls in enumerate(("cat", "dog")):
+            (data / split / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = torch.randint(0, 150, (40, 52, 3), dtype=torch.uint8)
+                pixels[..., c] += 100
+                Image.fromarray(pixels.numpy()).save(data / split / cls / f"{i}.png")
+    name = "hf-hub:timm/resnet10t.c3_in1k"
+    assert main(["train", "--model", "resnet10t", "--weights", name, "--data", str(data), "--recipe", "finetune",
+                 "--precision", "fp32", "--max-steps", "1", "--batch-size", "4", "--lr", "1e-9", "--image-size",
+                 "32", "--out", str(run), "--threads", "1", "--no-progress", "--cache-dir",
+                 str(tmp_path / "data-cache")]) == 0
+    model = resnets.create_model(weights=run / "model.safetensors")
+    assert model.pretrained_cfg.classes == ("cat", "dog") and f"from weights {name}" in model.pretrained_cfg.source
+    trained, start = model.state_dict(), ref.state_dict()
+    for key in (k for k in trained if k.endswith("weight") and not k.startswith("fc.")):
+        torch.testing.assert_close(trained[key], start[key], atol=1e-6, rtol=0)  # one step at lr 1e-9

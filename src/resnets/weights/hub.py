@@ -3,8 +3,9 @@
 A timm model repo holds ``config.json`` (the architecture, class count and names, and ``pretrained_cfg``: the
 evaluation preprocessing and licence) beside ``model.safetensors`` or, in older repos, ``pytorch_model.bin``.
 Both are fetched with ``huggingface_hub`` into its own cache, so its settings apply unchanged
-(``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, ``HF_TOKEN``); the config becomes the
-:class:`WeightsEntry` that every other reader uses, and the weights file is read like any local one.
+(``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, ``HF_TOKEN``), and ``RESNETS_OFFLINE`` keeps them off the
+network as it does every other download; the config becomes the :class:`WeightsEntry` that every other reader
+uses, and the weights file is read like any local one.
 The weights come from the config's commit, so the two always belong together.
 
 ``timm_hub.json`` catalogues timm's own ResNet-family repos (``timm/<model>.<tag>``): a short name such as
@@ -27,7 +28,7 @@ from typing import Any
 from ..errors import BadWeights, MissingExtra, UnknownName
 from ..preprocess import Preprocessing
 from ..registry import list_models
-from .download import DownloadError, OfflineError
+from .download import DownloadError, OfflineError, is_offline
 from .entry import WeightsEntry
 
 PREFIX = "hf-hub:"
@@ -92,6 +93,11 @@ def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str 
     hub = _hub()
     errors = hub.errors
     where = f"{repo_id}@{revision}" if revision else repo_id
+    if is_offline():  # the cache alone: hf_hub_download makes requests of its own even with local_files_only
+        found = hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+        if not isinstance(found, str):
+            raise errors.LocalEntryNotFoundError(f"{filename} of {repo_id} is not in the Hugging Face cache")
+        return Path(found)
     try:
         return Path(hub.hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
     except errors.RepositoryNotFoundError:
@@ -114,9 +120,10 @@ def _missing(repo_id: str, revision: str | None, filename: str, error: Exception
     if not isinstance(error, hub.errors.LocalEntryNotFoundError):
         return BadWeights(f"hf-hub:{where} has no {filename}: not a timm model repo")
     cache = cache_dir or hub.constants.HF_HUB_CACHE
-    if hub.constants.HF_HUB_OFFLINE:
+    if hub.constants.HF_HUB_OFFLINE or is_offline():
+        setting = "HF_HUB_OFFLINE" if hub.constants.HF_HUB_OFFLINE else "RESNETS_OFFLINE"
         return OfflineError(f"hf-hub:{where}: {filename} is not in the Hugging Face cache ({cache}) and "
-                            "HF_HUB_OFFLINE is set; download it on a connected machine first")
+                            f"{setting} is set; download it on a connected machine first")
     return DownloadError(f"hf-hub:{where}: no usable answer from {hub.constants.ENDPOINT} (HF_ENDPOINT) and {filename} "
                          f"is not in the Hugging Face cache ({cache}): {error.__cause__ or error}")
 
