@@ -25,7 +25,7 @@ def main() -> None:
     model = resnets.create_model(args.model).eval()
     x = torch.randn(args.batch, *model.input_size)
     for precision in args.precision:
-        fast = resnets.optimize(model, precision, example_inputs=x, calibration=[x])
+        fast = resnets.optimize(model, precision, example_inputs=x, calibration=[x], backend="torch")
         for _ in range(2):
             fast(x)
         start = time.perf_counter()

@@ -54,7 +54,7 @@ def test_int8_follows_eager(kind):
     with torch.no_grad():
         expected = model(x)
     calibration = [batch(model, 8) for _ in range(2)] + [x]
-    got = optimize(model, "int8", example_inputs=x, calibration=calibration)(x)
+    got = optimize(model, "int8", example_inputs=x, calibration=calibration, backend="torch")(x)
     assert relative_error(got, expected) < 0.1
 
 

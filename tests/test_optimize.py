@@ -78,7 +78,7 @@ def test_fp32_compiled_matches_eager() -> None:
     model = randomize_bn(resnets.ResNet(resnets.BasicBlock, (1, 1, 1), (16, 32, 64), stem="cifar", num_classes=10))
     x = torch.randn(8, 3, 32, 32)
     expected = logits(model, x)
-    fast = optimize(model, "fp32")  # the default compiles
+    fast = optimize(model, "fp32", backend="torch")  # the torch backend compiles by default
     assert fast.compiled
     got = fast(x)
     assert ((got - expected).abs().max() / expected.abs().max()).item() < 1e-4
@@ -96,7 +96,7 @@ def test_bf16_top1_within_02_points(cifar_model: nn.Module, eager_logits: torch.
 def test_int8_top1_within_05_points(cifar_model: nn.Module, eager_logits: torch.Tensor) -> None:
     pytest.importorskip("torchao")
     calib, x, y = split()
-    q = optimize(cifar_model, "int8", calibration=calib.split(100))
+    q = optimize(cifar_model, "int8", calibration=calib.split(100), backend="torch")
     out = logits(q, x)  # one batch size throughout: each new size costs a recompilation
     assert abs(top1(out, y) - top1(eager_logits, y)) <= 0.5
     assert (out - eager_logits).abs().max() > 1e-3, "int8 outputs equal fp32: nothing was quantized"
@@ -105,8 +105,8 @@ def test_int8_top1_within_05_points(cifar_model: nn.Module, eager_logits: torch.
 def test_int8_needs_images_and_compile(cifar_model: nn.Module) -> None:
     pytest.importorskip("torchao")
     with pytest.warns(UserWarning, match="real images"):
-        optimize(cifar_model, "int8", example_inputs=torch.randn(1, 3, 32, 32))  # a batch of 1 exports too
+        optimize(cifar_model, "int8", example_inputs=torch.randn(1, 3, 32, 32), backend="torch")  # a batch of 1 exports too
     with pytest.raises(ValueError, match="calibration"):
-        optimize(cifar_model, "int8")
+        optimize(cifar_model, "int8", backend="torch")
     with pytest.raises(ValueError, match="compile"):
         optimize(cifar_model, "int8", calibration=[torch.zeros(1, 3, 32, 32)], compile=False)

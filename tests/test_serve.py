@@ -165,6 +165,44 @@ def test_explain_draws_what_resnets_explain_draws(port: int, inf: Inference, ref
         assert bad.status == 422 and words in bad.json["detail"], (query, bad.body)
 
 
+@pytest.fixture(scope="module")
+def int8_inf() -> Inference:
+    pytest.importorskip("onnxruntime")
+    return load_inference("resnet20", WEIGHTS, "int8", backend="onnxruntime", calibration=IMAGES, device="cpu")
+
+
+@pytest.mark.parametrize("eager_extras", [False, True])
+def test_features_and_explain_run_the_way_the_model_runs(inf: Inference, int8_inf: Inference,
+                                                         eager_extras: bool) -> None:
+    """An int8 model's features and heat maps come from its int8 stages (close to eager, not equal), unless
+    eager_extras asks for the eager fp32 network (equal to it)."""
+    from resnets.explain import explain
+    from resnets.serve.api import ServeApi
+    from resnets.serve.models import StageMap
+
+    served = int8_inf
+    config = ServeConfig(max_batch=4, eager_extras=eager_extras)
+    models = ServeApi(served, config, Metrics()).models
+    assert isinstance(models.stage_map(3), StageMap) == eager_extras
+    x = inf.preprocessing(load_img(CAT))[None]
+    with torch.inference_mode():
+        expected = StageFeatures(inf.model, None, "avg").eval()(x)[0].numpy()
+        row = models((models.explainer("gradcam", None, None), tuple(x.shape)))(x)[0]
+    eager = explain(inf.model, x, method="gradcam")
+    assert int(row[0]) == int(eager.classes[0])
+    heat, eager_heat = row[2:].numpy(), eager.maps[0].flatten().numpy()
+    with serving(served, config) as port:
+        features = np.asarray(request(port, "POST", "/v1/features", CAT.read_bytes()).json["features"])
+        answer = request(port, "POST", "/v1/explain?method=gradcam", CAT.read_bytes())
+    assert answer.status == 200 and answer.headers["x-class-name"] == "cat"
+    difference = np.abs(features - expected).max() / np.abs(expected).max()
+    if eager_extras:
+        assert difference < 1e-5 and np.abs(heat - eager_heat).max() < 1e-5
+    else:  # int8: near the eager network's features and map, yet not them
+        assert 1e-4 < difference < 0.1, difference
+        assert 0 < np.abs(heat - eager_heat).max() and np.corrcoef(heat, eager_heat)[0, 1] > 0.9
+
+
 def test_health_readiness_metrics_and_page(port: int) -> None:
     assert request(port, "GET", "/healthz").json == {"status": "ok"}
     ready = request(port, "GET", "/readyz").json

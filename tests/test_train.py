@@ -151,3 +151,21 @@ def test_cli_train_plot_and_degradation_experiment(cifar, tmp_path, capsys):
     assert rows[0].startswith("model,kind,depth,epoch") and len(rows) == 3
     assert {r.split(",")[0] for r in rows[1:]} == {"plain20", "resnet20"}
     assert (tmp_path / "deg" / "degradation.png").stat().st_size > 1000
+    # The quick preset's recipe (fast-cifar) trains in bf16 only where the CPU computes it natively.
+    from resnets.cpu import cpu_info
+
+    ran = TrainConfig.load(tmp_path / "deg" / "resnet20" / "config.json").precision
+    assert ran == ("bf16" if cpu_info().native_bf16 else "fp32")
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch):
+    from resnets import cpu
+    from resnets.train import loop
+
+    assert make_config("fast-cifar", model="resnet20", data="d").precision == "auto"
+    assert make_config("paper-cifar", model="resnet20", data="d").precision == "fp32"
+    for flags, expected in (("avx2", "fp32"), ("avx2 avx512f avx512_bf16", "bf16"), ("avx2 amx_bf16 amx_int8", "bf16")):
+        monkeypatch.setattr(loop, "cpu_info", lambda flags=flags: cpu.CpuInfo("x", frozenset(flags.split())))
+        assert loop.resolve_precision("auto", torch.device("cpu")) == expected, flags
+        assert loop.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+        assert loop.resolve_precision("bf16", torch.device("cpu")) == "bf16"  # asked for by name: as asked

@@ -12,14 +12,17 @@ import re
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
 #: Inference backends (``resnets.optimize(backend=...)``, ``--backend``): the names of ``inference/table.py``'s entries.
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
+#: What ``--backend`` takes: ``auto`` (the fastest installed for this CPU and precision) or a backend.
+BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
 #: Export file formats (``resnets export --format``).
 FORMATS: tuple[str, ...] = ("onnx", "exported-program")
 #: Class-activation-map methods (``resnets.explain``, ``resnets explain --method``).
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++")
 #: Test-time augmentations of ``resnets eval --tta`` (``resnets.evaluate.evaluate(tta=...)``).
 TTA: tuple[str, ...] = ("none", "flip")
-#: Training arithmetic (``resnets train --precision``, ``TrainConfig.precision``): ``train/loop.py``'s dtypes.
-TRAIN_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+#: Training arithmetic (``resnets train --precision``, ``TrainConfig.precision``): ``train/loop.py``'s dtypes; ``auto``
+#: is bf16 where the device computes it natively, else fp32 (``train/loop.resolve_precision``).
+TRAIN_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 #: Learning-rate schedules (``--schedule``, ``TrainConfig.schedule``): ``train/schedule.py``.
 SCHEDULES: tuple[str, ...] = ("step", "onecycle", "cosine")
 #: What fine-tuning freezes (``--freeze``, ``TrainConfig.freeze``): nothing, all but the classifier, BN statistics.

@@ -96,7 +96,24 @@ def _probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
 def _run(model: nn.Module, x: torch.Tensor, target, method: str, layer: int) -> Explanation:
     with torch.no_grad():
         fmap = model.forward_intermediates(x, [layer])[0]
-    fmap = fmap.detach().requires_grad_(method != "cam")
+    return explain_map(model, fmap, tuple(x.shape[-2:]), target, method, layer)
+
+
+def explain_map(model: nn.Module, fmap: torch.Tensor, size: tuple[int, int],
+                target: int | Sequence[int] | torch.Tensor | None, method: str, layer: int) -> Explanation:
+    """:func:`explain` from stage ``layer``'s feature map ``fmap`` of images of ``size``, computed by any module
+    (an optimized copy of the stages, as ``resnets serve`` runs them): the rest of ``model`` runs here, in its own
+    precision, with gradients for the map alone. Arguments are not checked again: :func:`explain` checks them."""
+    with torch.inference_mode(False):  # also inside the caller's inference_mode: a graph from the map on
+        return _from_map(model, fmap, size, target, method, layer)
+
+
+def _from_map(model: nn.Module, fmap: torch.Tensor, size: tuple[int, int],
+              target: int | Sequence[int] | torch.Tensor | None, method: str, layer: int) -> Explanation:
+    fmap = fmap.detach().to(next(model.parameters()).dtype)
+    if fmap.is_inference():  # made under inference_mode: copy into an ordinary tensor
+        fmap = fmap.clone()
+    fmap.requires_grad_(method != "cam")
     with torch.set_grad_enabled(method != "cam"):
         logits = _logits(model, model.forward_after(fmap, layer)).float()
     classes = _targets(target, logits.detach())
@@ -115,8 +132,24 @@ def _run(model: nn.Module, x: torch.Tensor, target, method: str, layer: int) -> 
             alpha = g2 / (2 * g2 + a.sum((2, 3), keepdim=True) * g2 * g + 1e-6)
             weights = (alpha * g.clamp(min=0)).sum((2, 3))
         raw = torch.einsum("nc,nchw->nhw", weights, a)
-    maps = _normalise(raw, tuple(x.shape[-2:]))
+    maps = _normalise(raw, size)
     return Explanation(maps, raw, classes, probabilities, method, layer)
+
+
+def checked_layer(model: nn.Module, method: str, layer: int | None) -> int:
+    """The stage (1-based) that :func:`explain` explains with ``method`` at ``layer`` (None: the last); a BadInput
+    naming the problem if ``model``, ``method`` or ``layer`` cannot be explained."""
+    _check_model(model)
+    if method not in METHODS:
+        raise BadInput(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    last = len(model.stage_names)
+    layer = last if layer is None else int(layer)
+    if not 1 <= layer <= last:
+        raise BadInput(f"layer must lie in 1..{last} (the model's stages), got {layer}")
+    if method == "cam" and (layer != last or model.global_pool != "avg"):
+        raise BadInput("CAM is defined on the last stage of a network with global average pooling "
+                       f"(here layer={layer} of {last}, pooling {model.global_pool!r}); use method='gradcam'")
+    return layer
 
 
 def explain(
@@ -139,16 +172,7 @@ def explain(
     (BatchNorm running statistics, no dropout) and is left exactly as found: each module's train/eval
     flag restored, weights, ``requires_grad`` and ``.grad`` untouched, no hooks registered.
     """
-    _check_model(model)
-    if method not in METHODS:
-        raise BadInput(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    last = len(model.stage_names)
-    layer = last if layer is None else int(layer)
-    if not 1 <= layer <= last:
-        raise BadInput(f"layer must lie in 1..{last} (the model's stages), got {layer}")
-    if method == "cam" and (layer != last or model.global_pool != "avg"):
-        raise BadInput("CAM is defined on the last stage of a network with global average pooling "
-                         f"(here layer={layer} of {last}, pooling {model.global_pool!r}); use method='gradcam'")
+    layer = checked_layer(model, method, layer)
     if x.ndim != 4:
         raise BadInput(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
     param = next(model.parameters())

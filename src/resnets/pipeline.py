@@ -20,7 +20,7 @@ from .data.images import ImageBatch, ImageFiles, collate_images
 from .device import model_device, resolve_device
 from .errors import BadInput, UnknownName
 from .preprocess import CIFAR10, IMAGENET_TORCH, Preprocessing
-from .inference.table import DEFAULT_BACKEND, PRECISIONS, backend as backend_entry
+from .inference.table import AUTO, PRECISIONS, backend as backend_entry, choose_backend
 from .networks import ResNet
 from .factory import create_model
 
@@ -36,6 +36,27 @@ class Inference:
     name: str
     weights: str | None
     fast_decode: bool = False  # JPEGs decoded at a reduced scale still >= the resize size (load_img's min_side)
+    backend: str = "eager"  # the engine running the model: "eager" (the network itself) or a backend's name
+    backend_reason: str = ""  # why, when backend="auto" chose it
+    precision: str = "fp32"
+    calibration: list[torch.Tensor] | None = None  # the preprocessed batches int8 calibrated on
+    network: nn.Module | None = None  # the eager fp32 network ``model`` was made from (same weights, no reload)
+
+    def optimized(self, module: nn.Module) -> nn.Module:
+        """``module`` (built from this model's eager network: a feature extractor, its first stages) run the way
+        the model runs: the same precision, backend and int8 calibration; as it is where the model is eager."""
+        if self.backend == "eager":
+            return module
+        from .inference import optimize
+
+        size = self.preprocessing.crop_size or _network(module).input_size[-1]
+        return optimize(module, self.precision, example_inputs=torch.zeros(1, 3, size, size),
+                        calibration=self.calibration, backend=self.backend)
+
+    def describe(self) -> str:
+        """One line saying what runs: ``resnet50 (imagenet), int8 on openvino (auto: ...)``, as ``--verbose`` prints."""
+        why = f" (auto: {self.backend_reason})" if self.backend_reason else ""
+        return f"{self.name} ({self.weights or 'random weights'}), {self.precision} on {self.backend}{why}, {self.device}"
 
     @property
     def device(self) -> torch.device:
@@ -64,9 +85,13 @@ class StageFeatures(nn.Module):
             raise BadInput(f"stage must lie in 1..{len(model.stage_names)}, got {stage}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fmap = self.model.forward_intermediates(x, [self.stage])[0]
-        pooled = F.adaptive_avg_pool2d(fmap, 1) if self.pooling == "avg" else F.adaptive_max_pool2d(fmap, 1)
-        return pooled.flatten(1)
+        return pool_map(self.model.forward_intermediates(x, [self.stage])[0], self.pooling)
+
+
+def pool_map(fmap: torch.Tensor, pooling: str) -> torch.Tensor:
+    """An (N, C, H, W) feature map pooled to (N, C) vectors: ``"avg"`` or ``"max"`` over the positions."""
+    pooled = F.adaptive_avg_pool2d(fmap, 1) if pooling == "avg" else F.adaptive_max_pool2d(fmap, 1)
+    return pooled.flatten(1)
 
 
 def load_inference(
@@ -76,7 +101,7 @@ def load_inference(
     features: tuple[str, int | None] | None = None,
     calibration: Sequence[Path] | torch.Tensor | None = None,
     device: str | torch.device | None = "cpu",
-    backend: str = DEFAULT_BACKEND,
+    backend: str | None = None,
     fast_decode: bool = False,
     **model_kwargs: Any,
 ) -> Inference:
@@ -86,15 +111,22 @@ def load_inference(
     ``features=(pooling, stage)`` makes it a feature extractor (see :class:`StageFeatures`).
     ``calibration``: the user's own images (file paths, or a uint8 NCHW tensor) that int8 calibrates
     on, preprocessed with the weights' recipe. Without weights the recipe and classes default to the
-    model family's (ImageNet or CIFAR-10).  ``backend``: one of :data:`resnets.inference.BACKENDS`
-    (``"onnxruntime"``, ``"openvino"``: the CPU engines, fp32 included, through :func:`resnets.optimize`).
+    model family's (ImageNet or CIFAR-10).  ``backend``: ``None`` (default: fp32 runs the eager network,
+    exact and with no build wait; other precisions ``"auto"``), ``"auto"`` (the fastest engine installed for this
+    CPU and precision, :func:`resnets.inference.table.choose_backend`; fp32 included) or one of
+    :data:`resnets.inference.BACKENDS` (``"onnxruntime"``, ``"openvino"``: the CPU engines, fp32 included,
+    through :func:`resnets.optimize`; ``"torch"`` at fp32 is the eager network).
     ``fast_decode``: see :attr:`Inference.fast_decode`.
     """
     if precision not in PRECISIONS:
         raise UnknownName(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if str(device) == "auto" and backend_entry(backend).devices == ("cpu",):
+    if str(device) == "auto" and backend not in (None, AUTO) and backend_entry(backend).devices == ("cpu",):
         device = "cpu"  # a CPU engine runs on the CPU, GPU or not
     dev = resolve_device(device)
+    reason = ""
+    if backend == AUTO or (backend is None and precision != "fp32"):
+        choice = choose_backend(precision, dev)
+        backend, reason = choice.backend, choice.reason
     model: nn.Module = create_model(model_name, weights=weights, **model_kwargs).eval().to(dev)
     cfg = getattr(model, "pretrained_cfg", None)
     model_name = model_name or cfg.model
@@ -104,19 +136,21 @@ def load_inference(
         preprocessing, classes = CIFAR10, "cifar10"
     else:
         preprocessing, classes = IMAGENET_TORCH, "imagenet"
-    size = preprocessing.crop_size or model.input_size[-1]
+    network = model
     if features is not None:
         model = StageFeatures(model, features[1], features[0]).eval()
-    if precision != "fp32" or backend != DEFAULT_BACKEND:  # the other engines run fp32 faster than eager
-        from .inference import optimize
+    engine = "eager" if precision == "fp32" and backend in (None, "torch") else backend
+    inf = Inference(model, preprocessing, classes, model_name, None if weights is None else str(weights),
+                    fast_decode, engine, reason, precision, network=network)
+    if PRECISIONS[precision].needs_calibration and calibration is not None:
+        inf.calibration = calibration_batches(calibration, preprocessing)
+    inf.model = inf.optimized(model)  # every engine but eager runs fp32 faster than eager too
+    return inf
 
-        batches = None
-        if PRECISIONS[precision].needs_calibration and calibration is not None:
-            batches = calibration_batches(calibration, preprocessing)
-        model = optimize(model, precision=precision, example_inputs=torch.zeros(1, 3, size, size),
-                         calibration=batches, backend=backend)
-    return Inference(model, preprocessing, classes, model_name, None if weights is None else str(weights),
-                     fast_decode)
+
+def _network(module: nn.Module) -> ResNet:
+    """The ResNet inside ``module`` (itself, or the network a :class:`StageFeatures`-like wrapper holds)."""
+    return module if isinstance(module, ResNet) else next(m for m in module.modules() if isinstance(m, ResNet))
 
 
 CALIBRATION_IMAGES = 128

@@ -7,11 +7,12 @@ Nothing here imports torch: ``resnets --help`` builds every parser, and must sta
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterable
 import re
 from collections.abc import Callable, Sequence
 
-from ..choices import BACKENDS, DEVICE_PATTERN, PRECISIONS
+from ..choices import BACKEND_CHOICES, DEVICE_PATTERN, PRECISIONS
 
 #: What ``--weights`` means when not given, the same for every command that loads a model.
 DEFAULT_WEIGHTS = "imagenet"
@@ -100,9 +101,26 @@ def add_precision_options(p: argparse.ArgumentParser, int8_calibrates_on_inputs:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (eager), or bf16/fp16/int8 through resnets.optimize (compiled; fp16 on CUDA only, "
                         f"int8 on the CPU only; {int8}) (default: fp32)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="torch, onnxruntime (CPU; fp32 and int8) or openvino (CPU; fp32, bf16 and int8; compiled "
-                        "files cached under the resnets cache) (default: torch)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default=None, help=BACKEND_HELP)
+    add_verbose_option(p)
+
+
+#: ``--backend`` help, the same for every command that runs a model.
+BACKEND_HELP = ("auto (the fastest engine installed for this CPU and precision, from a measured table), torch, "
+                "onnxruntime (CPU; fp32 and int8) or openvino (CPU; fp32, bf16 and int8; compiled files cached "
+                "under the resnets cache) (default: the eager network at fp32, auto otherwise)")
+
+
+def add_verbose_option(p: argparse.ArgumentParser) -> None:
+    """``--verbose``: say on stderr what runs (model, weights, precision, backend and why, device)."""
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="say on stderr which model, precision, backend (and why) and device run (default: quiet)")
+
+
+def say_what_runs(args: argparse.Namespace, inf) -> None:
+    """Print ``inf.describe()`` to stderr under ``--verbose``."""
+    if getattr(args, "verbose", False):
+        print(f"resnets {args.command}: {inf.describe()}", file=sys.stderr, flush=True)
 
 
 def model_and_weights(args: argparse.Namespace) -> tuple[str | None, str | None]:

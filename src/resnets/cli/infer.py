@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     p.add_argument("--batch", type=_csv(int), default=[1, 16, 64], help="batch sizes (default: 1,16,64)")
     p.add_argument("--precision", type=_csv(str, PRECISIONS), default=None,
-                   help="precisions (default: those the device runs natively: fp32,bf16,int8 on the CPU, "
+                   help="precisions (default: those the device runs natively: fp32,bf16,int8 on the CPU (bf16 "
+                        "only with AVX-512 BF16 or AMX), "
                         "fp32,bf16,fp16 on CUDA)")
     p.add_argument("--backend", type=_csv(str, BACKENDS), default=["torch"],
                    help="any of torch, onnxruntime (CPU; fp32, int8) and openvino (CPU; fp32, bf16, int8), "
@@ -77,26 +78,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_bench)
 
 
-def _calibration_batches(folder: str, recipe, batches: int = 8, batch_size: int = 16) -> list:
-    """Up to ``batches`` batches of the images in ``folder``, preprocessed by ``recipe``."""
-    import torch
-
-    from ..data.images import ImageFiles, collate_images, find_images
-
-    paths = find_images(folder)[: batches * batch_size]
-    if not paths:
-        raise FileNotFoundError(f"--calibration {folder}: no image files found")
-    loader = torch.utils.data.DataLoader(ImageFiles(paths, recipe), batch_size=batch_size, collate_fn=collate_images)
-    return [b.images for b in loader if len(b.images)]
-
-
 def run_export(args: argparse.Namespace) -> int:
     import torch
 
     from ..inference.export import export_onnx, export_program, max_abs_diff
     from ..inference.prepare import DTYPES, prepare
     from ..inference.table import PRECISIONS as PRECISIONS_TABLE
-    from ..pipeline import load_inference
+    from ..data.images import find_images
+    from ..pipeline import calibration_batches, load_inference
 
     if args.format == "onnx" and args.precision != "fp32":
         raise UsageError("ONNX export is fp32 only; use --format exported-program for bf16 or int8")
@@ -113,7 +102,12 @@ def run_export(args: argparse.Namespace) -> int:
     entry = getattr(model, "pretrained_cfg", None)
     size = args.input_size or model.input_size[-1]
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    calibration = _calibration_batches(args.calibration, inf.preprocessing) if args.calibration else None
+    calibration = None
+    if args.calibration:
+        images = find_images(args.calibration)
+        if not images:
+            raise UsageError(f"--calibration {args.calibration}: no image files found")
+        calibration = calibration_batches(images, inf.preprocessing)
     net = prepare(model, args.precision, example, calibration)
     if args.format == "onnx":
         export_onnx(net, args.output, example, entry)
@@ -175,4 +169,8 @@ def _bench(args: argparse.Namespace, out) -> int:
         where = m["gpu"] if device.type == "cuda" else f"{m['cpu']}, {m['threads']} threads"
         print(f"{report['model']} {size}x{size}, {where}, torch {m['torch']}")
         print(format_table(results))
+        if device.type == "cpu":
+            print(f"CPU: {m['cpu_features']}; backend auto picks "
+                  + ", ".join(f"{p}: {c['backend']}" for p, c in report["auto_backend"].items())
+                  + f" (the order measured on {m['cpu_kind']} CPUs, of the engines installed)")
     return 0

@@ -9,6 +9,7 @@ import sys
 from ..choices import TTA
 from .common import (
     UsageError, add_device_option, add_model_options, add_precision_options, add_progress_option, model_and_weights,
+    say_what_runs,
 )
 
 
@@ -132,6 +133,7 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
         inf = load_inference(*model_and_weights(args), args.precision, calibration=paths, device=args.device,
                              backend=args.backend, fast_decode=args.fast_decode, progress=args.progress)
+        say_what_runs(args, inf)
         preds = predict_files(inf, paths, args.top, args.batch_size, args.workers)
     failed = 0
     for pred in preds:
@@ -165,6 +167,7 @@ def run_features(args: argparse.Namespace) -> int:
         inf = load_inference(*model_and_weights(args), args.precision, features=(args.pooling, args.layer),
                              calibration=paths, device=args.device, backend=args.backend,
                              fast_decode=args.fast_decode, progress=args.progress)
+        say_what_runs(args, inf)
         job = {"model": inf.name, **{k: getattr(args, k) for k in ("weights", "precision", "pooling", "layer")},
                **({"fast_decode": True} if args.fast_decode else {})}  # other pixels: not mixed with a full decode
         run = extract_features(inf, paths, args.output, args.batch_size, args.workers, progress=args.progress,
@@ -190,6 +193,7 @@ def run_eval(args: argparse.Namespace) -> int:
     calibration = find_images(args.calibration) if args.calibration else None
     inf = load_inference(*model_and_weights(args), args.precision, calibration=calibration, device=args.device,
                          backend=args.backend, fast_decode=args.fast_decode, progress=args.progress)
+    say_what_runs(args, inf)
     acc = evaluate(inf, args.data, args.batch_size, args.workers, progress=args.progress, by_position=args.by_position,
                    tta=args.tta)
     if args.json:

@@ -6,8 +6,9 @@ import argparse
 import logging
 import signal
 
-from ..choices import BACKENDS, PRECISIONS
+from ..choices import BACKEND_CHOICES, PRECISIONS
 from ..serve.config import ServeConfig
+from .common import BACKEND_HELP
 
 CPU_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp16")  # the service runs on the CPU
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -23,10 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="registry name from 'resnets weights list', 'imagenet', a local file, or 'none' "
                         "(random weights, for load tests) (required)")
     p.add_argument("--precision", choices=CPU_PRECISIONS, default=DEFAULTS.precision,
-                   help="fp32 (eager), or bf16/int8 through resnets.optimize (compiled at start-up) "
-                        f"(default: {DEFAULTS.precision})")
-    p.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend,
-                   help=f"{', '.join(BACKENDS)} (default: {DEFAULTS.backend})")
+                   help="fp32 (eager unless --backend), or " + "/".join(CPU_PRECISIONS[1:]) + " through "
+                        f"resnets.optimize (built at start-up) (default: {DEFAULTS.precision})")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default=DEFAULTS.backend, help=BACKEND_HELP)
+    p.add_argument("--eager-extras", action="store_true", default=DEFAULTS.eager_extras,
+                   help="run /v1/features and /v1/explain on the eager fp32 network, exact as 'resnets features' "
+                        "and 'resnets explain' (default: the way the model runs, --precision and --backend)")
     p.add_argument("--calibration", metavar="DIR", default=None,
                    help="images for int8 calibration (required with --precision int8)")
     p.add_argument("--host", default="127.0.0.1",
@@ -75,7 +78,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must lie in 0..65535, got {args.port}")
     try:
         config = ServeConfig(args.max_batch, args.max_delay_ms, args.max_queue, args.max_upload_mb, args.api_key,
-                             args.workers, args.precision, args.backend)
+                             args.workers, args.precision, args.backend, args.eager_extras)
     except ValueError as e:
         raise UsageError(with_flags(str(e), vars(DEFAULTS))) from None
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
@@ -86,6 +89,7 @@ def run_serve(args: argparse.Namespace) -> int:
     calibration = find_images(args.calibration) if args.calibration else None
     inf = load_inference(args.model, args.weights, args.precision, calibration=calibration, device="cpu",
                          backend=args.backend)
+    log.info("serving %s", inf.describe())
     app = create_app(inf, config)
     # uvicorn drains on SIGTERM, then raises SIGTERM again under the handler it found; this one makes
     # that a normal return, so a drained server exits 0 as service managers expect.

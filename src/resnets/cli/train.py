@@ -80,7 +80,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=SCHEDULES,
                    help="learning-rate schedule: step (/10 at 50%% and 75%%), onecycle or cosine " + d("schedule"))
     p.add_argument("--precision", choices=TRAIN_PRECISIONS,
-                   help="training arithmetic: fp32, bf16 autocast, or fp16 with loss scaling (CUDA) " + d("precision"))
+                   help="training arithmetic: auto (bf16 where the device computes it natively, else fp32), fp32, bf16 "
+                        "autocast, or fp16 with loss scaling (CUDA) " + d("precision"))
     p.add_argument("--no-channels-last", action="store_const", const=False,
                    help="keep NCHW memory format (default: channels-last)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (default: eager)")

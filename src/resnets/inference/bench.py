@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ..cpu import cpu_info
 from ..device import model_device
 
 
@@ -174,16 +175,11 @@ def end_to_end(
 
 def machine(device: torch.device | str = "cpu") -> dict[str, object]:
     """What the numbers were measured on (with the GPU, its CUDA and cuDNN versions on a CUDA ``device``)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_info()
     return {
-        "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "capability": torch.backends.cpu.get_cpu_capability(), "amx_int8": _cpu_flag("amx_int8"),
-        "amx_bf16": _cpu_flag("amx_bf16"), "python": platform.python_version(),
+        "cpu": cpu.name, "cpu_features": cpu.describe(), "cpu_kind": cpu.kind, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "capability": torch.backends.cpu.get_cpu_capability(), "amx_int8": cpu.amx,
+        "amx_bf16": cpu.amx, "native_bf16": cpu.native_bf16, "python": platform.python_version(),
         **_gpu(torch.device(device)),
     }
 
@@ -193,14 +189,6 @@ def _gpu(device: torch.device) -> dict[str, object]:
         return {"device": device.type}
     return {"device": str(device), "gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version()}
-
-
-def _cpu_flag(flag: str) -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(flag in line.split() for line in f if line.startswith("flags"))
-    except OSError:
-        return False
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
@@ -240,7 +228,7 @@ def _build_modes(model: nn.Module, precisions: Sequence[str], backends: Sequence
     """Each (backend, precision) of the table that runs on the model's device, built with ``optimize``;
     returns the models by mode name and each mode's backend."""
     from .optimize import optimize
-    from .table import BACKENDS
+    from .table import BACKENDS, not_here
 
     device = model_device(model)
     models: dict[str, nn.Module] = {}
@@ -254,6 +242,10 @@ def _build_modes(model: nn.Module, precisions: Sequence[str], backends: Sequence
             if precision not in entry.precisions or (backend == "torch" and not compile and precision == "int8"):
                 continue  # without compiling: torch's int8 needs compiling
             mode = f"resnets {precision}" if backend == "torch" else f"{backend} {precision}"
+            why_not = not_here(backend, precision, device)
+            if why_not is not None:
+                status(f"skipping {mode}: {why_not}")
+                continue
             options = {"compile": compile} if backend == "torch" else {}
             status(f"preparing {mode}")
             models[mode] = optimize(model, precision, example_inputs=example, calibration=[example],
@@ -267,12 +259,13 @@ def bench_modes(model: nn.Module, name: str, batches: Sequence[int], *, input_si
                 runs: int | None = None, warmup: int = 2, end_to_end_dir: str | None = None, end_to_end_batches: int = 20,
                 workers: int = 2, fast_decode: bool = False,
                 status: Callable[[str], None] = lambda text: None) -> tuple[dict, list[BenchResult]]:
-    """``resnets bench``'s matrix: every precision x backend of the table (``precisions``: default all that run
-    on the model's device) against torchvision's eager fp32 model of the same weights (or ours, where torchvision
+    """``resnets bench``'s matrix: every precision x backend of the table (``precisions``: default those the
+    model's device runs natively) against torchvision's eager fp32 model of the same weights (or ours, where torchvision
     has no such model), interleaved per batch size; an engine used directly is timed right after the package's
-    mode of it. ``end_to_end_dir``: a folder of images, also timed from files to answers. Returns the JSON report
+    mode of it; a mode this CPU cannot run (OpenVINO bf16 without native bf16) is skipped with a ``status``. The
+    report's ``auto_backend`` says what ``backend="auto"`` picks here for each precision, and why. ``end_to_end_dir``: a folder of images, also timed from files to answers. Returns the JSON report
     and the results."""
-    from .table import BACKENDS, PRECISIONS
+    from .table import BACKENDS, PRECISIONS, choose_backend, runs_natively
 
     device = model_device(model)
     size = input_size or model.input_size[-1]
@@ -280,7 +273,7 @@ def bench_modes(model: nn.Module, name: str, batches: Sequence[int], *, input_si
     inputs = {b: torch.randn(b, 3, size, size, generator=gen).to(device) for b in batches}
     reference = torchvision_baseline(name, model)
     base_name = "torchvision eager fp32" if reference is not None else "resnets eager fp32"
-    requested = precisions or [n for n, e in PRECISIONS.items() if device.type in e.devices]
+    requested = precisions or [n for n in PRECISIONS if runs_natively(n, device)]
     built, optimized = _build_modes(model, requested, backends, compile, inputs[max(batches)], status)
     models = {base_name: reference.to(device) if reference is not None else model, **built}
     results = []
@@ -307,6 +300,7 @@ def bench_modes(model: nn.Module, name: str, batches: Sequence[int], *, input_si
     for backend in backends:
         if device.type in BACKENDS[backend].devices:
             engines.update(BACKENDS[backend].load().describe())
+    auto = {p: dataclasses.asdict(choose_backend(p, device)) for p in requested}
     report = {"model": name, "input_size": size, "baseline": base_name, "machine": machine(device),
-              "engines": engines, "results": [dataclasses.asdict(r) for r in results]}
+              "engines": engines, "auto_backend": auto, "results": [dataclasses.asdict(r) for r in results]}
     return report, results

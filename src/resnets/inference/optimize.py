@@ -12,6 +12,7 @@ launch.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -20,7 +21,8 @@ from torch import nn
 from ..device import model_device
 from ..quiet import quiet_third_party
 from .prepare import DTYPES, Precision, int8_calibration, prepare
-from .table import BACKENDS, DEFAULT_BACKEND, PRECISIONS, check
+from ..cpu import cpu_info
+from .table import BACKENDS, DEFAULT_BACKEND, PRECISIONS, check, resolve_backend
 
 # Whether torch.compile pays by default, chosen from benchmarks/results (ResNet-50, batch 16):
 # it does for every precision, and int8 needs it (the quantized graph only becomes int8
@@ -116,8 +118,10 @@ def optimize(
     compile for every precision (``COMPILE_BY_DEFAULT``; int8 needs it).  A compiled model
     compiles on its first call and again for each new batch size (a static graph each, as fast
     as the first; past torch's recompile limit, 8 sizes, a new size runs uncompiled).  ``cuda_graphs`` (compiled CUDA models; ``None`` = on there):
-    ``mode="reduce-overhead"``, one graph recorded per batch size seen.  ``backend``: an engine of
-    :data:`resnets.inference.table.BACKENDS`: ``"torch"`` (default), ``"onnxruntime"`` (CPU, fp32 or
+    ``mode="reduce-overhead"``, one graph recorded per batch size seen.  ``backend``: ``"auto"`` (default:
+    the fastest engine installed for this CPU and precision, by the measured table
+    :data:`resnets.inference.table.FASTEST`; torch on a GPU) or an engine of
+    :data:`resnets.inference.table.BACKENDS`: ``"torch"``, ``"onnxruntime"`` (CPU, fp32 or
     int8; ``pip install 'resnets[onnx]'``, see :mod:`resnets.inference.ort`) or ``"openvino"`` (CPU,
     fp32, bf16 or int8; ``pip install 'resnets[openvino]'``, see :mod:`resnets.inference.ov`).
 
@@ -125,8 +129,11 @@ def optimize(
     Returns a module (the torch backend: an :class:`InferenceModel`): float NCHW in, float32 out, on
     the caller's device.
     """
-    entry = check(backend, precision, model_device(model))
+    device = model_device(model)
     options = {"compile": compile, "cuda_graphs": cuda_graphs}
+    if backend == "auto" and any(value is not None for value in options.values()):
+        backend = "torch"  # compile= and cuda_graphs= are the torch backend's options
+    entry = check(resolve_backend(backend, precision, device), precision, device)
     foreign = [name for name, value in options.items() if value and name not in entry.options]
     if foreign:
         owners = [b.name for b in BACKENDS.values() if set(foreign) <= set(b.options)]
@@ -169,22 +176,16 @@ def build(
         # size into one dynamic-shape graph for every size, which runs slower (benchmarks/compiled_batch_sizes.py;
         # the README has the numbers).
         net = torch.compile(net, mode="reduce-overhead" if cuda_graphs else None, dynamic=False)
+    if precision == "bf16" and not on_cuda and not cpu_info().native_bf16:
+        warnings.warn(f"bf16 on a CPU without native bf16 (AVX-512 BF16 or AMX) is emulated and runs several times "
+                      f"slower than fp32 here ({cpu_info().describe()}); use fp32 or int8", stacklevel=3)
+    # On CPUs with native bf16, int8 runs torchao's "int8-mixed-bf16" recipe (the compiled int8 graph under bf16
+    # autocast): the layers left in floating point (the 3-channel stem, max pooling, the residual tensors) move
+    # half the bytes (the README's Fast inference has the measured gain).
     return InferenceModel(net, precision, bool(compile), bool(cuda_graphs),
-                          int8_mixed_bf16=precision == "int8" and cpu_runs_bf16())
+                          int8_mixed_bf16=precision == "int8" and cpu_info().native_bf16)
 
 
 def describe() -> dict[str, str]:
     """The engine's versions (for benchmark reports and cache keys)."""
     return {"torch": torch.__version__}
-
-
-def cpu_runs_bf16() -> bool:
-    """Whether this CPU has native bf16 (AVX512-BF16 or AMX).
-
-    On such CPUs int8 runs "int8-mixed-bf16" (torchao's recipe: the compiled int8 graph under bf16
-    autocast), so the layers left in floating point (the 3-channel stem convolution, max pooling,
-    the residual tensors between int8 convolutions) move half the bytes: measured 15.7x against
-    12.2x torchvision eager fp32 for plain int8 (ResNet-50, batch 16, this project's AMX Xeon).
-    """
-    supported = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(supported and supported())

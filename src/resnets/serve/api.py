@@ -76,7 +76,8 @@ class ServeApi:
         self.index_of = {cid: i for i, (cid, _) in enumerate(self.pairs)}
         compiled = bool(getattr(inf.model, "compiled", False))  # resnets.optimize's compiled models
         self.sizes = batch_sizes(config.max_batch) if compiled else tuple(dict.fromkeys((config.max_batch, 1)))
-        self.models = Models(inf, StaticBatches(inf.model, self.sizes) if compiled else inf.model)
+        self.models = Models(inf, StaticBatches(inf.model, self.sizes) if compiled else inf.model,
+                             map_sizes=tuple(dict.fromkeys((1, config.max_batch))), eager_extras=config.eager_extras)
         self.batcher = Batcher(self.models, config.max_batch, config.max_delay_ms / 1000, config.max_queue, metrics)
         self.decoder = ThreadPoolExecutor(config.workers, thread_name_prefix="resnets-decode")
         self.inside = 0  # requests admitted and not yet answered (event-loop only, so no lock)
@@ -96,7 +97,7 @@ class ServeApi:
 
     def names(self) -> dict[str, Any]:
         return {"model": self.inf.name, "weights": self.inf.weights, "precision": self.config.precision,
-                "backend": self.config.backend}
+                "backend": self.inf.backend}
 
     # --- the path of every request ------------------------------------------------------------------------
 
@@ -175,8 +176,7 @@ class ServeApi:
         found, prob = int(ran.output[0]), float(ran.output[1])
         heat = ran.output[2:].view(ran.shape[-2:]).numpy()
         name = self.pairs[found][1]
-        stage = layer or len(self.models.eager().stage_names)
-        caption = f"{METHOD_NAMES[method]}, stage {stage}"
+        caption = f"{METHOD_NAMES[method]}, stage {key[2]}"
         png = await asyncio.get_running_loop().run_in_executor(
             self.decoder, _panel_png, ran.photo, heat, self.inf, f"{name}  {prob:.1%}", caption)
         return Response(png, media_type="image/png", headers={

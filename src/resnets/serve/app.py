@@ -41,7 +41,7 @@ def create_app(inf: Inference, config: ServeConfig = ServeConfig()) -> FastAPI:
 
     app = FastAPI(title="resnets serve", version="1", lifespan=lifespan,
                   description=f"{inf.name} ({inf.weights or 'random weights'}), {config.precision}, "
-                              f"{config.backend}: classes, features and heat maps, with dynamic batching.")
+                              f"{inf.backend}: classes, features and heat maps, with dynamic batching.")
     app.state.batcher, app.state.metrics, app.state.config, app.state.api = api.batcher, metrics, config, api
     add_routes(app, api)
     install_error_handlers(app)

@@ -21,7 +21,8 @@ class ServeConfig:
     api_key: str | None = None
     workers: int = 2  # threads decoding and preprocessing images
     precision: str = "fp32"
-    backend: str = "torch"
+    backend: str | None = None  # None: the eager network at fp32, "auto" otherwise (resnets.pipeline.load_inference)
+    eager_extras: bool = False  # /v1/features and /v1/explain on the eager fp32 network, not as the model runs
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_delay_ms < 0 or self.max_queue < 1 or self.workers < 1:

@@ -1,7 +1,11 @@
 """The model cache of the service: what the model thread runs for each kind of request.
 
-The classifier is the served model (compiled ones at a few static batch sizes); feature extractors and
-explainers are built on first use around the eager fp32 network and kept by their arguments.
+The classifier is the served model (compiled ones at a few static batch sizes).  Feature vectors and heat maps
+of a stage both start from that stage's feature map: one copy of the stages up to it, built on first use and run
+the way the served model runs (its precision, backend and int8 calibration; see ``Inference.optimized``), serves
+``/v1/features`` (pooled here) and ``/v1/explain`` (the rest of the network, with gradients for the map alone,
+in eager fp32).  ``ServeConfig.eager_extras`` runs both on the eager fp32 network instead, exact as
+``resnets features`` and ``resnets explain`` at fp32.
 """
 
 from __future__ import annotations
@@ -13,25 +17,35 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..explain import explain
+from ..explain import checked_layer, explain_map
 from ..factory import create_model
-from ..pipeline import Inference, StageFeatures
+from ..pipeline import Inference, StageFeatures, pool_map
 
 log = logging.getLogger("resnets.serve")
 CLASSIFY = "classify"
 
 
+class StageMap(nn.Module):
+    """The feature map of one stage (1-based; the last as the head sees it): where features and heat maps start."""
+
+    def __init__(self, model: nn.Module, stage: int) -> None:
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_intermediates(x, [self.stage])[0]
+
+
 class Models:
     """Key -> module for the model thread: the classifier, and feature extractors and explainers built on
-    first use.
+    first use around one stage map per stage (see the module docstring)."""
 
-    Those run the eager fp32 network (exact, as ``resnets features`` and ``resnets explain`` at fp32):
-    the served model itself when it is eager, else one eager copy loaded once and shared by them all.
-    """
-
-    def __init__(self, inf: Inference, classifier: nn.Module) -> None:
+    def __init__(self, inf: Inference, classifier: nn.Module, map_sizes: tuple[int, ...] = (),
+                 eager_extras: bool = False) -> None:
         self.inf, self.classifier = inf, classifier
-        self._eager: nn.Module | None = inf.model if hasattr(inf.model, "stage_names") else None
+        self.map_sizes, self.eager_extras = map_sizes, eager_extras
+        self._eager: nn.Module | None = inf.network or (inf.model if hasattr(inf.model, "stage_names") else None)
+        self._maps: dict[int, nn.Module] = {}
         self._extra: dict[tuple, nn.Module] = {}
         self._lock = threading.Lock()
 
@@ -40,38 +54,75 @@ class Models:
         return self.classifier if kind == CLASSIFY else self._extra[kind]
 
     def eager(self) -> nn.Module:
-        """The eager network (blocking: loads it the first time)."""
+        """The eager fp32 network (the one the served model was made from; loaded by name, blocking, for an
+        :class:`Inference` made without it)."""
         with self._lock:
             if self._eager is None:
-                log.info("loading an eager fp32 %s for /v1/features", self.inf.name)
+                log.info("loading an eager fp32 %s for /v1/features and /v1/explain", self.inf.name)
                 self._eager = create_model(self.inf.name, weights=self.inf.weights).eval()
             return self._eager
 
-    def features(self, pooling: str, layer: int | None) -> tuple[str, int]:
-        """The key of the extractor for ``pooling`` and ``layer`` (None: last stage), created if new."""
+    def stage_map(self, stage: int) -> nn.Module:
+        """The module computing stage ``stage``'s map, built (and compiled at ``map_sizes``) the first time:
+        blocking, so callers run it off the event loop; the model thread goes on serving meanwhile."""
         model = self.eager()
-        extractor = StageFeatures(model, layer, pooling).eval()  # validates both, naming the bad one
-        key = ("features", pooling, extractor.stage)
-        self._extra.setdefault(key, extractor)
+        with self._lock:
+            if stage not in self._maps:
+                net = StageMap(model, stage).eval()
+                if not self.eager_extras and self.inf.backend != "eager":
+                    log.info("building stage %d of %s at %s on %s", stage, self.inf.name, self.inf.precision,
+                             self.inf.backend)
+                    net = self.inf.optimized(net)
+                    if getattr(net, "compiled", False):  # static graphs at a few sizes, compiled here and now
+                        net = StaticBatches(net, self.map_sizes)
+                        size = self.inf.preprocessing.crop_size or model.input_size[-1]
+                        for n in self.map_sizes:
+                            net(torch.zeros(n, 3, size, size))
+                self._maps[stage] = net
+            return self._maps[stage]
+
+    def features(self, pooling: str, layer: int | None) -> tuple[str, str, int]:
+        """The key of the extractor for ``pooling`` and ``layer`` (None: last stage), created if new."""
+        stage = StageFeatures(self.eager(), layer, pooling).stage  # validates both, naming the bad one
+        key = ("features", pooling, stage)
+        if key not in self._extra:
+            self._extra.setdefault(key, PooledMap(self.stage_map(stage), pooling))
         return key
 
     def explainer(self, method: str, layer: int | None, target: int | None) -> tuple:
         """The key of the :class:`ExplainMaps` for these arguments, created if new."""
-        key = ("explain", method, layer, target)
-        self._extra.setdefault(key, ExplainMaps(self.eager(), method, layer, target))
+        model = self.eager()
+        stage = checked_layer(model, method, layer)  # BadInput for a bad method, layer or CAM on this net
+        key = ("explain", method, stage, target)
+        if key not in self._extra:
+            self._extra.setdefault(key, ExplainMaps(model, self.stage_map(stage), method, stage, target))
         return key
 
 
-class ExplainMaps(nn.Module):
-    """:func:`resnets.explain.explain` as a module the batcher can run: per image one row of
-    ``(class, probability, heat map flattened)``."""
+class PooledMap(nn.Module):
+    """Feature vectors: a stage map pooled (``avg`` or ``max``)."""
 
-    def __init__(self, model: nn.Module, method: str, layer: int | None, target: int | None) -> None:
+    def __init__(self, stage_map: nn.Module, pooling: str) -> None:
         super().__init__()
-        self.model, self.method, self.layer, self.target = model, method, layer, target
+        self.stage_map, self.pooling = stage_map, pooling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        found = explain(self.model, x, self.target, self.method, self.layer)
+        return pool_map(self.stage_map(x), self.pooling)
+
+
+class ExplainMaps(nn.Module):
+    """:func:`resnets.explain.explain_map` on a stage map as a module the batcher can run: per image one row of
+    ``(class, probability, heat map flattened)``."""
+
+    def __init__(self, model: nn.Module, stage_map: nn.Module, method: str, layer: int, target: int | None) -> None:
+        super().__init__()
+        self.model, self.stage_map = model, stage_map
+        self.method, self.layer, self.target = method, layer, target
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            fmap = self.stage_map(x)
+        found = explain_map(self.model, fmap, tuple(x.shape[-2:]), self.target, self.method, self.layer)
         return torch.cat([found.classes[:, None].float(), found.probabilities[:, None].float(),
                           found.maps.flatten(1).float()], dim=1)
 
