@@ -169,3 +169,25 @@ def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch):
         assert loop.resolve_precision("auto", torch.device("cpu")) == expected, flags
         assert loop.resolve_precision("fp32", torch.device("cpu")) == "fp32"
         assert loop.resolve_precision("bf16", torch.device("cpu")) == "bf16"  # asked for by name: as asked
+
+
+def test_finetune_takes_the_network_and_the_input_normalisation_of_its_weights(cifar, tmp_path):
+    """No --model: the network the weights are for; the finetune recipe's normalisation: the weights' own (here
+    Caffe-style BGR 0..255 with means, which the CIFAR default mean/std would get badly wrong)."""
+    from resnets.preprocess import Preprocessing
+    from resnets.weights.entry import WeightsEntry, save_safetensors
+
+    caffe = Preprocessing((103.9, 116.8, 123.7), (1.0, 1.0, 1.0), scale=1.0, channel_order="BGR", resize_size=36,
+                          crop_size=32)
+    torch.manual_seed(0)
+    file = tmp_path / "mine.safetensors"
+    save_safetensors(resnets.create_model("resnet32").state_dict(), file,
+                     WeightsEntry("mine", "resnet32", None, None, "safetensors", preprocessing=caffe, classes="cifar10"))
+    result = train(recipe="finetune", data=str(cifar), weights=str(file), out=str(tmp_path / "run"), max_steps=1,
+                   batch_size=64, precision="fp32", threads=1, progress=False, cache_dir=str(cifar / "cache"))
+    assert result["step"] == 1
+    tuned = resnets.create_model(weights=tmp_path / "run" / "model.safetensors").pretrained_cfg
+    assert tuned.model == "resnet32"
+    p = tuned.preprocessing
+    assert (p.mean, p.std, p.scale, p.channel_order) == (caffe.mean, caffe.std, 1.0, "BGR")
+    assert TrainConfig.load(tmp_path / "run" / "config.json").normalize == "weights"

@@ -88,8 +88,9 @@ def add_model_options(p: argparse.ArgumentParser, model_flag: bool = True) -> No
                        help="model name from 'resnets list' (default: the architecture the weights file or name "
                             f"records; {DEFAULT_MODEL} for 'imagenet' and 'none')")
     p.add_argument("--weights", default=DEFAULT_WEIGHTS,
-                   help="registry name from 'resnets weights list', the alias 'imagenet' or 'cifar10', a local "
-                        f"weights file, or 'none' for random weights (default: {DEFAULT_WEIGHTS})")
+                   help="registry name from 'resnets weights list', the alias 'imagenet' or 'cifar10', a Hugging "
+                        "Face Hub repo (hf-hub:ORG/NAME[@REVISION]), a local weights file, or 'none' for random "
+                        f"weights (default: {DEFAULT_WEIGHTS})")
 
 
 def add_precision_options(p: argparse.ArgumentParser, int8_calibrates_on_inputs: bool = True) -> None:

@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "/healthz, /readyz, /metrics, /docs. Needs pip install 'resnets[serve]'.")
     p.add_argument("--model", default="resnet50", help="model name from 'resnets list' (default: resnet50)")
     p.add_argument("--weights", required=True,
-                   help="registry name from 'resnets weights list', 'imagenet', a local file, or 'none' "
-                        "(random weights, for load tests) (required)")
+                   help="registry name from 'resnets weights list', 'imagenet', hf-hub:ORG/NAME[@REVISION], a local "
+                        "file, or 'none' (random weights, for load tests) (required)")
     p.add_argument("--precision", choices=CPU_PRECISIONS, default=DEFAULTS.precision,
                    help="fp32 (eager unless --backend), or " + "/".join(CPU_PRECISIONS[1:]) + " through "
                         f"resnets.optimize (built at start-up) (default: {DEFAULTS.precision})")

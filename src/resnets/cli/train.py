@@ -85,7 +85,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-channels-last", action="store_const", const=False,
                    help="keep NCHW memory format (default: channels-last)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (default: eager)")
-    p.add_argument("--weights", help="start from these weights: a file, a registry name, 'imagenet' or 'cifar10' "
+    p.add_argument("--weights", help="start from these weights: a file, a registry name, hf-hub:ORG/NAME[@REVISION], "
+                                     "'imagenet' or 'cifar10'; without --model, the network they are for "
                                      "(default: random weights)")
     p.add_argument("--num-classes", type=int, help="classifier size (default: the data's class count)")
     p.add_argument("--freeze", choices=FREEZE_MODES,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..preprocess import CIFAR10
+from ..weights.loading import ALIASES, weights_entry
 
 # The normalisation of the CIFAR-10 reference checkpoints, so that models trained here share their
 # preprocessing (and ``resnets.preprocess.CIFAR10`` feeds them correctly).
@@ -42,7 +43,9 @@ class TrainConfig:
     warmup_until_error: float = 0.8
     label_smoothing: float = 0.0
     # data
-    normalize: str = "channel"  # "channel" (mean/std) | "pixel" (per-pixel mean subtraction, the paper)
+    # "channel" (mean/std) | "pixel" (per-pixel mean subtraction, the paper) | "weights" (the pretrained weights' own
+    # scale, channel order, mean and std; "channel" without weights)
+    normalize: str = "channel"
     mean: tuple[float, float, float] = CIFAR_MEAN
     std: tuple[float, float, float] = CIFAR_STD
     augment: bool = True  # False: no random augmentation whatever the recipe's
@@ -112,7 +115,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # From pretrained weights to a new class count.
     "finetune": dict(
         epochs=5, max_steps=None, batch_size=128, lr=0.01, momentum=0.9, weight_decay=1e-4,
-        schedule="cosine", warmup_fraction=0.0, label_smoothing=0.0, normalize="channel",
+        schedule="cosine", warmup_fraction=0.0, label_smoothing=0.0, normalize="weights",
         augmentation="random-resized-crop", eval_resize=256 / 224,
     ),
 }
@@ -124,6 +127,10 @@ def make_config(recipe: str = "fast-cifar", **overrides: Any) -> TrainConfig:
         raise ValueError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     values: dict[str, Any] = {"recipe": recipe, **RECIPES[recipe]}
     given = {k: v for k, v in overrides.items() if v is not None}
+    if "model" not in given and given.get("weights") and str(given["weights"]).lower() not in ("none", *ALIASES):
+        entry = weights_entry(None, given["weights"])
+        if entry is not None:  # the network the weights are for, as every other command takes it
+            given["model"] = entry.model
     if "epochs" in given and "max_steps" not in given:
         values["max_steps"] = None  # --epochs replaces a recipe's length in iterations (paper-cifar's 64k)
     values.update(given)

@@ -39,6 +39,7 @@ from ..factory import create_model
 from ..preprocess import Preprocessing
 from ..progress import progress_bar
 from ..weights.entry import WeightsEntry, save_safetensors
+from ..weights.loading import weights_entry
 from .augment import RecipeTransforms
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, unwrap
 from .config import TrainConfig, default_image_size, run_config
@@ -150,8 +151,8 @@ def _check(config: TrainConfig) -> None:
         raise ValueError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {config.precision!r}")
     if config.freeze not in FREEZE_MODES:
         raise ValueError(f"freeze must be one of {', '.join(FREEZE_MODES)}, got {config.freeze!r}")
-    if config.normalize not in ("channel", "pixel"):
-        raise ValueError(f"normalize must be 'channel' or 'pixel', got {config.normalize!r}")
+    if config.normalize not in ("channel", "pixel", "weights"):
+        raise ValueError(f"normalize must be 'channel', 'pixel' or 'weights', got {config.normalize!r}")
     if not config.data:
         raise ValueError("no training data given (config.data / --data)")
     if not config.epochs and not config.max_steps:
@@ -204,6 +205,12 @@ def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:
         if ctx.is_main:
             barrier(ctx)
     preprocessing = Preprocessing(tuple(config.mean), tuple(config.std), resize_size=transforms.resize, crop_size=size)
+    entry = weights_entry(config.model, config.weights) if config.normalize == "weights" and \
+        config.weights else None
+    if entry is not None:  # the input the pretrained weights were trained on
+        own = entry.preprocessing
+        preprocessing = dataclasses.replace(preprocessing, mean=own.mean, std=own.std, scale=own.scale,
+                                            channel_order=own.channel_order)
     if config.normalize == "pixel":  # the paper: subtract the per-pixel mean of the training images
         mean = center_crop(train_set.images, [size, size]).double().mean(0).div(255).float()
         preprocessing = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_size=transforms.resize,

@@ -62,6 +62,15 @@ def weights_file(
     return resolved, None
 
 
+def weights_entry(model: str | None, weights: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                  progress: bool = True) -> WeightsEntry | None:
+    """What ``weights`` say of themselves (architecture, preprocessing, classes) without building a model: the
+    registry's or the Hub's entry, else the file's own record; None for a file that records nothing.
+    ``model`` picks the entry of an alias (``"imagenet"``); a file is read (downloaded first if it is a name)."""
+    path, entry = weights_file(model, weights, cache_dir, progress)
+    return entry or read_checkpoint(path).entry
+
+
 def entry_for_file(path: Path, model: str, ckpt: Checkpoint, model_kwargs: dict[str, Any]) -> WeightsEntry:
     """What a local file is: its recorded entry, else what its format and tensors suggest."""
     if ckpt.entry is not None:
