@@ -3,9 +3,9 @@
 One class covers every network of the family; each variant is a constructor argument: the block
 kind (basic, bottleneck, or their pre-activation forms), the stem (ImageNet 7x7, CIFAR 3x3, timm's
 deep C/S/T stems; max-pool, Keras' zero-padded max-pool or ResNet-RS's strided conv after it), where a
-stage downsamples (first block, or Keras V2's last), and the block options of
-:class:`~resnets.blocks.BlockOptions` (shortcut A/B/C/P, v1/v1.5 stride, groups and width, norm, conv,
-attention, average-pool downsampling, dropout), plus stochastic depth.
+stage downsamples (first block, or Keras V2's last), explicit per-block channels (pruned nets), and the block
+options of :class:`~resnets.blocks.BlockOptions` (shortcut A/B/C/P, v1/v1.5 stride, groups and width, norm,
+conv, attention, average-pool downsampling, anti-aliasing, dropout), plus stochastic depth.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import BLOCKS, OPTION_NAMES, BasicBlock, Block, BlockOptions, Bottleneck, ResidualBlock
-from .layers import conv2d, norm_layer
+from .layers import activation, activation_layer, anti_alias, conv2d, norm_layer
 
 Stem = Literal["imagenet", "cifar", "deep", "deep_tiered"]
 StemPool = Literal["max", "max_zero_pad", "conv", ""]
 Pool = Literal["avg", "max", ""]
+# Per stage, per block: a bottleneck's three conv widths (first 1x1, 3x3, last 1x1), as timm's pruned nets have them.
+BlockChannels = Sequence[Sequence[tuple[int, int, int]]]
 STEMS: tuple[str, ...] = ("imagenet", "cifar", "deep", "deep_tiered")
 STEM_POOLS: tuple[str, ...] = ("max", "max_zero_pad", "conv", "")
 
@@ -53,19 +55,22 @@ def cifar_blocks(depth: int, layers_per_block: int = 2) -> tuple[int, int, int]:
 
 
 def make_stage(block: Block, in_ch: int, width: int, blocks: int, stride: int, *, down_last: bool = False,
-               drop_paths: Sequence[float] | None = None, **block_kwargs) -> nn.Sequential:
+               drop_paths: Sequence[float] | None = None,
+               channels: Sequence[tuple[int, int, int]] | None = None, **block_kwargs) -> nn.Sequential:
     """A stage: one block that may change the shape, then identity blocks.
 
     ``down_last`` (Keras' ResNetV2): the first block changes the channels at stride 1, and the last
-    one downsamples. ``drop_paths``: each block's stochastic-depth rate.
+    one downsamples. ``drop_paths``: each block's stochastic-depth rate. ``channels``: each bottleneck's
+    conv widths, where they follow no rule (pruned nets; the last one equal across the stage).
     """
-    out_ch = width * block.expansion
+    out_ch = channels[0][-1] if channels else width * block.expansion
     drop_paths = list(drop_paths) if drop_paths is not None else [0.0] * blocks
     strides = [1] * blocks
     strides[-1 if down_last else 0] = stride
+    per_block = [{"channels": tuple(c)} for c in channels] if channels else [{}] * blocks
     return nn.Sequential(*[
-        block(in_ch if i == 0 else out_ch, width, s, drop_path=dp, **block_kwargs)
-        for i, (s, dp) in enumerate(zip(strides, drop_paths))
+        block(in_ch if i == 0 else out_ch, width, s, drop_path=dp, **block_kwargs, **extra)
+        for i, (s, dp, extra) in enumerate(zip(strides, drop_paths, per_block))
     ])
 
 
@@ -77,22 +82,30 @@ def _stem_conv(stem: str, in_chans: int, width: int, o: BlockOptions) -> tuple[n
         return conv2d(o.conv, in_chans, width, 3, 1, bias=o.conv_bias), width
     first, second = (3 * (width // 4), width) if stem == "deep_tiered" else (width, width)
     return nn.Sequential(
-        conv2d(o.conv, in_chans, first, 3, 2), norm_layer(o.norm, first, o.bn_eps), nn.ReLU(),
-        conv2d(o.conv, first, second, 3), norm_layer(o.norm, second, o.bn_eps), nn.ReLU(),
+        conv2d(o.conv, in_chans, first, 3, 2), norm_layer(o.norm, first, o.bn_eps), activation_layer(o.norm),
+        conv2d(o.conv, first, second, 3), norm_layer(o.norm, second, o.bn_eps), activation_layer(o.norm),
         conv2d(o.conv, second, 2 * width, 3, bias=o.conv_bias),
     ), 2 * width
 
 
 def _stem_pool(kind: str, channels: int, o: BlockOptions) -> nn.Module:
     """After the stem conv: max-pool (-inf padding), Keras' max-pool after zero padding, ResNet-RS's
-    strided conv, or nothing."""
+    strided conv, or nothing. Anti-aliased (``aa``, as timm): a 2x2 average pool instead of the max-pool, or
+    a stride-1 max-pool then a blur pool; the conv at stride 1, then the pool."""
+    if kind == "max_zero_pad" and o.aa:
+        raise ValueError("aa is not built with stem_pool='max_zero_pad'; use 'max' or 'conv'")
     if kind == "max":
+        if o.aa == "avg":
+            return nn.AvgPool2d(2)
+        if o.aa == "blur":
+            return nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), anti_alias("blur", channels))
         return nn.MaxPool2d(3, stride=2, padding=1)
     if kind == "max_zero_pad":
         return nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(3, stride=2))
     if kind == "conv":
-        return nn.Sequential(conv2d(o.conv, channels, channels, 3, 2), norm_layer(o.norm, channels, o.bn_eps),
-                             nn.ReLU())
+        pool = [anti_alias(o.aa, channels)] if o.aa else []
+        return nn.Sequential(conv2d(o.conv, channels, channels, 3, 1 if o.aa else 2), *pool,
+                             norm_layer(o.norm, channels, o.bn_eps), activation_layer(o.norm))
     return nn.Identity()
 
 
@@ -111,8 +124,6 @@ def _check_arguments(block, layers, widths, stem, stem_pool, num_classes, global
         raise ValueError(f"{len(layers)} stage depths given for {len(widths)} stage widths")
     if stem not in STEMS:
         raise ValueError(f"stem must be one of {', '.join(map(repr, STEMS))}, got {stem!r}")
-    if block.preact and stem.startswith("deep"):
-        raise ValueError("deep stems are not available with pre-activation blocks")
     stem_pool = ("" if stem == "cifar" else "max") if stem_pool is None else stem_pool
     if stem_pool not in STEM_POOLS:
         raise ValueError(f"stem_pool must be one of {', '.join(map(repr, STEM_POOLS))}, got {stem_pool!r}")
@@ -129,6 +140,22 @@ def _check_arguments(block, layers, widths, stem, stem_pool, num_classes, global
     return block, BlockOptions(**block_options), stem_pool
 
 
+def _check_block_channels(block: Block, layers: Sequence[int], block_channels: BlockChannels | None) -> None:
+    """Explicit channels: one (first, inner, out) triple per block of a post-activation bottleneck net, and one
+    output width per stage (the blocks of a stage add their outputs)."""
+    if block_channels is None:
+        return
+    if block is not Bottleneck:
+        raise ValueError("block_channels is built for post-activation bottlenecks (timm's pruned nets)")
+    if [len(stage) for stage in block_channels] != list(layers):
+        raise ValueError(f"block_channels must give a (first, inner, out) triple per block {tuple(layers)}, got "
+                         f"{[len(stage) for stage in block_channels]} blocks")
+    for i, stage in enumerate(block_channels):
+        if any(len(c) != 3 for c in stage) or len({c[2] for c in stage}) != 1:
+            raise ValueError(f"block_channels of stage {i + 1}: (first, inner, out) triples with one out width, "
+                             f"got {list(stage)}")
+
+
 class ResNet(nn.Module):
     """A residual (or, with ``residual=False``, plain) network.
 
@@ -136,8 +163,9 @@ class ResNet(nn.Module):
     is then the pooled features, or the feature map with ``global_pool=""``).  ``stem_width``: the
     stem's width (default ``widths[0]``; deep stems 32, doubled at their output); ``stem_pool``:
     default ``"max"`` after an ImageNet or deep stem, none after the CIFAR stem. Pre-activation blocks
-    get a stem without norm and a final norm + ReLU before the head. Other keyword arguments are the
-    block options of :class:`~resnets.blocks.BlockOptions`.
+    get a stem without norm and a final norm + ReLU before the head. ``block_channels``: per stage, per block,
+    a bottleneck's three conv widths, overriding ``widths`` (timm's pruned nets). Other keyword arguments are
+    the block options of :class:`~resnets.blocks.BlockOptions`.
     """
 
     def __init__(
@@ -157,11 +185,13 @@ class ResNet(nn.Module):
         global_pool: Pool = "avg",
         drop_rate: float = 0.0,
         classifier_activation: str | None = None,
+        block_channels: BlockChannels | None = None,
         **block_options,
     ) -> None:
         super().__init__()
         block, options, stem_pool = _check_arguments(block, layers, widths, stem, stem_pool, num_classes, global_pool,
                                                      classifier_activation, drop_rate, drop_path_rate, block_options)
+        _check_block_channels(block, layers, block_channels)
         self.preact = block.preact
         self.stem_type = stem
         self.in_chans = in_chans
@@ -178,17 +208,20 @@ class ResNet(nn.Module):
         self.maxpool = _stem_pool(stem_pool, stem_ch, options)
 
         reduction = (1 if stem == "cifar" else 2) * (2 if stem_pool else 1)
-        in_ch = self._add_stages(block, layers, widths, stem_ch, reduction, down_last, drop_path_rate, options)
+        in_ch = self._add_stages(block, layers, widths, stem_ch, reduction, down_last, drop_path_rate, options,
+                                 block_channels)
         self.num_features = in_ch
         if self.preact:
             self.norm = norm_layer(options.norm, in_ch, options.bn_eps)
+            self.post_act = activation(options.norm)
         self.num_classes = num_classes
         self.fc: nn.Module = nn.Linear(in_ch, num_classes) if num_classes else nn.Identity()
 
         self._init_weights(zero_init_residual)
 
     def _add_stages(self, block: Block, layers: Sequence[int], widths: Sequence[int], in_ch: int, reduction: int,
-                    down_last: bool, drop_path_rate: float, options: BlockOptions) -> int:
+                    down_last: bool, drop_path_rate: float, options: BlockOptions,
+                    block_channels: BlockChannels | None) -> int:
         """``layer1``, ``layer2``...: stride 2 from the second stage on (or, ``down_last``, in every stage but the
         last), stochastic depth rising linearly over the blocks; returns the last stage's channels."""
         total = sum(layers)
@@ -200,9 +233,11 @@ class ResNet(nn.Module):
             reduction *= stride
             name = f"layer{i + 1}"
             first = sum(layers[:i])
+            channels = block_channels[i] if block_channels else None
             self.add_module(name, make_stage(block, in_ch, width, blocks, stride, down_last=down_last,
-                                             drop_paths=rates[first:first + blocks], options=options))
-            in_ch = width * block.expansion
+                                             drop_paths=rates[first:first + blocks], channels=channels,
+                                             options=options))
+            in_ch = channels[0][-1] if channels else width * block.expansion
             self.stage_names.append(name)
             self.feature_info.append({"module": name, "num_chs": in_ch, "reduction": reduction})
         return in_ch
@@ -240,7 +275,7 @@ class ResNet(nn.Module):
 
     def forward_post(self, x: torch.Tensor) -> torch.Tensor:
         """What follows the last stage before the head: the final norm + ReLU of pre-activation nets."""
-        return F.relu(self.norm(x)) if self.preact else x
+        return self.post_act(self.norm(x)) if self.preact else x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, ``(N, num_features, H/32, W/32)`` for the ImageNet nets."""
