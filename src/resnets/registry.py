@@ -64,9 +64,12 @@ _C, _S = dict(stem="deep"), dict(stem="deep", stem_width=64)  # timm's deep stem
 _D, _T = dict(stem="deep", avg_down=True), dict(stem="deep_tiered", avg_down=True)  # + average-pool downsampling
 _SE, _ECA = dict(attn="se"), dict(attn="eca")
 _RS = dict(stem="deep", stem_pool="conv", avg_down=True, attn="se", attn_ratio=0.25)  # ResNet-RS (Bello et al. 2021)
+_AA, _BLUR = dict(aa="avg"), dict(aa="blur")  # anti-aliased downsampling (Zhang 2019): average or blur pool
+_SENET = dict(groups=64, base_width=4, stem="deep", stem_width=64, reduce_first=2, down_kernel=3, attn="se")
 _KERAS_V2 = dict(block="preact_bottleneck", stem_pool="max_zero_pad", down_last=True, shortcut="P", conv_bias=True,
                  bn_eps=1.001e-5)
 _TIMM_V2 = dict(block="preact_bottleneck")
+_V2D = dict(stem="deep", avg_down=True)  # timm's ResNetV2 "d": deep stem (32, 32, 64), average-pool projections
 _BIT = dict(block="preact_bottleneck", stem_pool="max_zero_pad", norm="group", conv="std")
 _CIFAR = dict(stem="cifar", widths=CIFAR_WIDTHS, num_classes=10)
 
@@ -89,6 +92,28 @@ def _wide_cifar(depth: int, k: int) -> dict:
         raise ValueError(f"a Wide ResNet has depth 6n+4, got {depth}")
     n = (depth - 4) // 6
     return dict(_CIFAR, block="preact_basic", layers=(n, n, n), widths=(16 * k, 32 * k, 64 * k), stem_width=16)
+
+
+def _pruned(stages: tuple[tuple[int, tuple[tuple[int, int], ...]], ...]) -> dict:
+    """timm's pruned nets (Aflalo et al. 2020, "Knapsack Pruning with Inner Distillation"; the channel counts of
+    timm/models/_pruned/*.txt): per stage its output width and each block's first 1x1 and 3x3 widths."""
+    return dict(block_channels=tuple(tuple((first, inner, out) for first, inner in blocks) for out, blocks in stages))
+
+
+_ECA50D_PRUNED = _pruned((
+    (19, ((47, 18), (52, 22), (64, 35))),
+    (171, ((85, 37), (107, 80), (120, 85), (125, 87))),
+    (818, ((198, 126), (255, 232), (256, 233), (253, 235), (256, 225), (256, 239))),
+    (2022, ((492, 237), (512, 500), (512, 490))),
+))
+_ECA101D_PRUNED = _pruned((
+    (26, ((45, 25), (53, 20), (60, 27))),
+    (142, ((81, 24), (93, 49), (102, 54), (122, 78))),
+    (278, ((101, 25), (239, 160), (234, 156), (250, 176), (253, 191), (251, 175), (230, 128), (244, 154), (244, 159),
+           (238, 97), (244, 149), (253, 181), (245, 119), (255, 216), (256, 201), (253, 149), (254, 141), (256, 190),
+           (256, 217), (255, 156), (256, 155), (256, 232), (256, 214))),
+    (2042, ((499, 289), (512, 512), (512, 502))),
+))
 
 
 def _bit(layers: tuple[int, ...], k: int) -> dict:
@@ -197,6 +222,21 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
     "resnetrs270": _table("ResNet-RS-270.", block="bottleneck", layers=(4, 29, 53, 4), **_RS),
     "resnetrs350": _table("ResNet-RS-350.", block="bottleneck", layers=(4, 36, 72, 4), **_RS),
     "resnetrs420": _table("ResNet-RS-420.", block="bottleneck", layers=(4, 44, 87, 4), **_RS),
+    "resnetaa50": _table("timm ResNet-50-AA: anti-aliased downsampling (2x2 average pool after stride-1 convs).",
+                         **_R50, **_AA),
+    "resnetaa50d": _table("timm ResNet-50-D-AA.", **_R50, **_D, **_AA),
+    "resnetaa101d": _table("timm ResNet-101-D-AA.", **_R101, **_D, **_AA),
+    "resnetblur50": _table("timm ResNet-50-Blur: blur-pool downsampling (Zhang 2019).", **_R50, **_BLUR),
+    "seresnextaa101d_32x8d": _table("timm SE-ResNeXt-101-D-AA 32x8d.", **_R101, groups=32, base_width=8, **_D,
+                                    **_SE, **_AA),
+    "seresnextaa201d_32x8d": _table("timm SE-ResNeXt-201-D-AA 32x8d: bottleneck blocks (3, 24, 36, 4), deep stem "
+                                    "(64, 64, 128).", block="bottleneck", layers=(3, 24, 36, 4), groups=32,
+                                    base_width=8, **_S, avg_down=True, **_SE, **_AA),
+    "ecaresnet50d_pruned": _table("timm ECA-ResNet-50-D pruned (Knapsack pruning): per-block channels.",
+                                  **_R50, **_D, **_ECA, **_ECA50D_PRUNED),
+    "ecaresnet101d_pruned": _table("timm ECA-ResNet-101-D pruned.", **_R101, **_D, **_ECA, **_ECA101D_PRUNED),
+    "senet154": _table("timm SENet-154 (Hu et al. 2018): SE-ResNeXt-152 64x4d, deep stem (64, 64, 128), half-width "
+                       "first convs, 3x3 strided projections.", **_R152, **_SENET),
     # timm's pre-activation ResNetV2 (timm/models/resnetv2.py) and Big Transfer (Kolesnikov et al. 2020).
     "resnetv2_18": _table("timm ResNetV2-18: pre-activation basic blocks.", block="preact_basic", layers=(2, 2, 2, 2)),
     "resnetv2_34": _table("timm ResNetV2-34.", block="preact_basic", layers=(3, 4, 6, 3)),
@@ -204,6 +244,13 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
                           **_TIMM_V2, layers=(3, 4, 6, 3)),
     "resnetv2_101": _table("timm ResNetV2-101.", **_TIMM_V2, layers=(3, 4, 23, 3)),
     "resnetv2_152": _table("timm ResNetV2-152.", **_TIMM_V2, layers=(3, 8, 36, 3)),
+    "resnetv2_18d": _table("timm ResNetV2-18-D: deep stem, average-pool projections.", block="preact_basic",
+                           layers=(2, 2, 2, 2), **_V2D),
+    "resnetv2_34d": _table("timm ResNetV2-34-D.", block="preact_basic", layers=(3, 4, 6, 3), **_V2D),
+    "resnetv2_50d_gn": _table("timm ResNetV2-50-D with GroupNorm (32 groups).", **_TIMM_V2, layers=(3, 4, 6, 3),
+                              **_V2D, norm="group"),
+    "resnetv2_50d_evos": _table("timm ResNetV2-50-D with EvoNorm-S0 (Liu et al. 2020), its own activation.",
+                                **_TIMM_V2, layers=(3, 4, 6, 3), **_V2D, norm="evonorm"),
     "resnetv2_50x1_bit": _table("BiT-M R50x1: weight-standardised convs, GroupNorm.", **_bit((3, 4, 6, 3), 1)),
     "resnetv2_50x3_bit": _table("BiT-M R50x3.", **_bit((3, 4, 6, 3), 3)),
     "resnetv2_101x1_bit": _table("BiT-M R101x1.", **_bit((3, 4, 23, 3), 1)),
