@@ -1,6 +1,6 @@
 """The ResNet family beyond the paper: ResNeXt and Wide ResNet against torchvision, the CIFAR pre-activation and
-Wide ResNets against independent reference code and the papers' parameter counts, and every block kind through
-BN folding, explanations and the shape contract."""
+Wide ResNets against independent reference code and the papers' parameter counts, and every block kind and option
+kind through BN folding, classifier surgery, explanations and the shape contract."""
 
 from __future__ import annotations
 
@@ -14,18 +14,22 @@ from torch import nn
 
 import resnets
 from resnets.inference import fold_batchnorm, optimize
+from resnets.layers import EvoNormS0
 
 TORCHVISION = ["resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]
 
 
 def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """BatchNorm statistics (bn_reference) plus GroupNorm affines and conv biases: nothing left at its default."""
+    """BatchNorm statistics (bn_reference) plus GroupNorm and EvoNorm affines (EvoNorm's gate too) and conv biases:
+    nothing left at its default."""
     randomize_bn(model, seed)
     g = torch.Generator().manual_seed(seed + 1)
     for m in model.modules():
-        if isinstance(m, nn.GroupNorm):
-            m.weight.data.copy_(torch.rand(m.num_channels, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_channels, generator=g) * 0.2)
+        if isinstance(m, (nn.GroupNorm, EvoNormS0)):
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+            if isinstance(m, EvoNormS0):
+                m.v.data.copy_(torch.rand(m.v.shape, generator=g) + 0.5)
         elif isinstance(m, nn.Conv2d) and m.bias is not None:
             m.bias.data.copy_(torch.randn(m.out_channels, generator=g) * 0.2)
     return model.eval()
@@ -201,19 +205,36 @@ SMALL = {  # one block per stage: every layer type of the named families at a fr
     "groupnorm": dict(block="basic", layers=(1, 1, 1, 1), norm="group"),
     "wide-cifar": dict(block="preact_basic", layers=(2, 2, 2), widths=(32, 64, 128), stem="cifar", stem_width=16,
                        num_classes=10),
+    "aa-avg-d": dict(block="bottleneck", layers=(1, 1, 1, 1), stem="deep", avg_down=True, aa="avg"),
+    "blur-basic": dict(block="basic", layers=(1, 1, 1, 1), aa="blur"),
+    "senet": dict(block="bottleneck", layers=(1, 1, 1, 1), groups=64, base_width=4, stem="deep", stem_width=64,
+                  reduce_first=2, down_kernel=3, attn="se"),
+    "pruned-eca": dict(block="bottleneck", layers=(1, 2, 1, 1), stem="deep", avg_down=True, attn="eca",
+                       block_channels=(((47, 18, 19),), ((85, 37, 171), (107, 80, 171)), ((198, 126, 818),),
+                                       ((492, 237, 2022),))),
+    "timm-v2-d": dict(block="preact_basic", layers=(1, 1, 1, 1), stem="deep", avg_down=True),
+    "evonorm-v2-d": dict(block="preact_bottleneck", layers=(1, 1, 1, 1), stem="deep", avg_down=True, norm="evonorm"),
 }
+# One of each block class, for what depends on it alone.
+BLOCK_KINDS = {"basic": "groupnorm", "bottleneck": "resnext-se-d", "preact_basic": "timm-v2-basic",
+               "preact_bottleneck": "keras-v2"}
 
 
 def small(kind: str, **kwargs) -> nn.Module:
     return randomize_norms(resnets.ResNet(**{**SMALL[kind], **kwargs}))
 
 
+def small_input(model: resnets.ResNet) -> torch.Tensor:
+    """Two images at the smallest size every stage of ``model`` sees (32 for CIFAR stems, else 64)."""
+    size = 32 if model.stem_type == "cifar" else 64
+    return torch.randn(2, 3, size, size)
+
+
 @pytest.mark.parametrize("kind", list(SMALL))
 def test_folded_model_matches_eager_for_every_block_kind(kind):
     """Folding pairs each BN with the conv before it only: a pre-activation norm (after an add) stays."""
     model = small(kind)
-    size = 32 if model.stem_type == "cifar" else 64
-    x = torch.randn(2, 3, size, size)
+    x = small_input(model)
     with torch.no_grad():
         expected = model(x)
     preact_norms = sum(isinstance(m, resnets.blocks.PreActBlock) for m in model.modules()) + model.preact
@@ -243,18 +264,41 @@ def test_weight_standardised_convs_are_frozen_exactly():
         assert relative_error(frozen(x), expected) < 1e-5
 
 
-@pytest.mark.parametrize("kind", ["keras-v2", "timm-v2-basic", "resnext-se-d"])
+# Options inside post-activation blocks leave the head and its maps as resnext-se-d has them: not explained again.
+BLOCK_INTERNAL = ("aa-avg-d", "blur-basic", "senet", "pruned-eca")
+
+
+@pytest.mark.parametrize("kind", [k for k in SMALL if k not in BLOCK_INTERNAL])
 def test_cam_of_every_block_kind_adds_up_to_the_logit(kind):
-    """CAM's map of the last stage (the post-norm map the head pools, for pre-activation nets) averages to the logit."""
+    """CAM's map of the last stage (the post-norm map the head pools, for pre-activation nets) averages to the logit;
+    Grad-CAM explains an inner stage."""
     model = small(kind)
-    x = torch.randn(2, 3, 64, 64)
+    x = small_input(model)
     found = resnets.explain(model, x, method="cam")
     with torch.no_grad():
         logits = model(x)
     cam_logits = found.raw_maps.mean((1, 2)) + model.fc.bias[found.classes]
     assert torch.allclose(cam_logits, logits.gather(1, found.classes[:, None])[:, 0], atol=1e-4)
     grad = resnets.explain(model, x, method="gradcam", layer=2)
-    assert grad.maps.shape == (2, 64, 64) and torch.isfinite(grad.raw_maps).all()
+    assert grad.maps.shape == (2, *x.shape[-2:]) and torch.isfinite(grad.raw_maps).all()
+
+
+@pytest.mark.parametrize("block", list(BLOCK_KINDS))
+def test_reset_classifier_of_every_block_kind(block):
+    """A new head of any size on the same features, none (pooled features), or the bare feature map."""
+    model = small(BLOCK_KINDS[block])
+    x = small_input(model)
+    with torch.no_grad():
+        features = model.forward_head(model.forward_features(x), pre_logits=True)
+        model.reset_classifier(5)
+        assert model.get_classifier().in_features == model.num_features and model(x).shape == (2, 5)
+        model.reset_classifier(0)
+        assert torch.equal(model(x), features)
+        model.reset_classifier(0, global_pool="")
+        fmap = model(x)
+        assert fmap.ndim == 4 and fmap.shape[1] == model.num_features
+        model.reset_classifier(3, global_pool="max")
+        assert model(x).shape == (2, 3)
 
 
 def test_keras_v2_stride_placement_and_feature_info():
@@ -268,7 +312,8 @@ def test_keras_v2_stride_placement_and_feature_info():
 
 
 QUICK_SHAPES = {"resnet50", "resnet20", "resnext50_32x4d", "resnet50v2", "resnet164v2", "wide_resnet16_8",
-                "resnet26t", "seresnext26d_32x4d", "ecaresnet50t", "resnetrs50", "resnet50_gn", "resnetv2_50x1_bit"}
+                "resnet26t", "seresnext26d_32x4d", "ecaresnet50t", "resnetrs50", "resnet50_gn", "resnetv2_50x1_bit",
+                "resnetaa50d", "resnetblur50", "ecaresnet50d_pruned", "senet154", "resnetv2_18d", "resnetv2_50d_evos"}
 
 
 @pytest.mark.parametrize("name", [n if n in QUICK_SHAPES else pytest.param(n, marks=pytest.mark.exhaustive)
