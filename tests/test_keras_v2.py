@@ -109,6 +109,38 @@ def test_keras_face_takes_keras_arguments_and_files(top50, tmp_path):
     assert torch.allclose(probs.sum(1), torch.ones(2), atol=1e-5)  # Keras' default softmax top
 
 
+@pytest.mark.parametrize("keras_name", ["ResNet50", "ResNet50V2", "ResNet152V2"])
+def test_keras_face_has_keras_signature(keras_name):
+    """Keras' parameters in Keras' order with Keras' defaults (``name`` included); ours adds keyword-only ones."""
+    import inspect
+
+    theirs = inspect.signature(getattr(keras.applications, keras_name)).parameters
+    ours = inspect.signature(getattr(resnets, keras_name)).parameters
+    positional = [p for p in ours.values() if p.kind == p.POSITIONAL_OR_KEYWORD]
+    assert [(p.name, p.default) for p in positional] == [(p.name, p.default) for p in theirs.values()]
+
+
+def test_keras_face_positional_sigmoid_top_input_tensor_and_name(top50, tmp_path):
+    """Keras' positional order, a sigmoid top equal to Keras' logits through a sigmoid, ``name``, and an
+    ``input_tensor`` of images setting the input shape; a Keras tensor or a shape there is refused, clearly."""
+    path = write_legacy_h5(top50, tmp_path / "resnet50v2.h5")
+    x = tf_input(seed=6)
+    model = resnets.ResNet50V2(True, path, None, (SIZE, SIZE, 3), None, 1000, "sigmoid", "tagger").eval()
+    with torch.no_grad():
+        got = model(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    expected = 1 / (1 + np.exp(-top50.predict(x, verbose=0)))
+    assert np.abs(got - expected).max() < 1e-5 and model.name == "tagger"
+    images = torch.zeros(4, SIZE + 32, SIZE, 3)  # NHWC, as a Keras user holds them
+    default = resnets.ResNet50V2(weights=None, input_tensor=images)
+    assert default.input_size == (3, SIZE + 32, SIZE) and default.name == "resnet50v2"
+    with pytest.raises(TypeError, match="a Keras tensor cannot feed a PyTorch module"):
+        resnets.ResNet50V2(weights=None, input_tensor=keras.Input((SIZE, SIZE, 3)))
+    with pytest.raises(TypeError, match="input_shape, the fourth argument"):
+        resnets.ResNet50V2(False, None, (SIZE, SIZE, 3))
+    with pytest.raises(ValueError, match="contradicts input_shape"):
+        resnets.ResNet50V2(weights=None, input_tensor=images, input_shape=(SIZE, SIZE, 3))
+
+
 def test_keras_face_argument_checks_and_imagenet_names():
     from resnets.keras_api import _imagenet_weights
 
