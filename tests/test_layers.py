@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a top-level m
     ("architectures", {"registry", "networks", "blocks", "layers"}),
     ("data", {"data"}),
     ("basics", {"preprocess", "classes", "device", "atomic", "cache", "summary", "choices", "quiet", "progress",
-                "errors", "colour"}),
+                "errors", "colour", "cpu"}),
 ]
 RANK = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
 
@@ -38,9 +38,10 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             if node.level:
                 base = package[: len(package) - node.level + 1] if node.level > 1 else package
                 target = [*base, *(node.module.split(".") if node.module else [])]
-                if not target:  # "from . import x" at the top: x is a module of the package
-                    target = [node.names[0].name]
-                found.append((node.lineno, ".".join(target)))
+                if not target:  # "from . import x, y" at the top: x and y are modules of the package
+                    found += [(node.lineno, alias.name) for alias in node.names]
+                else:
+                    found.append((node.lineno, ".".join(target)))
             elif node.module and node.module.split(".")[0] == "resnets":
                 found.append((node.lineno, node.module.partition(".")[2] or node.names[0].name))
         elif isinstance(node, ast.Import):

@@ -220,7 +220,7 @@ def test_runs_are_never_overwritten_or_shared_and_bad_options_are_named(tmp_path
                   precision="fp32", threads=1, progress=False, cache_dir=str(tmp_path / "cache"))
     train(make_config("fast-cifar", **values))
     before = (tmp_path / "run" / "metrics.csv").read_text()
-    with pytest.raises(ValueError, match=r"already holds a training run .* --resume"):
+    with pytest.raises(ValueError, match=r"already holds a training run .* resume=True"):
         train(make_config("fast-cifar", **values))
     assert (tmp_path / "run" / "metrics.csv").read_text() == before
     capsys.readouterr()
@@ -235,12 +235,17 @@ def test_runs_are_never_overwritten_or_shared_and_bad_options_are_named(tmp_path
             train(make_config("fast-cifar", **values, resume=True))
     with pytest.raises(ValueError, match=r"is a run of resnet20, not resnet32"):
         train(make_config("fast-cifar", **{**values, "model": "resnet32"}, resume=True))
-    for bad, message in ((dict(batch_size=0), "batch_size .* must be a positive integer, got 0"),
-                         (dict(epochs=-1), "epochs .* must be a positive integer, got -1"),
-                         (dict(freeze="backbone"), "--freeze backbone .* give --weights"),
-                         (dict(precision="fp16"), "fp16 is for CUDA GPUs")):
-        with pytest.raises(ValueError, match=message):
+    for bad, message, flags in (
+            (dict(batch_size=0), "batch_size= must be a positive integer, got 0", ["--batch-size", "0"]),
+            (dict(epochs=-1), "epochs= must be a positive integer, got -1", ["--epochs=-1"]),
+            (dict(freeze="backbone"), "freeze='backbone' .* give weights=", ["--freeze", "backbone"]),
+            (dict(precision="fp16"), "precision='fp16' is for CUDA GPUs.* use precision='bf16'", ["--precision", "fp16"])):
+        with pytest.raises(ValueError, match=message):  # Python names its arguments, the command line its flags
             train(make_config("fast-cifar", **{**values, "out": str(tmp_path / "other"), **bad}))
+        code = main(["train", "--model", "resnet20", "--data", values["data"], "--out", str(tmp_path / "other"),
+                     "--epochs", "1", "--batch-size", "4", "--threads", "1", "--no-progress", *flags])
+        said = capsys.readouterr().err
+        assert code != 0 and flags[0].split("=")[0] in said and "=" not in said.split("error:", 1)[1], said
 
 
 def test_bad_weights_files_are_named_with_their_cause(tmp_path):

@@ -222,3 +222,36 @@ def test_features_parquet_output_holds_paths_and_vectors(tmp_path):
 def test_features_layer_out_of_range_is_refused_before_any_work():
     with pytest.raises(ValueError, match=r"stage must lie in 1..3, got 5"):
         resnets.pipeline.load_inference("resnet20", None, features=("avg", 5))
+
+
+def test_an_optimized_softmax_headed_model_gives_the_eager_probabilities(tmp_path):
+    """A Keras-style head that ends in softmax: predict and flip-TTA eval give its probabilities as they are,
+    eager or through another engine (whose wrapper has no classifier_activation of its own), never a second
+    softmax."""
+    pytest.importorskip("onnxruntime")
+    from resnets.evaluate import predict_scores
+    from resnets.pipeline import load_inference
+    from resnets.predict import predict_files
+
+    torch.manual_seed(0)
+    src = Path(__file__).resolve().parents[1] / "examples" / "images"
+    photos = sorted(src.glob("cifar10_*.jpg"))
+    runs = [load_inference("resnet20", None, backend=b, device="cpu", classifier_activation="softmax")
+            for b in (None, "onnxruntime")]
+    assert not hasattr(runs[1].model, "classifier_activation")  # an engine's wrapper, not the network
+    state = runs[0].model.state_dict()
+    answers = []
+    for inf in runs:
+        inf.network.load_state_dict(state)
+        if inf.backend != "eager":
+            inf.model = inf.optimized(inf.network)  # the same weights through the engine
+        answers.append([p.top for p in predict_files(inf, photos, top=3, batch_size=4, workers=0)])
+        x = torch.stack([inf.preprocessing(resnets.load_img(p)) for p in photos])
+        scores = predict_scores(inf, x, "flip")
+        assert torch.allclose(scores.sum(1), torch.ones(len(photos)), atol=1e-5)
+    for eager, engine in zip(*answers):
+        assert [c for c, _, _ in eager] == [c for c, _, _ in engine]
+        np.testing.assert_allclose([p for *_, p in eager], [p for *_, p in engine], atol=1e-4)
+    with torch.inference_mode():
+        direct = runs[0].network(torch.stack([runs[0].preprocessing(resnets.load_img(photos[0]))]))[0]
+    assert answers[0][0][0][2] == pytest.approx(direct.max().item(), abs=1e-6)  # the head's softmax, once

@@ -39,13 +39,14 @@ def _check_tta(tta: str) -> None:
         raise ValueError(f"tta must be one of {', '.join(TTA)}, got {tta!r}")
 
 
-def predict_scores(model: torch.nn.Module, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
-    """Class scores of a batch: the logits, or with ``tta="flip"`` the mean softmax of the images and their
-    mirror images (test-time augmentation with the flip every recipe trains on; twice the compute)."""
+def predict_scores(inf: Inference, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """Class scores of a batch: the model's outputs, or with ``tta="flip"`` the mean class probabilities of the
+    images and their mirror images (test-time augmentation with the flip every recipe trains on; twice the
+    compute)."""
     _check_tta(tta)
     if tta == "none":
-        return run_model(model, images)
-    return (run_model(model, images).softmax(1) + run_model(model, images.flip(-1)).softmax(1)) / 2
+        return run_model(inf.model, images)
+    return (inf.probabilities(run_model(inf.model, images)) + inf.probabilities(run_model(inf.model, images.flip(-1)))) / 2
 
 
 def evaluate(inf: Inference, data: str | os.PathLike, batch_size: int = 128, workers: int = 2,
@@ -67,7 +68,7 @@ def evaluate(inf: Inference, data: str | os.PathLike, batch_size: int = 128, wor
     for batch, refs in inf.batches(images.images, batch_size, workers):
         errors += [(str(refs[i]), e) for i, e in batch.errors]
         if len(batch.indices):
-            a, b = _topk_hits(predict_scores(inf.model, batch.images, tta), labels[batch.indices])
+            a, b = _topk_hits(predict_scores(inf, batch.images, tta), labels[batch.indices])
             top1, top5, seen = top1 + a, top5 + b, seen + len(batch.indices)
         bar.update(len(batch.indices) + len(batch.errors))
     bar.close()

@@ -27,6 +27,7 @@ from torch import nn
 
 from .choices import METHODS
 from .errors import BadInput
+from .pipeline import logit_probabilities
 
 
 @dataclass
@@ -87,12 +88,6 @@ def _logits(model: nn.Module, fmap: torch.Tensor) -> torch.Tensor:
     return model.fc(model.forward_head(fmap, pre_logits=True))
 
 
-def _probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
-    if getattr(model, "classifier_activation", None) == "sigmoid":
-        return logits.sigmoid()
-    return logits.softmax(1)
-
-
 def _run(model: nn.Module, x: torch.Tensor, target, method: str, layer: int) -> Explanation:
     with torch.no_grad():
         fmap = model.forward_intermediates(x, [layer])[0]
@@ -117,7 +112,7 @@ def _from_map(model: nn.Module, fmap: torch.Tensor, size: tuple[int, int],
     with torch.set_grad_enabled(method != "cam"):
         logits = _logits(model, model.forward_after(fmap, layer)).float()
     classes = _targets(target, logits.detach())
-    probabilities = _probabilities(model, logits.detach()).gather(1, classes[:, None])[:, 0]
+    probabilities = logit_probabilities(model, logits.detach()).gather(1, classes[:, None])[:, 0]
     a = fmap.detach().float()
     if method == "cam":
         weights = model.fc.weight.detach().float()[classes]  # (N, C)

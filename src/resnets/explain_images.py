@@ -8,6 +8,7 @@ so no plotting library is needed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .atomic import atomic_path
 from .classes import _id_name_pairs
 from .data.images import ImageLoadError, load_img
+from .errors import BadInput
 from .explain import explain
 from .pipeline import Inference
 from .preprocess import Preprocessing
@@ -131,16 +133,20 @@ def _save(img: Image.Image, path: Path) -> None:
 
 
 def eager_inference(inf: Inference) -> Inference:
-    """``inf`` itself when its model is the eager network; otherwise (compiled, quantised or onnxruntime, which
-    have no gradients) the same weights reloaded eagerly in fp32, as maps need the eager model's gradients."""
+    """``inf`` itself when its model is the eager network; otherwise (compiled, quantised or another engine, which
+    have no gradients) the eager fp32 network it was made from, else the same weights reloaded eagerly in fp32,
+    as maps need the eager model's gradients."""
     from .networks import ResNet
     from .pipeline import load_inference
 
     if isinstance(inf.model, ResNet):
         return inf
+    if isinstance(inf.network, ResNet):
+        return dataclasses.replace(inf, model=inf.network, backend="eager", backend_reason="", precision="fp32",
+                                   calibration=None)
     if inf.weights is None:
-        raise ValueError("maps need the eager model's gradients: with random weights use precision fp32 "
-                         "(--precision fp32) and the torch backend (--backend torch)")
+        raise BadInput("maps need the eager model's gradients: with random weights use precision='fp32' and "
+                       "backend='torch'")
     return load_inference(inf.name, inf.weights, device=inf.device)
 
 

@@ -42,6 +42,14 @@ class Inference:
     calibration: list[torch.Tensor] | None = None  # the preprocessed batches int8 calibrated on
     network: nn.Module | None = None  # the eager fp32 network ``model`` was made from (same weights, no reload)
 
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities from the model's outputs: softmax, unless the network ends in its own activation
+        (Keras-style ``classifier_activation``), whose outputs already are (an optimized copy keeps it)."""
+        network = self.network if self.network is not None else self.model
+        if getattr(network, "classifier_activation", None) is None:
+            return outputs.softmax(dim=1)
+        return outputs
+
     def optimized(self, module: nn.Module) -> nn.Module:
         """``module`` (built from this model's eager network: a feature extractor, its first stages) run the way
         the model runs: the same precision, backend and int8 calibration; as it is where the model is eager."""
@@ -192,9 +200,9 @@ def run_model(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model(images.to(model_device(model), non_blocking=True)).float().cpu()
 
 
-def probabilities(model: nn.Module, outputs: torch.Tensor) -> torch.Tensor:
-    """Class probabilities from a model's outputs: softmax, unless the model ends in its own activation
-    (Keras-style ``classifier_activation``), whose outputs already are."""
-    if getattr(model, "classifier_activation", None) is None:
-        return outputs.softmax(dim=1)
-    return outputs
+def logit_probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities from raw logits, by the network's head: sigmoid for a Keras-style
+    ``classifier_activation="sigmoid"``, else softmax."""
+    if getattr(model, "classifier_activation", None) == "sigmoid":
+        return logits.sigmoid()
+    return logits.softmax(1)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .classes import decode_predictions
-from .pipeline import Inference, probabilities, run_model
+from .pipeline import Inference, run_model
 
 
 @dataclass
@@ -33,6 +33,6 @@ def predict_files(inf: Inference, paths: Sequence[Path], top: int = 5, batch_siz
             yield Prediction(all_paths[index], [], message)
         if not len(batch.indices):
             continue
-        probs = probabilities(inf.model, run_model(inf.model, batch.images))
+        probs = inf.probabilities(run_model(inf.model, batch.images))
         for index, answer in zip(batch.indices.tolist(), decode_predictions(probs, top, inf.classes)):
             yield Prediction(all_paths[index], answer)

@@ -7,10 +7,11 @@ Nothing here imports torch: ``resnets --help`` builds every parser, and must sta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Iterable
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from ..choices import BACKEND_CHOICES, DEVICE_PATTERN, PRECISIONS
 
@@ -56,11 +57,37 @@ class Parser(argparse.ArgumentParser):
         return super().format_help()
 
 
-def with_flags(message: str, names: Iterable[str]) -> str:
-    """A library message that names Python arguments (``max_batch``), with the CLI's flags (``--max-batch``)."""
+def with_flags(message: str, names: Iterable[str], bare: bool = True, renamed: dict[str, str] | None = None) -> str:
+    """A library message that names Python arguments, with the CLI's flags instead: ``resume=True`` -> ``--resume``,
+    ``precision='fp32'`` -> ``--precision fp32``, ``out=`` -> ``--out``, and with ``bare`` a plain ``max_batch`` ->
+    ``--max-batch`` (for names no English word shares). ``renamed``: argument -> flag where they differ."""
     for name in sorted(names, key=len, reverse=True):
-        message = re.sub(rf"(?<![\w-]){re.escape(name)}\b", "--" + name.replace("_", "-"), message)
+        flag = "--" + (renamed or {}).get(name, name).replace("_", "-")
+        word = rf"(?<![\w-]){re.escape(name)}"
+        message = re.sub(rf"{word}=True\b", flag, message)
+        message = re.sub(rf"{word}='([^']*)'", rf"{flag} \1", message)
+        message = re.sub(rf"{word}=(?=\w)", flag + " ", message)
+        message = re.sub(rf"{word}=", flag, message)
+        if bare:
+            message = re.sub(rf"{word}\b", flag, message)
     return message
+
+
+@contextlib.contextmanager
+def flags_in_errors(names: Iterable[str], renamed: dict[str, str] | None = None) -> Iterator[None]:
+    """Errors raised inside, whose messages name Python arguments (``resume=True``), raised again (same type)
+    naming the CLI's flags (``--resume``): see :func:`with_flags`."""
+    try:
+        yield
+    except (ValueError, ImportError, RuntimeError) as e:
+        message = with_flags(str(e), names, bare=False, renamed=renamed)
+        if message == str(e):
+            raise
+        try:
+            again = type(e)(message)
+        except TypeError:  # an exception type with other arguments: as it was
+            raise e from None
+        raise again from e
 
 
 def parse_device(text: str) -> str:

@@ -9,8 +9,11 @@ import sys
 from ..choices import TTA
 from .common import (
     UsageError, add_device_option, add_model_options, add_precision_options, add_progress_option, model_and_weights,
-    say_what_runs,
+    flags_in_errors, say_what_runs,
 )
+
+#: The Ray engine's arguments that its messages name (``actors=``), as this command's flags.
+RAY_ARGUMENTS = ("actors", "device", "address", "precision", "backend", "batch_size")
 
 
 def _model_options(p: argparse.ArgumentParser, int8_calibrates_on_inputs: bool = True) -> None:
@@ -129,7 +132,8 @@ def run_predict(args: argparse.Namespace) -> int:
             raise UsageError("--explain runs on this machine: drop --engine ray, or run 'resnets explain' afterwards")
         from ..ray import predict_files as ray_predict_files
 
-        preds = ray_predict_files(paths, top=args.top, **_ray_options(args))
+        with flags_in_errors(RAY_ARGUMENTS):
+            preds = ray_predict_files(paths, top=args.top, **_ray_options(args))
     else:
         inf = load_inference(*model_and_weights(args), args.precision, calibration=paths, device=args.device,
                              backend=args.backend, fast_decode=args.fast_decode, progress=args.progress)
@@ -161,8 +165,9 @@ def run_features(args: argparse.Namespace) -> int:
     if _engine(args) == "ray":
         from ..ray import extract_features as ray_extract_features
 
-        run = ray_extract_features(paths, args.output, pooling=args.pooling, layer=args.layer, progress=args.progress,
-                                   **_ray_options(args))
+        with flags_in_errors(RAY_ARGUMENTS):
+            run = ray_extract_features(paths, args.output, pooling=args.pooling, layer=args.layer,
+                                       progress=args.progress, **_ray_options(args))
     else:
         inf = load_inference(*model_and_weights(args), args.precision, features=(args.pooling, args.layer),
                              calibration=paths, device=args.device, backend=args.backend,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..choices import DATA_MODES, FREEZE_MODES, SCHEDULES, TRAIN_PRECISIONS
-from .common import DEVICE_HELP, UsageError, add_progress_option, parse_device
+from .common import DEVICE_HELP, UsageError, add_progress_option, flags_in_errors, parse_device
 
 if TYPE_CHECKING:
     from ..train.config import TrainConfig
@@ -165,15 +166,25 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
     values = {_RENAMED.get(k, k): v for k, v in vars(args).items() if k not in ("command", "func", "debug")}
     try:
-        return run_config(**values)
+        with train_flags():
+            return run_config(**values)
     except ValueError as e:
         raise UsageError(str(e)) from e
+
+
+def train_flags():
+    """Training errors, which name TrainConfig fields (``resume=True``), naming this command's flags (``--resume``)."""
+    from ..train.config import TrainConfig
+
+    return flags_in_errors([f.name for f in dataclasses.fields(TrainConfig)], {v: k for k, v in _RENAMED.items()})
 
 
 def run_train(args: argparse.Namespace) -> int:
     from ..train import train
 
-    result = train(config_from_args(args))
+    config = config_from_args(args)
+    with train_flags():
+        result = train(config)
     if result.get("epoch") and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(f"done: {result['eval_split']} error {result['eval_error']:.2%} after {result['epoch']} epochs; "
               f"run directory {result['run_dir']}")
@@ -200,9 +211,10 @@ def run_experiment(args: argparse.Namespace) -> int:
         why = "is not of the form 6n+2" if bad and (bad[0] - 2) % 6 else "has no registered plain and residual net"
         raise UsageError(f"--depths {args.depths}: {bad[0] if bad else 'no depth'} {why if bad else 'given'}; "
                          f"choose from {', '.join(map(str, valid))}")
-    csv_path, png = run_degradation(args.data, args.out, depths, args.preset, epochs=args.epochs,
-                                    train_subset=args.train_subset, precision=args.precision, seed=args.seed,
-                                    threads=args.threads,
-                                    device=args.device, progress=args.progress, cache_dir=args.cache_dir)
+    with train_flags():
+        csv_path, png = run_degradation(args.data, args.out, depths, args.preset, epochs=args.epochs,
+                                        train_subset=args.train_subset, precision=args.precision, seed=args.seed,
+                                        threads=args.threads, device=args.device, progress=args.progress,
+                                        cache_dir=args.cache_dir)
     print(f"{csv_path}\n{png}")
     return 0

@@ -29,6 +29,7 @@ import ray
 import ray.data
 
 from ..atomic import atomic_path
+from ..errors import BadInput
 from ..features import FeatureRun, check_meta, join_results, prepare_output, require_utf8
 from ..inference.table import precision as precision_entry
 from ..pipeline import CALIBRATION_IMAGES
@@ -92,15 +93,15 @@ class _Plan:
 def _plan(device: str, actors: int) -> _Plan:
     """Place ``actors`` models on the connected cluster, leaving CPUs to decode on; say what was found."""
     if actors < 1:
-        raise ValueError(f"--actors must be >= 1, got {actors}")
+        raise BadInput(f"actors= must be >= 1, got {actors}")
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
     if device.startswith("cuda") and not gpus:
-        raise ValueError(f"--device {device}: the Ray cluster has no GPU (use --device cpu or auto)")
+        raise BadInput(f"device='{device}': the Ray cluster has no GPU (use device='cpu' or device='auto')")
     gpu = device.startswith("cuda") or (device == "auto" and gpus > 0)
     if actors >= cpus:
         raise ValueError(f"{actors} model actor(s) take {actors} of the Ray cluster's {cpus:g} CPUs and leave none "
-                         f"to decode images on; use --actors {max(1, int(cpus) - 1)} or a larger cluster")
+                         f"to decode images on; use actors={max(1, int(cpus) - 1)} or a larger cluster")
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     print(f"ray: {nodes} node(s), {cpus:g} CPUs, {gpus:g} GPUs; {actors} model actor(s) on "
           f"{'cuda' if gpu else 'cpu'}", file=sys.stderr)

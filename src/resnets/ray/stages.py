@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..classes import decode_predictions
 from ..data.images import ImageFiles, ImageLoadError, ImageSample, collate_images, load_img
-from ..pipeline import load_inference, probabilities, run_model
+from ..pipeline import load_inference, run_model
 from ..preprocess import Preprocessing
 
 #: Columns the stages add; an input dataset that has one of them is refused.
@@ -97,7 +97,7 @@ class ModelActor:
         """Top classes as ``predict_files`` names them (softmax unless the model ends in its own activation)."""
         answers = iter([])
         if len(outputs):
-            answers = iter(decode_predictions(probabilities(self.inf.model, outputs), self.top, self.inf.classes))
+            answers = iter(decode_predictions(self.inf.probabilities(outputs), self.top, self.inf.classes))
         rows = [[{"id": i, "name": n, "probability": float(p)} for i, n, p in next(answers)] if ok else None
                 for ok in good]
         return pa.array(rows, PREDICTION_TYPE)

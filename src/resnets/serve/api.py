@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect
 from ..classes import _id_name_pairs, class_index, decode_predictions
 from ..data.images import ImageLoadError, load_img
 from ..explain_images import METHOD_NAMES, explanation_panel
-from ..pipeline import Inference, probabilities
+from ..pipeline import Inference
 from .batcher import Batcher, Closed, QueueFull
 from .config import ServeConfig
 from .http import ApiError, ClientGone, check_key, client_gone, image_bytes
@@ -147,7 +147,7 @@ class ServeApi:
     async def predict(self, request: Request, top: int) -> Response:
         data = await image_bytes(request, self.config.max_upload_bytes)
         ran = await self.infer(request, CLASSIFY, data)
-        probs = probabilities(self.inf.model, ran.output[None])
+        probs = self.inf.probabilities(ran.output[None])
         answer = decode_predictions(probs, min(top, probs.shape[1]), self.inf.classes)[0]
         return JSONResponse({
             **self.names(),

@@ -141,7 +141,7 @@ def make_config(recipe: str = "fast-cifar", **overrides: Any) -> TrainConfig:
     if str(values.get("weights")).lower() == "none":
         values["weights"] = None  # random weights, as --weights none everywhere
     if recipe == "finetune" and not values.get("weights"):
-        warnings.warn("the finetune recipe is meant to start from pretrained weights (--weights); "
+        warnings.warn("the finetune recipe is meant to start from pretrained weights (weights=); "
                       "training from random weights", stacklevel=2)
     return TrainConfig.from_dict(values)
 
@@ -161,10 +161,9 @@ def run_config(recipe: str | None = None, **options: Any) -> TrainConfig:
             return TrainConfig.from_dict({**TrainConfig.load(saved).__dict__, **given})
         if not given.get("data"):
             raise ValueError(f"resume: {saved} not found, so there is no run to continue in {given['out']} "
-                             "(give data (--data) to start one there)")
+                             "(give data= to start one there)")
     if not given.get("data"):
-        raise ValueError("data (--data) is required, unless resuming a run (resume=True, out=RUN_DIR; "
-                         "--resume --out RUN_DIR)")
+        raise ValueError("data= is required, unless resuming a run (resume=True, out=RUN_DIR)")
     return make_config(given.pop("recipe", TrainConfig.recipe), **given)
 
 

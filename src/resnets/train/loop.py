@@ -34,7 +34,7 @@ from ..cpu import cpu_info
 from ..data.images import ImageBatch
 from ..data.source import ImageList, read_split
 from ..data.tensors import ImageTensors, decode_split
-from ..errors import MissingExtra
+from ..errors import BadInput, MissingExtra
 from ..factory import create_model
 from ..preprocess import Preprocessing
 from ..progress import progress_bar
@@ -102,8 +102,8 @@ def train(config: TrainConfig | None = None, /, *, model: str | nn.Module | None
         config = dataclasses.replace(config, precision=resolve_precision(config.precision, ctx.device))
         try:
             if config.precision == "fp16" and ctx.device.type != "cuda":
-                raise ValueError(f"precision fp16 is for CUDA GPUs; on the {ctx.device.type} it runs about 100x "
-                                 "slower than fp32 (no half-precision kernels): use --precision bf16 or fp32")
+                raise ValueError(f"precision='fp16' is for CUDA GPUs; on the {ctx.device.type} it runs about 100x "
+                                 "slower than fp32 (no half-precision kernels): use precision='bf16' or precision='fp32'")
             with _run_folder(Path(config.out), config.resume, ctx.is_main):
                 return _Trainer(config, ctx, module).run()
         finally:
@@ -117,15 +117,15 @@ def _run_folder(out: Path, resume: bool, is_main: bool) -> Iterator[None]:
         yield
         return
     if not resume and ((out / "last.pt").exists() or (out / "metrics.jsonl").exists()):
-        raise ValueError(f"{out} already holds a training run (last.pt, metrics): continue it with --resume, "
-                         "or give a new --out folder")
+        raise ValueError(f"{out} already holds a training run (last.pt, metrics): continue it with resume=True, "
+                         "or give a new out= folder")
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ValueError(f"another 'resnets train' is writing to {out} right now; give this run "
-                             "another --out") from None
+                             "another out= folder") from None
         try:
             yield
         finally:
@@ -154,18 +154,18 @@ def _check(config: TrainConfig) -> None:
     if config.normalize not in ("channel", "pixel", "weights"):
         raise ValueError(f"normalize must be 'channel', 'pixel' or 'weights', got {config.normalize!r}")
     if not config.data:
-        raise ValueError("no training data given (config.data / --data)")
+        raise BadInput("no training data given (data=)")
     if not config.epochs and not config.max_steps:
         raise ValueError("give the run length as epochs or max_steps")
     for name in ("epochs", "max_steps", "batch_size", "eval_batch_size"):
         value = getattr(config, name)
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a positive integer, got {value!r}")
+            raise BadInput(f"{name}= must be a positive integer, got {value!r}")
     if config.freeze == "backbone" and not config.weights:
-        raise ValueError("--freeze backbone trains the classifier alone, on top of pretrained weights: "
-                         "give --weights (a registry name or a file)")
+        raise BadInput("freeze='backbone' trains the classifier alone, on top of pretrained weights: "
+                       "give weights= (a registry name or a file)")
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise MissingExtra("--tensorboard needs the tensorboard package: pip install 'resnets[tensorboard]'")
+        raise MissingExtra("tensorboard=True needs the tensorboard package: pip install 'resnets[tensorboard]'")
 
 
 def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:
@@ -193,7 +193,7 @@ def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:
     streaming = choose_data_mode(config.data_mode, len(train_list), transforms.decode_sizes("train")[1]) == "stream"
     if streaming and config.normalize == "pixel":
         raise ValueError("normalize='pixel' needs the per-pixel mean of the decoded training set; "
-                         "use --data-mode memory or channel normalisation when streaming")
+                         "use data_mode='memory' or channel normalisation when streaming")
     if streaming:
         train_set: ImageTensors | ImageList = train_list
         eval_set: ImageTensors | ImageList = eval_list
@@ -276,7 +276,7 @@ class _Trainer:
         if self.steps_per_epoch == 0:
             n = len(self.data.train)
             raise ValueError(f"{n} training images are fewer than one batch of {config.batch_size}: "
-                             f"use a smaller --batch-size (batch_size=), at most {n}")
+                             f"use a smaller batch_size=, at most {n}")
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.aug_rng = torch.Generator().manual_seed(config.seed)
@@ -351,7 +351,7 @@ class _Trainer:
         state = load_checkpoint(path)
         if state.get("model", self.config.model) != self.config.model:
             raise ValueError(f"{path} is a run of {state['model']}, not {self.config.model}: resume it with "
-                             f"--model {state['model']} (or without --model)")
+                             f"model='{state['model']}' (or without model=)")
         try:
             unwrap(self.model).load_state_dict(state["state_dict"])
         except RuntimeError as e:
@@ -399,7 +399,7 @@ class _Trainer:
                 self.tb = SummaryWriter(str(self.out / "tb"), purge_step=self.step + 1 if self.step else None)
         if cfg.resume and self.epoch >= self.epochs and ctx.is_main:
             print(f"resnets train: the run in {self.out} is already finished ({self.epoch} of {self.epochs} epochs); "
-                  "nothing to do (raise --epochs to train further)")
+                  "nothing to do (raise epochs= to train further)")
         dev = ctx.device
         if not self.data.streaming:
             self.train_tensors = self.data.train.images.to(dev), self.data.train.labels.to(dev)
@@ -511,7 +511,7 @@ class _Trainer:
             kept = f"the last good checkpoint is {last} (epoch {self.epoch})" if last.is_file() else "no checkpoint was written"
             raise TrainingDiverged(
                 f"loss is {loss_sum / count} at step {self.step} (epoch {self.epoch + 1}, lr {lr:g}); training stopped, "
-                f"{kept}. Lower the learning rate" + (" or use --precision fp32." if cfg.precision != "fp32" else ".")
+                f"{kept}. Lower the learning rate" + (" or use precision='fp32'." if cfg.precision != "fp32" else ".")
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
