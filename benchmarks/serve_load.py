@@ -35,7 +35,7 @@ DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imag
 # --- the client (run as a subprocess: python serve_load.py --client ...) -------------------------------
 
 async def _one_client(port: int, images: list[bytes], start: int, step: int, deadline: float, budget: list[int],
-                      latencies: list[float], errors: list[str]) -> None:
+                      latencies: list[float], errors: list[str], path: str = "/v1/predict?top=5") -> None:
     """Posts ``images[start::step]`` (cycling) until ``deadline`` or the shared request budget is spent."""
     reader = writer = None
     index = start
@@ -47,7 +47,7 @@ async def _one_client(port: int, images: list[bytes], start: int, step: int, dea
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"POST /v1/predict?top=5 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+            writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
                          f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
             await writer.drain()
             status = int((await reader.readline()).split()[1])
@@ -75,12 +75,13 @@ async def _one_client(port: int, images: list[bytes], start: int, step: int, dea
         writer.close()
 
 
-async def _load(port: int, images: list[bytes], clients: int, seconds: float, max_requests: int) -> dict:
+async def _load(port: int, images: list[bytes], clients: int, seconds: float, max_requests: int,
+                path: str = "/v1/predict?top=5") -> dict:
     latencies: list[float] = []
     errors: list[str] = []
     budget = [max_requests]
     start = time.perf_counter()
-    await asyncio.gather(*(_one_client(port, images, i, clients, start + seconds, budget, latencies, errors)
+    await asyncio.gather(*(_one_client(port, images, i, clients, start + seconds, budget, latencies, errors, path)
                            for i in range(clients)))
     elapsed = time.perf_counter() - start  # the last in-flight answers included
     q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [float("nan")] * 99
@@ -93,14 +94,17 @@ def client_main(args: argparse.Namespace) -> None:
     from resnets.data.images import find_images
 
     images = [p.read_bytes() for p in find_images(args.images)]
-    print(json.dumps(asyncio.run(_load(args.client, images, args.clients, args.seconds, args.max_requests))))
+    print(json.dumps(asyncio.run(_load(args.client, images, args.clients, args.seconds, args.max_requests,
+                                       args.path))))
 
 
 # --- the servers and the model alone -------------------------------------------------------------------
 
-def run_clients(port: int, clients: int, args: argparse.Namespace) -> dict:
+def run_clients(port: int, clients: int, args: argparse.Namespace, path: str = "/v1/predict?top=5") -> dict:
+    """``clients`` concurrent clients posting the photos to ``path`` for ``args.seconds``, from a subprocess."""
     command = [sys.executable, __file__, "--client", str(port), "--clients", str(clients), "--seconds",
-               str(args.seconds), "--max-requests", str(args.max_requests), "--images", str(args.images)]
+               str(args.seconds), "--max-requests", str(args.max_requests), "--images", str(args.images),
+               "--path", path]
     done = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + 120, check=True)
     return json.loads(done.stdout)
 
@@ -134,7 +138,7 @@ def main() -> None:
     p.add_argument("--model", default="resnet50")
     p.add_argument("--weights", default=None, help="weights (default: random; speed does not depend on them)")
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="int8")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "openvino"), default="torch")
     p.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help=f"photos to post (default: {DEFAULT_IMAGES})")
     p.add_argument("--levels", type=lambda s: [int(v) for v in s.split(",")], default=[1, 8, 32])
     p.add_argument("--seconds", type=float, default=20.0, help="load per level and server (default: 20)")
@@ -147,6 +151,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     p.add_argument("--client", type=int, default=None, help=argparse.SUPPRESS)  # internal: be the client
     p.add_argument("--clients", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--path", default="/v1/predict?top=5", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.client is not None:
         return client_main(args)

@@ -32,7 +32,7 @@ from .batcher import Batcher, Closed, QueueFull
 from .config import ServeConfig
 from .http import ApiError, ClientGone, check_key, client_gone, image_bytes
 from .metrics import Metrics
-from .models import CLASSIFY, Models, StaticBatches, batch_sizes
+from .models import CLASSIFY, Models, StaticBatches, batch_sizes, compiles_per_shape
 
 
 @dataclass
@@ -74,7 +74,7 @@ class ServeApi:
         self.inf, self.config, self.metrics = inf, config, metrics
         _, self.pairs = _id_name_pairs(inf.classes)  # (id, name) in output order
         self.index_of = {cid: i for i, (cid, _) in enumerate(self.pairs)}
-        compiled = bool(getattr(inf.model, "compiled", False))  # resnets.optimize's compiled models
+        compiled = compiles_per_shape(inf.model)
         self.sizes = batch_sizes(config.max_batch) if compiled else tuple(dict.fromkeys((config.max_batch, 1)))
         self.models = Models(inf, StaticBatches(inf.model, self.sizes) if compiled else inf.model,
                              map_sizes=tuple(dict.fromkeys((1, config.max_batch))), eager_extras=config.eager_extras)

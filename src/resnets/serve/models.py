@@ -73,7 +73,7 @@ class Models:
                     log.info("building stage %d of %s at %s on %s", stage, self.inf.name, self.inf.precision,
                              self.inf.backend)
                     net = self.inf.optimized(net)
-                    if getattr(net, "compiled", False):  # static graphs at a few sizes, compiled here and now
+                    if compiles_per_shape(net):  # static graphs at a few sizes, compiled here and now
                         net = StaticBatches(net, self.map_sizes)
                         size = self.inf.preprocessing.crop_size or model.input_size[-1]
                         for n in self.map_sizes:
@@ -125,6 +125,12 @@ class ExplainMaps(nn.Module):
         found = explain_map(self.model, fmap, tuple(x.shape[-2:]), self.target, self.method, self.layer)
         return torch.cat([found.classes[:, None].float(), found.probabilities[:, None].float(),
                           found.maps.flatten(1).float()], dim=1)
+
+
+def compiles_per_shape(model: nn.Module) -> bool:
+    """Whether ``model`` is torch-compiled (one graph per input shape: ``InferenceModel.compiled`` is True), unlike
+    the other engines' models, which take any batch size as it comes (OpenVINO's ``compiled(hint)`` is a method)."""
+    return getattr(model, "compiled", False) is True
 
 
 def batch_sizes(max_batch: int, most: int = 8) -> tuple[int, ...]:
