@@ -426,6 +426,13 @@ def test_a_compiled_model_runs_only_at_its_warmed_up_batch_sizes(inf: Inference,
         assert_same_top(answer.json, reference[CAT.name])  # the padding's rows do not leak into the answers
     assert served.model.batches[4:] == [4]
 
+    from resnets.serve.models import compiles_per_shape
+
+    class OpenVinoLike(nn.Module):  # an engine taking any batch size, whose compiled(hint) is a method
+        def compiled(self, hint: str) -> None: ...
+
+    assert compiles_per_shape(served.model) and not compiles_per_shape(OpenVinoLike())
+
 
 # --- the batcher on its own ------------------------------------------------------------------------------
 
