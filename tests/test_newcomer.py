@@ -395,5 +395,6 @@ def test_docstrings_say_what_they_do():
     builder_doc = inspect.getdoc(resnets.resnet50)
     resnet_args = [p for p in inspect.signature(resnets.ResNet).parameters
                    if p not in ("self", "block", "layers", "widths", "stem", "residual")]
-    for name in ["weights", "progress", *resnet_args]:
+    block_args = [f.name for f in dataclasses.fields(resnets.BlockOptions) if f.name not in ("residual", "attn_ratio")]
+    for name in ["weights", "progress", *resnet_args, *block_args]:
         assert f"``{name}``" in builder_doc, name

@@ -55,11 +55,13 @@ _RESNET_ARGUMENTS = (
     "``stem_width``, ``stem_pool`` (\"max\", \"max_zero_pad\", \"conv\" or \"\"), ``down_last`` (stride in each "
     "stage's last block, Keras V2), ``drop_path_rate`` (stochastic depth), ``zero_init_residual`` (False), "
     "``global_pool`` (\"avg\", \"max\" or \"\"), ``drop_rate`` (0.0), ``classifier_activation`` (None, \"softmax\" "
-    "or \"sigmoid\"), ``in_chans`` (3), ``num_classes``, and the block options (``block_options``, see "
+    "or \"sigmoid\"), ``in_chans`` (3), ``num_classes``, ``block_channels`` (per-block widths of the pruned "
+    "nets), and the block options (``block_options``, see "
     ":class:`resnets.BlockOptions`): ``shortcut`` (\"A\", \"B\", \"C\" or \"P\"), ``stride_in_1x1`` (False: v1.5), "
-    "``groups``/``base_width`` (ResNeXt, Wide), ``attn`` (None, \"se\" or \"eca\"), ``norm`` (\"batch\" or "
-    "\"group\"), ``conv`` (\"plain\" or \"std\"), ``avg_down``, ``dropout`` (between the convs), ``conv_bias`` "
-    "(False), ``bn_eps`` (1e-5); each network's defaults are its registry entry's"
+    "``groups``/``base_width`` (ResNeXt, Wide), ``attn`` (None, \"se\" or \"eca\"), ``norm`` (\"batch\", "
+    "\"group\" or \"evonorm\"), ``conv`` (\"plain\" or \"std\"), ``avg_down``, ``aa`` (None, \"avg\" or \"blur\": "
+    "anti-aliased downsampling), ``reduce_first`` and ``down_kernel`` (SENet-154), ``dropout`` (between the "
+    "convs), ``conv_bias`` (False), ``bn_eps`` (1e-5); each network's defaults are its registry entry's"
 )
 
 
