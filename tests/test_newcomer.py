@@ -330,7 +330,7 @@ def test_nan_message_suggests_fp32_only_to_other_precisions(tmp_path, precision)
                          cache_dir=str(tmp_path / "cache"))
     with pytest.raises(TrainingDiverged) as e:
         train(config, model=model)
-    assert ("--precision fp32" in str(e.value)) == (precision != "fp32")
+    assert ("precision='fp32'" in str(e.value)) == (precision != "fp32")
 
 
 def test_download_failure_is_one_exception_with_the_manual_hint(tmp_path):
