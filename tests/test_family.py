@@ -49,7 +49,9 @@ def test_torchvision_parameter_counts(name):
         assert count(resnets.create_model(name)) == count(getattr(torchvision.models, name)())
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n == "resnext50_32x4d" else pytest.mark.slow)
+# One of each kind (ResNeXt 32x4d, 64x4d, Wide) in the suite; the 101-layer twins of the 50-layer ones in the sweep.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.exhaustive if n in ("resnext101_32x8d",
+                                                                                        "wide_resnet101_2") else [])
                                   for n in TORCHVISION])
 def test_torchvision_state_dict_gives_torchvision_outputs(name):
     torch.manual_seed(0)

@@ -61,7 +61,7 @@ def reference_logits(paths, checkpoint: Path) -> np.ndarray:
 
 @pytest.mark.slow
 @needs_shared
-@pytest.mark.parametrize("depth, published", [(20, 81.03), (32, 82.56)])
+@pytest.mark.parametrize("depth, published", [(20, 81.03), pytest.param(32, 82.56, marks=pytest.mark.exhaustive)])
 def test_eval_reproduces_the_checkpoints_accuracy_on_the_jpeg_test_set(depth, published, capsys, data_cache,
                                                                           monkeypatch):
     monkeypatch.setenv("RESNETS_CACHE", str(data_cache))
