@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -21,6 +22,14 @@ CHECKPOINT = SHARED / "weights" / "cifar10" / "resnet20-12fca82f.th"
 TEST_TAR = SHARED / "data" / "cifar10-jpeg" / "test.tar"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PER_CLASS = 250  # 2,500 images: the first 50 per class calibrate int8, the other 2,000 are evaluated
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker's torch gets its share of the cores: N workers each using every core would
+    oversubscribe them (and OpenMP's spinning threads would stall each other)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

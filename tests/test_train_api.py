@@ -104,4 +104,18 @@ def test_time_estimate_is_close_to_the_measured_training_time(cifar, tmp_path):
     result = resnets.train(config)
     measured = sum(r["epoch_time_s"] for r in result["history"][1:]) * 3 / 2  # epoch 1 pays one-off costs
     assert measured / 3 < estimate < measured * 3, (estimate, measured)
-    assert estimate_seconds(make_config(**{**config.__dict__, "epochs": 6}), 260) > 1.3 * estimate
+
+
+def test_time_estimate_scales_with_the_run_length(cifar, tmp_path, monkeypatch):
+    """Twice the epochs, twice the estimate; max_steps counts steps (a clock that ticks one second per reading
+    makes every step take the same time, so no other process can blur the comparison)."""
+    from resnets.train import experiment
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(experiment.time, "perf_counter", lambda: float(next(ticks)))
+    config = make_config(model="resnet20", data=str(cifar), out=str(tmp_path / "run"), epochs=3, batch_size=64,
+                         precision="fp32", progress=False)
+    three = estimate_seconds(config, 260)
+    assert estimate_seconds(make_config(**{**config.__dict__, "epochs": 6}), 260) == pytest.approx(2 * three)
+    assert three == pytest.approx(3 * (260 // 64) * estimate_seconds(make_config(**{**config.__dict__,
+                                                                                    "max_steps": 1}), 260))
