@@ -1,14 +1,18 @@
-"""Does decoding steal more than its own CPU time in ``resnets features``? The local engine with its DataLoader
-workers decoding at the model's priority (as the package runs them) and at a lower one (``os.nice``), in one run.
+"""Does decoding steal more than its own CPU time in ``resnets features``? The local engine as the package runs it
+(before) against a candidate fix (after), in one run:
 
-The model's threads take every core and meet at every layer, so a worker decoding the next batch on one core could
-stall the whole layer.  If it did, lowering the decoders' priority (they would fill the model's idle time instead)
-would speed the job up.  Each round runs the same job both ways back to back (fresh output files, the same images),
+* ``--variant nice``: the DataLoader workers decode at a lower priority (``os.nice``). The model's threads take
+  every core and meet at every layer, so a worker decoding the next batch on one core could stall the whole layer;
+  at a lower priority decoding would fill the model's idle time instead.
+* ``--variant ov-latency`` (OpenVINO models): every batch on the one-stream LATENCY compile instead of the
+  THROUGHPUT streams, whose chunks wait for the slowest when a decoder takes a core.
+
+If either effect were there, the job would speed up.  Each round runs the same job both ways back to back (fresh output files, the same images),
 and the speed-up is the median of the per-round ratios, so load from other processes hits both alike.  The model
 alone (preprocessed batches, no decoding) is timed in each round too, as the ceiling.
 
-    python benchmarks/features_threads.py --precision fp32 --rounds 3
-    python benchmarks/features_threads.py --precision int8 --rounds 3        # the fastest int8 engine here
+    python benchmarks/features_threads.py --model resnet18 --precision int8 --passes 3 --variant nice
+    python benchmarks/features_threads.py --model resnet18 --precision int8 --passes 3 --variant ov-latency
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--niceness", type=int, default=10, help="the decoders' lower priority (default: 10)")
+    p.add_argument("--variant", choices=("nice", "ov-latency"), default="nice")
+    p.add_argument("--niceness", type=int, default=10, help="--variant nice: the decoders' priority (default: 10)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = p.parse_args()
 
@@ -51,6 +56,8 @@ def main() -> None:
         link.symlink_to(target.resolve())
     inf = load_inference(args.model, None, args.precision, features=("avg", None), calibration=paths, device="cpu",
                          backend=args.backend)
+    if args.variant == "ov-latency" and inf.backend != "openvino":
+        p.error(f"--variant ov-latency needs an OpenVINO model; this one runs on {inf.backend} (--backend openvino)")
     after = args.niceness
     loader = torch.utils.data.DataLoader
 
@@ -64,8 +71,17 @@ def main() -> None:
     extract_features(inf, files[: args.batch_size * 2], Path(tempfile.mkdtemp()) / "warm.npy", args.batch_size,
                      args.workers, progress=False)
 
-    def job(niceness: int) -> float:
-        torch.utils.data.DataLoader = NicerLoader if niceness else loader
+    model, forward = inf.model, inf.model.forward
+
+    def one_stream(x: torch.Tensor) -> torch.Tensor:  # OVModel.forward with every batch on the LATENCY compile
+        with model._lock:
+            return torch.from_numpy(model._latency_request().infer({0: x.numpy()}, share_inputs=True)[0].copy())
+
+    def job(fix: bool) -> float:
+        if args.variant == "nice":
+            torch.utils.data.DataLoader = NicerLoader if fix else loader
+        else:
+            model.forward = one_stream if fix else forward
         out = Path(tempfile.mkdtemp()) / "features.npy"
         start = time.perf_counter()
         extract_features(inf, files, out, args.batch_size, args.workers, progress=False)
@@ -80,14 +96,15 @@ def main() -> None:
 
     rounds = []
     for r in range(args.rounds):
-        row = {"before": job(0), "after": job(after), "model_alone": model_alone()}
+        row = {"before": job(False), "after": job(True), "model_alone": model_alone()}
         row["ratio"] = row["after"] / row["before"]
         rounds.append(row)
-        print(f"round {r + 1}: niceness 0 {row['before']:.1f} img/s, niceness {after} {row['after']:.1f} img/s "
+        print(f"round {r + 1}: as packaged {row['before']:.1f} img/s, {args.variant} {row['after']:.1f} img/s "
               f"({row['ratio']:.2f}x); model alone {row['model_alone']:.1f} img/s", flush=True)
     summary = {"cpu": cpu_info().describe(), "threads": torch.get_num_threads(), "model": args.model,
                "precision": args.precision, "backend": inf.backend, "images": len(files), "workers": args.workers,
-               "batch_size": args.batch_size, "niceness_after": after,
+               "batch_size": args.batch_size, "variant": args.variant,
+               **({"niceness": after} if args.variant == "nice" else {}),
                "median_ratio": statistics.median(r["ratio"] for r in rounds),
                "median_before_of_model_alone": statistics.median(r["before"] / r["model_alone"] for r in rounds),
                "median_after_of_model_alone": statistics.median(r["after"] / r["model_alone"] for r in rounds),
