@@ -53,3 +53,15 @@ def test_cli_export_exit_codes(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main(["export", "resnet20", "--weights", "none", "--format", "onnx", "--precision", "int8", "-o", str(tmp_path / "q.onnx")])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("name", ["resnetv2_18d", "seresnext26d_32x4d"])
+def test_family_networks_export_to_both_formats_within_tolerance(name, tmp_path, capsys) -> None:
+    """A pre-activation net with a deep stem and an SE-ResNeXt with average-pool downsampling: ONNX (checked with
+    onnxruntime) and a torch.export program, each checked against eager by the command itself (exit 1 otherwise)."""
+    pytest.importorskip("onnxruntime")
+    for fmt, suffix in (("onnx", "onnx"), ("exported-program", "pt2")):
+        out = tmp_path / f"{name}.{suffix}"
+        assert main(["export", name, "--weights", "none", "--format", fmt, "--input-size", "64", "-o", str(out),
+                     "--no-progress"]) == 0, capsys.readouterr().err
+        assert out.stat().st_size > 1e6 and "max abs diff" in capsys.readouterr().out
