@@ -132,6 +132,24 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, legacy):
     assert not marker.exists()
 
 
+def test_safetensors_whose_header_length_starts_with_a_pickle_byte(tmp_path):
+    """A safetensors header of 0x..80 bytes begins with 0x80, a pickle's first byte: still safetensors."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    state = create_model("resnet20").state_dict()
+    path = tmp_path / "model.safetensors"
+    for pad in range(0, 256, 8):
+        save_file(state, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["pad"] is not None
+    assert detect_format(path) == "safetensors"
+    assert create_model("resnet20", weights=path).pretrained_cfg.file_format == "safetensors"
+
+
 def test_format_detection_and_bad_files(tmp_path, tv18):
     _, path = tv18
     assert detect_format(path) == "torch"

@@ -56,10 +56,11 @@ def detect_format(path: str | os.PathLike) -> FileFormat:
                 return "keras_h5" if "model.weights.h5" in z.namelist() else "torch"
         except (zipfile.BadZipFile, ValueError) as e:  # ValueError: e.g. a damaged UTF-8 member name
             raise BadWeights(f"{path}: damaged weights file (truncated download?): {e}") from None
-    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
-        return "torch"
+    # safetensors before pickle: its header length is little-endian, so its first byte can be 0x80 too
     if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
         return "safetensors"
+    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
+        return "torch"
     try:
         return SUFFIXES[path.suffix.lower()]
     except KeyError:
