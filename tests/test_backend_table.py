@@ -143,6 +143,15 @@ def test_auto_picks_the_fastest_installed_backend_for_the_cpu(monkeypatch, flags
         "openvino" not in engines)
 
 
+def test_a_missing_engine_is_named_with_the_extra_that_installs_it(monkeypatch) -> None:
+    """torch is always there, but its int8 needs torchao (the int8 extra): the hint names that extra."""
+    _pretend(monkeypatch, EPYC_AVX2, set())
+    reason = choose_backend("int8", "cpu").reason
+    assert "torch is not installed: pip install 'resnets[int8]'" in reason, reason
+    assert "onnxruntime is not installed: pip install 'resnets[onnx]'" in reason, reason
+    assert BACKENDS["torch"].extras("fp32") == () and BACKENDS["openvino"].extras("int8") == ("openvino",)
+
+
 def test_auto_resolves_in_optimize_and_load_inference(monkeypatch) -> None:
     _pretend(monkeypatch, EPYC_AVX2, {"torch", "onnxruntime"})
     model = resnets.resnet20()

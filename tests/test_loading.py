@@ -150,6 +150,26 @@ def test_safetensors_whose_header_length_starts_with_a_pickle_byte(tmp_path):
     assert create_model("resnet20", weights=path).pretrained_cfg.file_format == "safetensors"
 
 
+def test_weights_entry_reads_a_safetensors_header_alone(tmp_path, monkeypatch):
+    """What a file says of itself needs its header, not its tensors (fine-tuning asks before loading them)."""
+    from resnets.weights import checkpoint, loading
+    from resnets.weights.entry import WeightsEntry
+    from resnets.weights.loading import weights_entry
+
+    path = tmp_path / "mine.safetensors"
+    save_safetensors(create_model("resnet20").state_dict(), path,
+                     WeightsEntry("mine", "resnet20", None, None, "safetensors", classes="cifar10"))
+    plain = tmp_path / "plain.pth"
+    torch.save(create_model("resnet20").state_dict(), plain)
+    for module in (checkpoint, loading):
+        monkeypatch.setattr(module, "read_checkpoint", lambda *a, **k: pytest.fail("read the tensors"))
+    assert weights_entry(None, path).model == "resnet20"
+    assert weights_entry(None, plain) is None  # records nothing
+    with pytest.raises(ValueError, match="empty file"):
+        (tmp_path / "empty.safetensors").write_bytes(b"")
+        weights_entry(None, tmp_path / "empty.safetensors")
+
+
 def test_format_detection_and_bad_files(tmp_path, tv18):
     _, path = tv18
     assert detect_format(path) == "torch"

@@ -1,7 +1,8 @@
 """What this CPU can run fast: the instruction-set features every CPU fast path is chosen by.
 
-The same network runs up to 10x faster or 8x slower depending on the CPU's features: bf16 and int8 need
-native instructions (AMX, AVX-512 BF16, VNNI) to pay, and without them bf16 is emulated.  So the choices
+The same network runs many times faster, or slower, depending on the CPU's features: bf16 and int8 need
+native instructions (AMX, AVX-512 BF16, VNNI) to pay, and without them bf16 is emulated (the README has the
+measured ratios).  So the choices
 (the default inference backend, bf16 or fp32 training, torchao's int8-mixed-bf16) read this module,
 never a CPU name.  Torch-free: the flags come from ``/proc/cpuinfo`` (Linux), else from torch's own checks.
 """
@@ -52,7 +53,7 @@ class CpuInfo:
         return "other"
 
     def describe(self) -> str:
-        """``AMD EPYC (AVX2; no AVX-512, no native bf16, no VNNI, no AMX)``: what a benchmark number was measured on."""
+        """``AMD EPYC (AVX2; no AVX-512, no AVX-512 BF16, no VNNI, no AMX)``: what a benchmark number was measured on."""
         has = {"AVX-512": "avx512f" in self.flags, "AVX-512 BF16": "avx512_bf16" in self.flags,
                "VNNI": self.vnni, "AMX": self.amx}
         present = [name for name, yes in has.items() if yes] or (["AVX2"] if "avx2" in self.flags else [])

@@ -60,6 +60,8 @@ class Backend:
     #: The modules its engine needs, and those it needs besides for precisions that calibrate (int8).
     requires: tuple[str, ...] = ()
     calibration_requires: tuple[str, ...] = ()
+    #: The pip extra of ``calibration_requires``, where ``extra`` does not install them.
+    calibration_extra: str | None = None
     #: Precisions it runs only where the CPU has them natively (OpenVINO refuses emulated bf16).
     native_only: tuple[str, ...] = ()
 
@@ -67,6 +69,11 @@ class Backend:
     def precisions(self) -> tuple[str, ...]:
         """The precisions it runs, in table order."""
         return tuple(p.name for p in PRECISIONS.values() if self.name in p.backends)
+
+    def extras(self, precision_name: str) -> tuple[str, ...]:
+        """The pip extras that install what it needs to run ``precision_name``."""
+        calibrates = precision(precision_name).needs_calibration
+        return tuple(e for e in dict.fromkeys((self.extra, self.calibration_extra if calibrates else None)) if e)
 
     def load(self) -> ModuleType:
         """Its module (imported now, on first use)."""
@@ -84,7 +91,7 @@ PRECISIONS: dict[str, Precision] = {p.name: p for p in (
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("torch", "optimize", ("cpu", "cuda"), options=("compile", "cuda_graphs"),
-            calibration_requires=("torchao",)),
+            calibration_requires=("torchao",), calibration_extra="int8"),
     Backend("onnxruntime", "ort", ("cpu",), extra="onnx", requires=("onnx", "onnxscript", "onnxruntime")),
     Backend("openvino", "ov", ("cpu",), extra="openvino", requires=("openvino",), calibration_requires=("nncf",),
             native_only=("bf16",)),
@@ -228,12 +235,14 @@ def choose_backend(precision_name: str, device: torch.device | str = "cpu") -> C
         if not_here(name, precision_name, device) is not None:
             skipped.append(f"{name} cannot run it here")
         elif not installed(name, precision_name):
-            skipped.append(f"{name} is not installed: pip install 'resnets[{BACKENDS[name].extra}]'")
+            extras = ",".join(BACKENDS[name].extras(precision_name))
+            skipped.append(f"{name} is not installed: pip install 'resnets[{extras}]'")
         else:
             return Choice(name, f"fastest {precision_name} backend installed, of {' > '.join(order)} as measured on "
                                 f"{cpu.kind} CPUs" + (f" ({'; '.join(skipped)})" if skipped else "")
                                 + f"; this CPU: {cpu.describe()}")
-    return Choice("torch", f"none of {', '.join(order)} runs {precision_name} here; this CPU: {cpu.describe()}")
+    return Choice("torch", f"none of {', '.join(order)} runs {precision_name} here ({'; '.join(skipped)}); "
+                           f"this CPU: {cpu.describe()}")
 
 
 def resolve_backend(name: str, precision_name: str, device: torch.device | str = "cpu") -> str:

@@ -205,8 +205,7 @@ def load_run_data(config: TrainConfig, ctx: DistContext) -> RunData:
         if ctx.is_main:
             barrier(ctx)
     preprocessing = Preprocessing(tuple(config.mean), tuple(config.std), resize_size=transforms.resize, crop_size=size)
-    entry = weights_entry(config.model, config.weights) if config.normalize == "weights" and \
-        config.weights else None
+    entry = weights_entry(config.model, config.weights) if config.normalize == "weights" and config.weights else None
     if entry is not None:  # the input the pretrained weights were trained on
         own = entry.preprocessing
         preprocessing = dataclasses.replace(preprocessing, mean=own.mean, std=own.std, scale=own.scale,

@@ -89,16 +89,17 @@ def _load_torch(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in renamed.items() if isinstance(v, torch.Tensor)}
 
 
-def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], WeightsEntry | None]:
+def _load_safetensors(path: Path, tensors: bool = True) -> tuple[dict[str, torch.Tensor], WeightsEntry | None]:
+    """The tensors (none unless ``tensors``: the header alone is read) and the recorded entry."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            state_dict = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except SafetensorError as e:
         raise BadWeights(f"{path}: not a readable safetensors file: {e}") from e
-    return tensors, entry_from_metadata(meta, path)
+    return state_dict, entry_from_metadata(meta, path)
 
 
 def infer_model_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -123,16 +124,28 @@ def infer_model_name(state_dict: dict[str, torch.Tensor]) -> str | None:
     return name if name in list_models() else None
 
 
-def read_checkpoint(path: str | os.PathLike, fold_bias: bool = True) -> Checkpoint:
-    """Read a ``.pth/.pt/.th``, Keras ``.h5`` or ``.safetensors`` file without running code from it.
-
-    ``fold_bias`` (Keras files only) folds the conv biases into the following batch norms.
-    """
+def _existing(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.stat().st_size == 0:
         raise BadWeights(f"{path}: empty file (0 bytes): an interrupted download or copy?")
+    return path
+
+
+def read_entry(path: str | os.PathLike) -> WeightsEntry | None:
+    """The entry a weights file records of itself, without reading its tensors: a safetensors file's metadata
+    (the header alone); None for a file that records none (the other formats never do)."""
+    path = _existing(path)
+    return _load_safetensors(path, tensors=False)[1] if detect_format(path) == "safetensors" else None
+
+
+def read_checkpoint(path: str | os.PathLike, fold_bias: bool = True) -> Checkpoint:
+    """Read a ``.pth/.pt/.th``, Keras ``.h5`` or ``.safetensors`` file without running code from it.
+
+    ``fold_bias`` (Keras files only) folds the conv biases into the following batch norms.
+    """
+    path = _existing(path)
     fmt = detect_format(path)
     if fmt == "keras_h5":
         from .keras_h5 import read_keras_h5

@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import BadInput, BadWeights, UnknownName
 from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TF, IMAGENET_TORCH
 from ..registry import model_builder
-from .checkpoint import SUFFIXES, Checkpoint, read_checkpoint
+from .checkpoint import SUFFIXES, Checkpoint, read_checkpoint, read_entry
 from .download import cached_file
 from .entry import WeightsEntry
 from .hub import hub_name, hub_weights
@@ -66,9 +66,10 @@ def weights_entry(model: str | None, weights: str | os.PathLike, cache_dir: str 
                   progress: bool = True) -> WeightsEntry | None:
     """What ``weights`` say of themselves (architecture, preprocessing, classes) without building a model: the
     registry's or the Hub's entry, else the file's own record; None for a file that records nothing.
-    ``model`` picks the entry of an alias (``"imagenet"``); a file is read (downloaded first if it is a name)."""
+    ``model`` picks the entry of an alias (``"imagenet"``); of a file only the header is read (a name is
+    downloaded first)."""
     path, entry = weights_file(model, weights, cache_dir, progress)
-    return entry or read_checkpoint(path).entry
+    return entry or read_entry(path)
 
 
 def entry_for_file(path: Path, model: str, ckpt: Checkpoint, model_kwargs: dict[str, Any]) -> WeightsEntry:
