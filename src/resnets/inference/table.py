@@ -139,7 +139,8 @@ FASTEST: dict[str, Measured] = {
          "int8": ("openvino", "onnxruntime", "torch")},
         "AMD EPYC with AVX2 only (no AVX-512, VNNI or AMX); bf16 is emulated there (torch 0.13x of eager fp32), "
         "which only torch runs",
-        ("benchmarks/results/resnet50-avx2-backends.json", "benchmarks/results/resnet50-avx2-bf16.json")),
+        ("benchmarks/results/resnet50-avx2-backends.json", "benchmarks/results/resnet50-avx2-backends-run2.json",
+         "benchmarks/results/resnet50-avx2-bf16.json")),
     "other": Measured(
         {"fp32": ("torch", "onnxruntime", "openvino"), "bf16": ("torch",), "int8": ("torch", "onnxruntime", "openvino")},
         "not an x86 CPU with AVX2: not measured; torch first"),
