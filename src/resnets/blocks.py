@@ -76,14 +76,6 @@ class BlockOptions:
 OPTION_NAMES = frozenset(f.name for f in fields(BlockOptions))
 
 
-def conv3x3(in_ch: int, out_ch: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=bias)
-
-
-def conv1x1(in_ch: int, out_ch: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=bias)
-
-
 class PadShortcut(nn.Module):
     """Option A: parameter-free shortcut, stride-``s`` subsampling plus zero channels.
 

@@ -1,7 +1,8 @@
 """The names the command line offers as choices, kept free of torch so that ``resnets --help`` starts fast.
 
-The modules that implement them (``inference/prepare.py``, ``inference/optimize.py``, ``inference/export.py``,
-``device.py``, ``explain.py``, ``train/``) import their lists from here, so each list is still defined once.
+The modules that implement them (``inference/table.py``, ``inference/export.py``, ``device.py``, ``explain.py``,
+``evaluate.py``, ``train/``) read their names from here or are checked against them (``tests/test_backend_table.py``),
+so each list is still defined once.
 """
 
 from __future__ import annotations

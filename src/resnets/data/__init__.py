@@ -1,4 +1,4 @@
-"""Image data: files to RGB pixels (``images``) and small labelled data sets (``cifar``)."""
+"""Image data: files to RGB pixels (``images``), what a data set holds (``source``), decoded tensors (``tensors``)."""
 
 from .images import (
     IMAGE_EXTENSIONS, ImageBatch, ImageFiles, ImageLoadError, ImageSample, array_to_img, collate_images,

@@ -1,6 +1,6 @@
 """Measure inference speed fairly on a shared machine: interleaved rounds, ratios per round.
 
-Other processes make absolute timings on a shared CPU swing by 2-3x within minutes.  Each
+Other processes make absolute timings on a shared CPU swing by several times within minutes.  Each
 round therefore calls the baseline and every candidate once, back to back, and a mode's
 speed-up is the median over rounds of ``baseline time / mode time``: load that comes and
 goes hits both sides of each ratio alike.  On a GPU each timed call is bracketed by
@@ -140,7 +140,7 @@ def end_to_end(
     dropped so a compiled model is not recompiled for it.  The folder is read as many times as it
     takes to time ``min_batches`` batches: a few batches last well under a second, and with the
     workers' start and the prefetch queue filling during the warm-up they measure the start, not the
-    steady state (ResNet-50 int8 on the 100 ImageNet photos: 71% to 101% of model-only between runs).
+    steady state.
     ``fast_decode``: large JPEGs decoded at a reduced scale, as ``resnets predict --fast-decode``.
     """
     from ..data.images import ImageFiles, collate_images, find_images

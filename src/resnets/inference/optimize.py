@@ -24,11 +24,6 @@ from .prepare import DTYPES, Precision, int8_calibration, prepare
 from ..cpu import cpu_info
 from .table import BACKENDS, DEFAULT_BACKEND, PRECISIONS, check, resolve_backend
 
-# Whether torch.compile pays by default, chosen from benchmarks/results (ResNet-50, batch 16):
-# it does for every precision, and int8 needs it (the quantized graph only becomes int8
-# kernels when inductor lowers it).
-COMPILE_BY_DEFAULT = dict.fromkeys(PRECISIONS, True)
-
 
 class InferenceModel(nn.Module):
     """Runs an optimised network on ordinary float NCHW input and returns float32 output.
@@ -114,8 +109,8 @@ def optimize(
     ``"fp16"`` (likewise; CUDA only) or ``"int8"`` (CPU only: static quantization, calibrated
     on ``calibration``, an iterable of NCHW float batches preprocessed like real inputs;
     without it on ``example_inputs``, with a warning).  ``compile``: use ``torch.compile``
-    (inductor; freezing on the CPU); ``None`` (default) picks the measured default, which is to
-    compile for every precision (``COMPILE_BY_DEFAULT``; int8 needs it).  A compiled model
+    (inductor; freezing on the CPU); ``None`` (default) compiles: it pays for every precision in
+    the README's measurements, and int8 needs it (only inductor lowers the quantized graph to int8 kernels).  A compiled model
     compiles on its first call and again for each new batch size (a static graph each, as fast
     as the first; past torch's recompile limit, 8 sizes, a new size runs uncompiled).  ``cuda_graphs`` (compiled CUDA models; ``None`` = on there):
     ``mode="reduce-overhead"``, one graph recorded per batch size seen.  ``backend``: ``"auto"`` (default:
@@ -154,7 +149,7 @@ def build(
     cuda_graphs: bool | None = None,
 ) -> InferenceModel:
     """The torch backend of :func:`optimize`: the prepared network, compiled by inductor unless ``compile=False``."""
-    compile = COMPILE_BY_DEFAULT[precision] if compile is None else compile
+    compile = True if compile is None else compile
     if precision == "int8" and not compile:
         raise ValueError("int8 needs compile=True: only inductor lowers the quantized graph to int8 kernels")
     on_cuda = model_device(model).type == "cuda"

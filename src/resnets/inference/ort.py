@@ -44,13 +44,9 @@ class OrtModel(nn.Module):
 
 
 def _session(model_bytes: bytes):
-    """A CPU session with every graph optimisation (NCHWc layout, conv+add+relu fusion, QDQ -> int8 ops).
-
-    Measured on ResNet-50 at batch 16 (2-core Xeon): level ALL against EXTENDED (no NCHWc layout)
-    2.33x against 1.37x eager; torch's thread count (the physical cores) against 1 thread 2.33x
-    against 1.16x; and no spin-waiting between calls, 4.2x against 3.3-3.5x while other processes
-    (or DataLoader workers decoding images) share the cores, where spinning threads steal their time.
-    """
+    """A CPU session with every graph optimisation (NCHWc layout, conv+add+relu fusion, QDQ -> int8 ops), torch's
+    thread count (the physical cores), and no spin-waiting between calls: spinning threads steal the time of
+    other processes and of the DataLoader workers decoding images.  Each choice measured faster on ResNet-50."""
     ort = _require_onnx()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -74,7 +70,7 @@ class _Batches:
 
 class _NoPreprocessAdvice(logging.Filter):
     """Drops quantize_static's advice to run its shape-inference pre-pass first: on ResNet-50 the
-    int8 model ran as fast without it (6.0x against 6.1x eager fp32, same rounds), and it costs seconds."""
+    int8 model ran as fast without it, and it costs seconds."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "pre-processing" not in record.getMessage()

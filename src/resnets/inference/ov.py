@@ -3,15 +3,13 @@
 The folded network goes through OpenVINO's PyTorch conversion (``openvino.convert_model``) into an IR file;
 fp32 and bf16 compile it with the matching ``INFERENCE_PRECISION_HINT`` (OpenVINO would silently run bf16
 on a bf16-capable CPU otherwise); int8 is NNCF post-training quantization of it, calibrated on the user's
-images.  The package's ONNX export ran as fast (ResNet-50, batch 16: 0.89x at fp32 and 1.11x at bf16 of
-the IR's speed, within this shared machine's noise) and exports twice as fast, but NNCF's int8 of the ONNX
-graph is wrong on the option-A CIFAR ResNets (ResNet-20: 22% top-1 against 82% in fp32, while the
-converted graph's int8 keeps 82.6%), so the conversion it is.  Batches of one run on a model compiled with
+images.  The package's ONNX export runs about as fast and exports faster, but NNCF's int8 of the ONNX
+graph is wrong on the option-A CIFAR ResNets (the converted graph's int8 keeps fp32's accuracy; the
+README's Fast inference has the numbers), so the conversion it is.  Batches of one run on a model compiled with
 the LATENCY hint (one stream using every core); larger batches on one compiled with the THROUGHPUT hint
 (several streams), split into one chunk per optimal infer request and run at once through an
-``AsyncInferQueue``: measured as fast as benchmark_app's way of feeding whole batches to every request
-(ResNet-50, batch 16: 1.00x at fp32, 1.01x at int8; two or four chunks per request: 1.05x and 1.06x at
-fp32 but 0.98x and 0.93x at int8).
+``AsyncInferQueue``: as fast as benchmark_app's way of feeding whole batches to every request, and
+no slower at int8 than several chunks per request.
 
 Everything slow is kept on disk under ``resnets.cache.cache_root() / "openvino"``, one folder per
 model (a hash of its architecture and folded weights, the input size and the versions of torch,
