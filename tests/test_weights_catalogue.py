@@ -16,7 +16,7 @@ import torch
 from resnets import create_model
 from resnets.preprocess import IMAGENET_CAFFE, IMAGENET_TF
 from resnets.weights import get_weights, list_weights
-from resnets.weights.registry import hash_prefix_from_url
+from torchhub_names import hash_prefix_from_url
 
 tv_resnet = pytest.importorskip("torchvision.models.resnet")
 

@@ -16,7 +16,7 @@ from resnets.cli import main
 from resnets import create_model
 from resnets.weights import WeightsEntry, cached_file, get_weights, list_weights
 from resnets.weights.hub import timm_catalogue
-from resnets.weights.registry import hash_prefix_from_url
+from torchhub_names import hash_prefix_from_url
 
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "weights" / "cifar10"
 

@@ -12,7 +12,6 @@ Each published file is one literal :class:`WeightsEntry` below (as torchvision's
 from __future__ import annotations
 
 import dataclasses
-import re
 
 from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TF, IMAGENET_TORCH
 from .entry import WeightsEntry
@@ -33,17 +32,6 @@ _KERAS_V2_LICENSE = "MIT (keras-applications)"
 # akamaster/pytorch_resnet_cifar10: file names (sha256 prefix inside) and published CIFAR-10 test accuracy.
 _CIFAR_BASE = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
 _CIFAR_LICENSE = "BSD-2-Clause"
-
-_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.")
-
-
-def hash_prefix_from_url(url: str) -> str:
-    """The sha256 prefix torch.hub-style file names carry (``resnet18-f37072fd.pth`` -> ``f37072fd``)."""
-    match = _HASH_IN_NAME.search(url.rsplit("/", 1)[-1])
-    if not match:
-        raise ValueError(f"no sha256 prefix in the file name of {url}")
-    return match.group(1)
-
 
 _ENTRIES = (
     # torchvision: torchvision.models.ResNet*_Weights, ResNeXt*_Weights, Wide_ResNet*_Weights.
