@@ -207,9 +207,12 @@ def find_images(paths_or_dirs: str | os.PathLike | Iterable[str | os.PathLike], 
 
     Inside directories only names ending in :data:`IMAGE_EXTENSIONS` (any case) count, and hidden
     files and folders (``.name``, e.g. macOS ``._photo.jpg`` resource forks) are skipped. Symbolic links
-    to folders are followed (each real folder once, so a link loop ends); a sub-folder that cannot be
-    read is named in a warning, a folder given directly that cannot be read is an error. A file named
-    explicitly is kept whatever its extension, so that loading it reports what is wrong.
+    lead elsewhere (another disk, a shared store) and are followed, except those that would list an image
+    twice or under another folder's name: a link to the folder being listed or one above it (``ln -s ..``),
+    to a folder above the link, or into a folder the listing already walks; each of those is named in one
+    warning with where it points. A sub-folder that cannot be read is named in a warning, a folder given
+    directly that cannot be read is an error. A file named explicitly is kept whatever its extension, so
+    that loading it reports what is wrong.
     """
     if isinstance(paths_or_dirs, (str, os.PathLike)):
         paths_or_dirs = [paths_or_dirs]
@@ -218,7 +221,7 @@ def find_images(paths_or_dirs: str | os.PathLike | Iterable[str | os.PathLike], 
         if entry.is_dir():
             if not os.access(entry, os.R_OK | os.X_OK):
                 raise PermissionError(f"cannot read folder {entry}: permission denied")
-            for p in _walk_images(entry, recursive):
+            for p in _FolderWalk(entry, recursive).images():
                 found[p] = None
         elif entry.exists():
             found[entry] = None
@@ -229,26 +232,84 @@ def find_images(paths_or_dirs: str | os.PathLike | Iterable[str | os.PathLike], 
     return list(found)
 
 
-def _walk_images(root: Path, recursive: bool) -> list[Path]:
-    """Visible image files under ``root``, following folder links once per real folder, sorted."""
-    files: list[Path] = []
-    seen: set[str] = set()
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
-    def unreadable(error: OSError) -> None:
-        warnings.warn(f"skipping folder {error.filename}: cannot read it ({error.strerror})", stacklevel=4)
 
-    for folder, dirs, names in os.walk(root, onerror=unreadable, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:  # a link back to a folder already walked
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
-        for name in names:
-            path = Path(folder, name)
-            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-                files.append(path)
-    return sorted(files)
+def _within(path: str, folder: str) -> bool:
+    """Whether real path ``path`` is ``folder`` or inside it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class _FolderWalk:
+    """The visible images under ``root``: its own folders first, then the links found there, each judged by
+    real paths against everything walked so far (so no image is listed twice, and none under another label)."""
+
+    def __init__(self, root: Path, recursive: bool) -> None:
+        self.root, self.recursive = root, recursive
+        self.top = os.path.realpath(root)
+        self.walked: set[str] = set()
+        self.files: list[Path] = []
+        self.folder_links: list[tuple[Path, str]] = []  # (link, the real folder holding it)
+        self.file_links: list[Path] = []
+        self.skipped: list[str] = []
+
+    def images(self) -> list[Path]:
+        self._walk(self.root)
+        while self.folder_links:  # links met in linked folders join the queue
+            link, holder = self.folder_links.pop(0)
+            target = os.path.realpath(link)
+            why = self._refuse_folder(target, holder)
+            if why:
+                self.skipped.append(f"{link} -> {target} ({why})")
+            else:
+                self._walk(link)
+        for link in self.file_links:
+            target = os.path.realpath(link)
+            if os.path.dirname(target) in self.walked and _is_image_name(os.path.basename(target)):
+                self.skipped.append(f"{link} -> {target} (an image this listing already holds)")
+            elif os.path.isfile(target):
+                self.files.append(link)
+        if self.skipped:
+            more = f"; and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
+            warnings.warn(f"{self.root}: not following {len(self.skipped)} symbolic link(s) that would list images "
+                          f"twice or under another folder's name: {'; '.join(self.skipped[:10])}{more}", stacklevel=3)
+        return sorted(self.files)
+
+    def _refuse_folder(self, target: str, holder: str) -> str | None:
+        """Why the folder link to ``target`` (found in real folder ``holder``) is not followed, or None."""
+        if _within(self.top, target):
+            return "the folder being listed or one above it"
+        if _within(holder, target):
+            return "a folder above the link: a loop"
+        if any(_within(target, folder) for folder in self.walked):
+            return "a folder this listing already walks"
+        return None
+
+    def _walk(self, start: Path) -> None:
+        """Files and folders under ``start`` without entering links (kept for :meth:`images` to judge)."""
+        for folder, dirs, names in os.walk(start, onerror=self._unreadable):
+            real = os.path.realpath(folder)
+            if real in self.walked:  # reached again below a linked folder
+                dirs[:] = []
+                continue
+            self.walked.add(real)
+            visible = sorted(d for d in dirs if not d.startswith(".")) if self.recursive else []
+            links = {d for d in visible if os.path.islink(os.path.join(folder, d))}
+            self.folder_links += [(Path(folder, d), real) for d in visible if d in links]
+            dirs[:] = [d for d in visible if d not in links]
+            for name in names:
+                path = Path(folder, name)
+                if not _is_image_name(name):
+                    continue
+                if path.is_symlink():
+                    self.file_links.append(path)
+                elif path.is_file():
+                    self.files.append(path)
+
+    @staticmethod
+    def _unreadable(error: OSError) -> None:
+        warnings.warn(f"skipping folder {error.filename}: cannot read it ({error.strerror})", stacklevel=6)
 
 
 @runtime_checkable

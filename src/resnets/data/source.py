@@ -8,9 +8,11 @@ The one answer every job reads (training in either storage mode, ``resnets eval`
 * the official CIFAR python format: ``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``.
 
 Hidden files and folders (``.name``, e.g. ``.ipynb_checkpoints/``, macOS ``._x.jpg``) are ignored
-everywhere. Images are only listed here; decoding goes through :func:`resnets.data.images.load_img`,
-whose :class:`ImageLoadError` names the file (``archive.tar:member`` inside a tar), so a bad image is
-reported and skipped, never the end of a whole set.
+everywhere; a folder split is walked once by :func:`~resnets.data.images.find_images`, whose link rule keeps
+a link (``ln -s .. train/cat/loop``) from listing images twice or under another class. Images are only
+listed here; decoding goes through :func:`resnets.data.images.load_img`, whose :class:`ImageLoadError`
+names the file (``archive.tar:member`` inside a tar), so a bad image is reported and skipped, never the
+end of a whole set.
 """
 
 from __future__ import annotations
@@ -178,10 +180,15 @@ def read_split(source: str | os.PathLike, split: str, flat: bool = False) -> Ima
 
 
 def _folder_entries(origin: Path) -> Iterator[tuple[str, Path]]:
-    class_dirs = sorted(p for p in origin.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for class_dir in class_dirs:
-        for path in find_images(class_dir):
-            yield class_dir.name, path
+    """(class, image) of ``<class>/.../<image>`` under ``origin``, in one :func:`find_images` walk of the whole
+    split, so that no link can list another class's images (or the split again) under a class."""
+    for class_dir in origin.iterdir():  # a class folder it cannot read is an error, not a class less
+        if class_dir.is_dir() and not class_dir.name.startswith(".") and not os.access(class_dir, os.R_OK | os.X_OK):
+            raise PermissionError(f"cannot read class folder {class_dir}: permission denied")
+    for path in find_images(origin):
+        parts = path.relative_to(origin).parts
+        if len(parts) > 1:
+            yield parts[0], path
 
 
 def _visible_image(name: str) -> bool:

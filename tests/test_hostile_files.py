@@ -1,0 +1,98 @@
+"""Odd folders and hostile names: symbolic links that loop back into a data set, Hub names that climb out of
+the cache, a full disk under every writer."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resnets.cli import main
+from resnets.data.images import find_images
+from resnets.data.source import read_split
+
+COLOURS = {"cat": [(200, 30, 30), (180, 60, 20)], "dog": [(20, 30, 200), (40, 90, 160)]}
+LINK_WARNING = r"not following 1 symbolic link\(s\) .*cat[/\\]loop -> .*"
+
+
+@pytest.fixture()
+def looped(tmp_path) -> Path:
+    """``train/{cat,dog}/`` of two flat-colour photos each, with ``ln -s .. train/cat/loop``, the link that made a
+    lister take every image of every class again as "cat"."""
+    for cls, colours in COLOURS.items():
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for i, colour in enumerate(colours):
+            Image.new("RGB", (32, 32), colour).save(tmp_path / "train" / cls / f"{cls}{i}.png")
+    (tmp_path / "train" / "cat" / "loop").symlink_to("..")
+    return tmp_path
+
+
+def real_images(root: Path) -> list[str]:
+    return sorted(str(p) for p in (root / "train").glob("*/*.png"))
+
+
+def test_a_link_back_to_the_data_set_lists_no_image_twice_nor_under_another_class(looped):
+    with pytest.warns(UserWarning, match=LINK_WARNING + r"train \(the folder being listed or one above it\)"):
+        split = read_split(looped, "train")
+    assert split.classes == ("cat", "dog")
+    assert sorted(map(str, split.images)) == real_images(looped)
+    assert [split.classes[i] for i in split.labels] == [Path(p).parent.name for p in split.images]
+    with pytest.warns(UserWarning, match=LINK_WARNING):
+        assert list(map(str, find_images(looped / "train"))) == real_images(looped)
+
+
+def test_eval_features_and_predict_on_a_looped_folder_see_each_image_once(looped, tmp_path, capsys):
+    weights = ["--model", "resnet20", "--weights", "resnet20.cifar10", "--workers", "0"]
+    with pytest.warns(UserWarning, match=LINK_WARNING):
+        assert main(["eval", *weights, str(looped / "train"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 4
+    out = tmp_path / "feats.npz"
+    with pytest.warns(UserWarning, match=LINK_WARNING):
+        assert main(["features", *weights, str(looped / "train"), "-o", str(out)]) == 0
+    with np.load(out) as z:
+        assert z["paths"].tolist() == real_images(looped)
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match=LINK_WARNING):
+        assert main(["predict", *weights, str(looped / "train"), "--json"]) == 0
+    assert sorted(json.loads(line)["path"] for line in capsys.readouterr().out.splitlines()) == real_images(looped)
+
+
+def test_links_that_lead_out_of_the_data_set_are_followed(tmp_path):
+    store = tmp_path / "store"
+    for folder in ("more", "birds"):
+        (store / folder).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(store / folder / "a.png")
+    Image.new("RGB", (8, 8)).save(store / "b.png")
+    data = tmp_path / "data"
+    for cls in ("cat", "dog"):
+        (data / "train" / cls).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(data / "train" / cls / "own.png")
+    (data / "train" / "cat" / "more").symlink_to(store / "more")  # a folder elsewhere
+    (data / "train" / "dog" / "b.png").symlink_to(store / "b.png")  # a file elsewhere
+    (data / "train" / "bird").symlink_to(store / "birds")  # a whole class folder elsewhere
+    (store / "more" / "up").symlink_to(store)  # inside the linked folder: a loop above it
+    with pytest.warns(UserWarning, match=r"more[/\\]up -> .*store \(a folder above the link: a loop\)"):
+        split = read_split(data, "train")
+    listed = sorted((split.classes[label], str(path.relative_to(data / "train")))
+                    for path, label in zip(split.images, split.labels.tolist()))
+    assert listed == [("bird", "bird/a.png"), ("cat", "cat/more/a.png"), ("cat", "cat/own.png"),
+                      ("dog", "dog/b.png"), ("dog", "dog/own.png")]
+
+
+def test_links_inside_the_data_set_to_what_it_already_lists_are_skipped(tmp_path):
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / cls / "own.png")
+    (tmp_path / "kitten").symlink_to("cat")  # a second name for a class folder
+    (tmp_path / "cat" / "dogs").symlink_to(Path("..", "dog"))
+    (tmp_path / "cat" / "also.png").symlink_to(Path("..", "dog", "own.png"))
+    with pytest.warns(UserWarning, match="not following 3 symbolic link") as caught:
+        split = read_split(tmp_path, "test", flat=True)
+    message = str(caught[0].message)
+    assert "kitten -> " in message and "cat/dogs -> " in message and "also.png -> " in message
+    assert [(split.classes[i], p.name) for p, i in zip(split.images, split.labels)] == [("cat", "own.png"),
+                                                                                        ("dog", "own.png")]
