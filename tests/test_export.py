@@ -6,7 +6,10 @@ import pytest
 import torch
 from conftest import split
 
+import resnets
 from resnets.cli import main
+from resnets.errors import BadInput, ExportMismatch
+from resnets.inference import export_model
 from resnets.inference.export import export_onnx, export_program, run_exported
 from resnets.inference.prepare import prepare
 
@@ -43,7 +46,8 @@ def test_cli_export_exit_codes(tmp_path, capsys) -> None:
     assert out.is_file() and "max abs diff" in capsys.readouterr().out
     # The file's check fails loudly when the tolerance cannot be met.
     assert main([*args, "--tolerance", "1e-12"]) == 1
-    assert "differs from eager PyTorch by more than the tolerance; the file was removed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "differs from eager PyTorch by more than the tolerance" in err and "the file was removed" in err
     assert not out.exists()
     for bad in (["--tolerance", "-1"], ["--input-size", "-32"], ["--input-size", "0"], ["-o", str(tmp_path)]):
         with pytest.raises(SystemExit) as e:
@@ -53,6 +57,25 @@ def test_cli_export_exit_codes(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main(["export", "resnet20", "--weights", "none", "--format", "onnx", "--precision", "int8", "-o", str(tmp_path / "q.onnx")])
     assert e.value.code == 2
+
+
+def test_export_model_from_python(tmp_path) -> None:
+    """The CLI's whole workflow from Python: the file carries the weights' description and runs like eager; a
+    file over the tolerance is removed and raises; bad arguments are BadInput before anything is written."""
+    model = resnets.create_model(weights="resnet20.cifar10").eval()
+    check = export_model(model, tmp_path / "m.pt2", "exported-program")
+    assert check.relative < check.tolerance == 1e-4 and check.checked == 3
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        assert (run_exported(check.path, x, "exported-program") - model(x)).abs().max() < 1e-4
+    with pytest.raises(ExportMismatch, match="the file was removed"):
+        export_model(model, tmp_path / "bad.pt2", "exported-program", tolerance=1e-12)
+    assert not (tmp_path / "bad.pt2").exists()
+    for kwargs in ({"format": "onnx", "precision": "int8"}, {"format": "tflite"}, {"input_size": 16},
+                   {"tolerance": -1.0}):
+        with pytest.raises(BadInput):
+            export_model(model, tmp_path / "x.onnx", **kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt2"]
 
 
 @pytest.mark.parametrize("name", ["resnetv2_18d", "seresnext26d_32x4d"])

@@ -26,3 +26,7 @@ class BadWeights(ResnetsError, ValueError):
 
 class MissingExtra(ResnetsError, ImportError):
     """An optional dependency is not installed; the message names the extra to install (HTTP 501)."""
+
+
+class ExportMismatch(ResnetsError, RuntimeError):
+    """An exported file whose outputs differ from eager PyTorch by more than the tolerance (it is removed)."""

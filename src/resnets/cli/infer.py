@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from ..choices import BACKENDS, FORMATS, PRECISIONS
-from .common import UsageError, add_device_option, add_model_options, add_progress_option, model_and_weights
+from .common import (
+    UsageError, add_device_option, add_model_options, add_progress_option, model_and_weights, with_flags,
+)
 
 #: Batches ``resnets bench --end-to-end`` times per mode (cycling through the folder): a steady state.
 END_TO_END_BATCHES = 20
@@ -79,52 +81,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..inference.export import export_onnx, export_program, max_abs_diff
-    from ..inference.prepare import DTYPES, prepare
-    from ..inference.table import PRECISIONS as PRECISIONS_TABLE
     from ..data.images import find_images
+    from ..errors import BadInput, ExportMismatch
+    from ..inference.export import export_model
     from ..pipeline import calibration_batches, load_inference
 
-    if args.format == "onnx" and args.precision != "fp32":
-        raise UsageError("ONNX export is fp32 only; use --format exported-program for bf16 or int8")
-    if args.calibration and not PRECISIONS_TABLE[args.precision].needs_calibration:
-        raise UsageError(f"--calibration only applies to precisions that calibrate (not {args.precision})")
-    if Path(args.output).is_dir():
-        raise UsageError(f"-o {args.output} is a folder; give the file to write, e.g. {Path(args.output) / 'model.onnx'}")
-    if args.tolerance is not None and args.tolerance < 0:
-        raise UsageError(f"--tolerance must be >= 0, got {args.tolerance:g}")
-    if args.input_size is not None and args.input_size < 32:
-        raise UsageError(f"--input-size must be at least 32 (the networks downsample 32x), got {args.input_size}")
     inf = load_inference(*model_and_weights(args), progress=args.progress)
-    model = inf.model
-    entry = getattr(model, "pretrained_cfg", None)
-    size = args.input_size or model.input_size[-1]
-    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     calibration = None
     if args.calibration:
         images = find_images(args.calibration)
         if not images:
             raise UsageError(f"--calibration {args.calibration}: no image files found")
         calibration = calibration_batches(images, inf.preprocessing)
-    net = prepare(model, args.precision, example, calibration)
-    if args.format == "onnx":
-        export_onnx(net, args.output, example, entry)
-    else:
-        export_program(net, args.output, example.to(DTYPES[args.precision]), entry)
-    # Real images when there are some: int8 scales fit them, not noise.
-    check = calibration[0][:3] if calibration else torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
-    diff, scale = max_abs_diff(args.output, args.format, model, check)
-    tolerance = PRECISIONS_TABLE[args.precision].export_tolerance if args.tolerance is None else args.tolerance
-    print(f"wrote {args.output} ({args.format}, {args.precision}, dynamic batch)")
-    print(f"max abs diff vs eager fp32 on a batch of {len(check)}: {diff:.3g} (max |output| {scale:.3g}, "
-          f"relative {diff / max(scale, 1e-12):.3g}, tolerance {tolerance:g})")
-    if diff > tolerance * max(scale, 1e-12):
-        Path(args.output).unlink(missing_ok=True)  # never leave a file that failed its check where one is expected
-        print(f"resnets export: error: {args.output} differs from eager PyTorch by more than the tolerance; "
-              "the file was removed", file=sys.stderr)
+    try:
+        check = export_model(inf.model, args.output, args.format, args.precision, calibration, args.input_size,
+                             args.tolerance)
+    except ExportMismatch as e:
+        print(f"resnets export: error: {e}", file=sys.stderr)
         return 1
+    except BadInput as e:  # the arguments' checks: a usage error, in the flags' names
+        raise UsageError(with_flags(str(e), ("format", "tolerance", "input_size", "calibration"), bare=False)) from e
+    print(f"wrote {check.path} ({check.format}, {check.precision}, dynamic batch)")
+    print(f"max abs diff vs eager fp32 on a batch of {check.checked}: {check.diff:.3g} (max |output| "
+          f"{check.scale:.3g}, relative {check.relative:.3g}, tolerance {check.tolerance:g})")
     return 0
 
 

@@ -1,24 +1,94 @@
 """Export a model to ONNX or a ``torch.export`` program, with a dynamic batch size, and check the file.
 
-The check runs the saved file (onnxruntime, or ``torch.export.load``) on a batch of a size
-other than the one exported with, so a batch size baked into the graph is caught too.
+:func:`export_model` is the whole job (``resnets export`` calls it): prepare the network in a precision, write
+the file with the weights' description, run the saved file (onnxruntime, or ``torch.export.load``) on a batch of
+a size other than the one exported with, so a batch size baked into the graph is caught too, and remove a file
+that fails its check.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..atomic import atomic_path
-from ..errors import MissingExtra
+from ..choices import FORMATS
+from ..errors import BadInput, ExportMismatch, MissingExtra
 from ..quiet import quiet_third_party
 from ..weights.entry import META_KEY, WeightsEntry
 
 # ONNX opset 18: the dynamo exporter's native opset, run by every onnxruntime since 1.14.
 ONNX_OPSET = 18
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """How a written file compares with eager fp32: ``diff`` = max |exported - eager| over a batch of
+    ``checked`` inputs, ``scale`` = max |eager|, accepted while ``diff <= tolerance * scale``."""
+
+    path: Path
+    format: str
+    precision: str
+    diff: float
+    scale: float
+    tolerance: float
+    checked: int
+
+    @property
+    def relative(self) -> float:
+        return self.diff / max(self.scale, 1e-12)
+
+
+def export_model(model: nn.Module, path: str | os.PathLike, format: str = "onnx", precision: str = "fp32",
+                 calibration: Sequence[torch.Tensor] | None = None, input_size: int | None = None,
+                 tolerance: float | None = None) -> ExportCheck:
+    """Write ``model`` (eval mode, fp32 weights) to ``path`` as ``format`` (``"onnx"`` or ``"exported-program"``)
+    in ``precision``, with its ``pretrained_cfg`` inside, and check the file against eager fp32.
+
+    ``calibration``: preprocessed NCHW batches for int8 (they also make the check's inputs: int8 scales fit real
+    images, not noise). ``tolerance``: the largest ``diff / scale`` accepted (default: the precision's, from
+    :mod:`resnets.inference.table`). A file over it is removed and :class:`~resnets.errors.ExportMismatch` raised,
+    so no file that failed its check is left where one is expected.
+    """
+    from .prepare import DTYPES, prepare
+    from .table import precision as precision_entry
+
+    entry = precision_entry(precision)
+    if format not in FORMATS:
+        raise BadInput(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if format == "onnx" and precision != "fp32":
+        raise BadInput("ONNX export is fp32 only; use format='exported-program' for bf16 or int8")
+    if calibration and not entry.needs_calibration:
+        raise BadInput(f"calibration= only applies to precisions that calibrate (not {precision})")
+    if Path(path).is_dir():
+        raise BadInput(f"{path} is a folder; give the file to write, e.g. {Path(path) / 'model.onnx'}")
+    if tolerance is not None and tolerance < 0:
+        raise BadInput(f"tolerance must be >= 0, got {tolerance:g}")
+    if input_size is not None and input_size < 32:
+        raise BadInput(f"input_size must be at least 32 (the networks downsample 32x), got {input_size}")
+    size = input_size or model.input_size[-1]
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    net = prepare(model, precision, example, calibration)
+    info = getattr(model, "pretrained_cfg", None)
+    if format == "onnx":
+        export_onnx(net, path, example, info)
+    else:
+        export_program(net, path, example.to(DTYPES[precision]), info)
+    check = calibration[0][:3] if calibration else torch.randn(3, 3, size, size,
+                                                               generator=torch.Generator().manual_seed(1))
+    diff, scale = max_abs_diff(path, format, model, check)
+    result = ExportCheck(Path(path), format, precision, diff, scale,
+                         entry.export_tolerance if tolerance is None else tolerance, len(check))
+    if diff > result.tolerance * max(scale, 1e-12):
+        Path(path).unlink(missing_ok=True)
+        raise ExportMismatch(f"{path} differs from eager PyTorch by more than the tolerance ({result.relative:.3g} "
+                             f"relative, tolerance {result.tolerance:g}); the file was removed")
+    return result
 
 
 def export_dynamic_batch(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
