@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +99,64 @@ def test_links_inside_the_data_set_to_what_it_already_lists_are_skipped(tmp_path
     assert "kitten -> " in message and "cat/dogs -> " in message and "also.png -> " in message
     assert [(split.classes[i], p.name) for p, i in zip(split.images, split.labels)] == [("cat", "own.png"),
                                                                                         ("dog", "own.png")]
+
+
+# --- hf-hub: names ------------------------------------------------------------------------------------------
+
+REPO_IDS = ["timm/resnet50.a1_in1k", "org_1/Name-2.x", "a/b", "timm/" + "r" * 96, "timm/" + "r" * 97, "ti..mm/x",
+            "timm/x--y", "timm/.x", "timm/x.", "timm/-x", "timm/x.git", "timm/x y", "timm/x\\y", "timm/é", "_a/_b_"]
+REVISIONS = ["main", "v1.0", "refs/pr/1", "refs/convert/parquet", "a" * 40, "0123abc", "x@y", "a/-b", "../x",
+             "a/../b", "/main", "main/", "a//b", ".hidden", "a/.b", "v1.lock", "x.", "@", "a@{1}", "a b", "a\tb",
+             "a~1", "a^", "a:b", "a?", "a*", "a[b", "a\\b", "a\x7fb", "../../../../somewhere"]
+
+
+def test_a_hub_revision_that_climbs_out_of_the_cache_is_refused_before_any_hub_call(monkeypatch):
+    import huggingface_hub
+
+    import resnets
+    from resnets.errors import BadInput
+    from resnets.weights.hub import cached_hub_file
+
+    def no_call(*args, **kwargs):
+        raise AssertionError(f"the Hub was called: {args} {kwargs}")
+
+    for function in ("hf_hub_download", "try_to_load_from_cache", "hf_hub_url", "snapshot_download"):
+        monkeypatch.setattr(huggingface_hub, function, no_call)
+    for name, part in [("hf-hub:timm/x@../../../../somewhere", "revision '../../../../somewhere'"),
+                       ("hf-hub:timm/x@refs/..%2f/y", "revision 'refs/..%2f/y'"),
+                       ("hf-hub:../x@main", "'..' is not a Hugging Face repo"),
+                       ("hf-hub:timm/x\\..\\y", "'x\\\\..\\\\y' is not a Hugging Face repo")]:
+        with pytest.raises(BadInput, match=re.escape(f"weights {name!r}: {part}")):
+            resnets.create_model(weights=name)
+        with pytest.raises(BadInput, match=re.escape(part)):
+            cached_hub_file(name)
+
+
+def test_hub_repo_ids_and_revisions_follow_huggingface_and_git():
+    """Our check accepts what huggingface_hub's validator and git check-ref-format accept, and no more."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from resnets.errors import BadInput
+    from resnets.weights.hub import parse_hub_name
+
+    def accepted(name: str) -> bool:
+        try:
+            parse_hub_name(name)
+        except BadInput:
+            return False
+        return True
+
+    for repo_id in REPO_IDS:
+        try:
+            validate_repo_id(repo_id)
+            valid = repo_id.isascii()  # the Hub's names are ASCII; its local regex is looser (\w)
+        except HFValidationError:
+            valid = False
+        assert accepted(f"hf-hub:{repo_id}") == valid, repo_id
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    for revision in REVISIONS:
+        valid = subprocess.run([git, "check-ref-format", "--allow-onelevel", revision]).returncode == 0
+        assert accepted(f"hf-hub:timm/resnet50.a1_in1k@{revision}") == valid, revision
+    assert parse_hub_name("hf-hub:timm/resnet50.a1_in1k@refs/pr/1") == ("timm/resnet50.a1_in1k", "refs/pr/1")

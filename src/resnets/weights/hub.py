@@ -20,12 +20,13 @@ import functools
 import json
 import math
 import os
+import re
 import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadWeights, MissingExtra, UnknownName
+from ..errors import BadInput, BadWeights, MissingExtra, UnknownName
 from ..preprocess import Preprocessing
 from ..registry import list_models
 from .download import DownloadError, OfflineError, is_offline
@@ -64,12 +65,48 @@ def is_hub_name(weights: object) -> bool:
 
 
 def parse_hub_name(name: str) -> tuple[str, str | None]:
-    """``"hf-hub:timm/resnet50.a1_in1k@v1"`` -> ``("timm/resnet50.a1_in1k", "v1")``; a malformed name is an error."""
+    """``"hf-hub:timm/resnet50.a1_in1k@v1"`` -> ``("timm/resnet50.a1_in1k", "v1")``; a malformed name is an error.
+
+    Both parts are checked before any Hub call: huggingface_hub builds cache paths from them (it writes
+    ``refs/<revision>``), so ``@../../somewhere`` would write outside its cache.
+    """
     repo_id, at, revision = name.removeprefix(PREFIX).partition("@")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")) or (at and not revision):
         raise UnknownName(f"weights {name!r}: expected hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION, "
                           "e.g. hf-hub:timm/resnet50.a1_in1k")
+    for part in repo_id.split("/"):
+        if not _REPO_PART.fullmatch(part) or "--" in part or ".." in part or part.endswith(".git"):
+            raise BadInput(f"weights {name!r}: {part!r} is not a Hugging Face repo or organisation name (1 to 96 of "
+                           "A-Z a-z 0-9 _ . -, neither starting nor ending with . or -, no -- or .., no .git ending)")
+    why = _bad_ref(revision) if revision else None
+    if why:
+        raise BadInput(f"weights {name!r}: revision {revision!r} is not a branch, tag or commit: it {why}")
     return repo_id, revision or None
+
+
+# huggingface_hub's repo id rule (utils.validate_repo_id), in ASCII.
+_REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def _bad_ref(revision: str) -> str | None:
+    """What makes ``revision`` no git ref name (git-check-ref-format's rules, one level allowed), or None.
+
+    A 40-hex commit id passes these rules too.
+    """
+    if revision == "@":
+        return "is '@'"
+    if revision.startswith("/") or revision.endswith("/") or "//" in revision:
+        return "starts or ends with '/' or holds '//'"
+    if ".." in revision or "@{" in revision:
+        return f"holds {'..' if '..' in revision else '@{'!r}"
+    if found := _REF_FORBIDDEN.search(revision):
+        return f"holds {found[0]!r} (no control characters, space, ~ ^ : ? * [ or backslash)"
+    if revision.endswith("."):
+        return "ends with '.'"
+    if any(part.startswith(".") or part.endswith(".lock") for part in revision.split("/")):
+        return "has a part starting with '.' or ending with '.lock'"
+    return None
 
 
 def _hub() -> Any:
@@ -187,8 +224,8 @@ def hub_weights(
 
     ``model``, when given, must be the repo's architecture. ``cache_dir`` overrides ``HF_HUB_CACHE``.
     """
-    hub = _hub()
     repo_id, revision = parse_hub_name(name)
+    hub = _hub()
     try:
         config_path = _download(repo_id, CONFIG, revision, cache_dir)
     except hub.errors.EntryNotFoundError as e:
