@@ -21,6 +21,8 @@ FORMATS: tuple[str, ...] = ("onnx", "exported-program")
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++")
 #: Test-time augmentations of ``resnets eval --tta`` (``resnets.evaluate.evaluate(tta=...)``).
 TTA: tuple[str, ...] = ("none", "flip")
+#: Images on the contact sheet of ``resnets eval --report``'s most confidently wrong, unless ``--wrong`` says.
+REPORT_WRONG = 16
 #: Training arithmetic (``resnets train --precision``, ``TrainConfig.precision``): ``train/loop.py``'s dtypes; ``auto``
 #: is bf16 where the device computes it natively, else fp32 (``train/loop.resolve_precision``).
 TRAIN_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
@@ -32,3 +34,12 @@ FREEZE_MODES: tuple[str, ...] = ("none", "backbone", "bn")
 DATA_MODES: tuple[str, ...] = ("auto", "memory", "stream")
 #: Device names every command understands: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+#: Per-image augmentation policies (``--auto-augment``, ``TrainConfig.auto_augment``): ``train/policies.py``;
+#: ``imagenet``, ``cifar10`` and ``svhn`` are AutoAugment's learned policies.
+AUTO_AUGMENT: tuple[str, ...] = ("ta_wide", "ra", "augmix", "imagenet", "cifar10", "svhn")
+#: Optimizers (``--opt``, ``TrainConfig.opt``): ``train/optim.py``; lamb and lars need ``resnets[train]`` (timm).
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw", "lamb", "lars")
+#: Training losses (``--loss``, ``TrainConfig.loss``): ``train/mixing.py``.
+LOSSES: tuple[str, ...] = ("ce", "bce")
+#: Learning-rate warm-up kinds (``--lr-warmup-method``, ``TrainConfig.lr_warmup_method``): ``train/schedule.py``.
+LR_WARMUP_METHODS: tuple[str, ...] = ("constant", "linear")

@@ -6,6 +6,11 @@ random augmentation is then drawn for the global batch from one checkpointed gen
 on the batch tensor. So a cached and a streamed run see the same pixels, and a resumed run, or one on
 another number of processes, the same batches. Evaluation is the decode geometry alone, exactly the
 :class:`~resnets.preprocess.Preprocessing` recorded in the weights file.
+
+After the crop and flip come the per-image policies (:mod:`.policies`: auto-augment on the uint8 pixels,
+random erasing on the normalised input), each image under its own seed drawn from the same generator. The
+training side may differ from the decoded one (``train_crop_size``, or progressive resizing's side of the
+epoch): the crop is resized to it; evaluation has its own resize and crop (``val_resize_size``, ``val_crop_size``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from ..preprocess import resize_crop
+from .policies import SamplePolicy
 
 AUGMENTATIONS = ("pad-crop", "random-resized-crop", "none")
 CROP_PAD = 4
@@ -28,58 +34,91 @@ RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 
 @dataclass(frozen=True)
 class RecipeTransforms:
-    """Training size ``size``, ``augmentation`` (one of :data:`AUGMENTATIONS`), evaluation resize ratio.
+    """Decoded size ``size``, ``augmentation`` (one of :data:`AUGMENTATIONS`), evaluation resize ratio.
 
-    ``eval_resize`` is the shorter side before the centre crop, as a multiple of ``size`` (1 for the
-    CIFAR recipes, 256/224 for ImageNet-style fine-tuning).
+    ``eval_resize`` is the shorter side before the centre crop, as a multiple of the crop (1 for the
+    CIFAR recipes, 256/224 for ImageNet-style fine-tuning). ``train_size`` (default ``size``) is the side
+    training crops are resized to; ``eval_size`` (default ``size``) and ``eval_resize_size`` (default
+    ``eval_size * eval_resize``) the evaluation crop and shorter side. ``policy``: the per-image policies.
     """
 
     size: int
     augmentation: str
     eval_resize: float = 1.0
+    train_size: int | None = None
+    eval_size: int | None = None
+    eval_resize_size: int | None = None
+    policy: SamplePolicy = SamplePolicy()
 
     def __post_init__(self) -> None:
         if self.augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}")
 
     @property
+    def crop(self) -> int:
+        """The evaluation crop side."""
+        return self.eval_size or self.size
+
+    @property
     def resize(self) -> int:
-        return round(self.size * self.eval_resize)
+        """The evaluation shorter side before the crop."""
+        return self.eval_resize_size or round(self.crop * self.eval_resize)
+
+    @property
+    def train_crop(self) -> int:
+        return self.train_size or self.size
 
     def decode_sizes(self, split: str) -> tuple[int, int]:
         """``(shorter side, square crop)`` a split's images are decoded to.
 
-        Random-resized-crop training keeps the whole resized square to crop from; everything else
-        decodes to the evaluation geometry.
+        Random-resized-crop training keeps the whole resized square to crop from; the other training
+        augmentations decode to ``size`` (resized by ``eval_resize``), evaluation to its own geometry.
         """
-        if split == "train" and self.augmentation == "random-resized-crop":
-            return self.resize, self.resize
-        return self.resize, self.size
+        if split != "train":
+            return self.resize, self.crop
+        resize = round(self.size * self.eval_resize)
+        return (resize, resize) if self.augmentation == "random-resized-crop" else (resize, self.size)
 
     def decoder(self, split: str) -> Callable[[Image.Image], torch.Tensor]:
         """PIL image to uint8 CHW pixels at ``split``'s decode geometry (the cache's, or a streaming worker's)."""
         return resize_crop(*self.decode_sizes(split))
 
+    @property
+    def _geometry(self) -> int:
+        """Parameter columns of the crop and flip: the policies' seeds follow them."""
+        return {"pad-crop": 3, "random-resized-crop": 5, "none": 0}[self.augmentation]
+
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Random parameters for a global batch of ``n``: one row per image (crop box or offsets, flip)."""
+        """Random parameters for a global batch of ``n``: one row per image (crop box or offsets, flip, seeds)."""
         if self.augmentation == "pad-crop":
             offsets = torch.randint(0, 2 * CROP_PAD + 1, (n, 2), generator=generator)
-            return torch.cat([offsets, (torch.rand(n, generator=generator) < 0.5).long()[:, None]], 1)
-        if self.augmentation == "random-resized-crop":
-            boxes = torch.stack([_resized_crop_box(self.resize, generator) for _ in range(n)])
-            return torch.cat([boxes, (torch.rand(n, generator=generator) < 0.5).long()[:, None]], 1)
-        return torch.zeros(n, 0, dtype=torch.long)
+            geometry = torch.cat([offsets, (torch.rand(n, generator=generator) < 0.5).long()[:, None]], 1)
+        elif self.augmentation == "random-resized-crop":
+            boxes = torch.stack([_resized_crop_box(self.decode_sizes("train")[0], generator) for _ in range(n)])
+            geometry = torch.cat([boxes, (torch.rand(n, generator=generator) < 0.5).long()[:, None]], 1)
+        else:
+            geometry = torch.zeros(n, 0, dtype=torch.long)
+        return torch.cat([geometry, self.policy.sample(n, generator)], 1) if self.policy.columns else geometry
 
-    def apply(self, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """The augmented uint8 batch (N, C, size, size) from decoded training images and their parameters."""
-        if self.augmentation == "pad-crop":
-            return crop_flip(images, params[:, :2], params[:, 2].bool(), CROP_PAD)
+    def apply(self, images: torch.Tensor, params: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """The augmented uint8 batch (N, C, side, side) from decoded training images and their parameters;
+        ``side`` is ``size`` (progressive resizing's) or :attr:`train_crop`."""
+        side = size or self.train_crop
         if self.augmentation == "random-resized-crop":
-            out = [TF.resized_crop(img, *box[:4].tolist(), [self.size, self.size], antialias=True)
+            out = [TF.resized_crop(img, *box[:4].tolist(), [side, side], antialias=True)
                    for img, box in zip(images, params)]
-            batch = torch.stack(out) if out else images.new_zeros((0, images.shape[1], self.size, self.size))
-            return torch.where(params[:, 4].bool().to(batch.device)[:, None, None, None], batch.flip(-1), batch)
-        return images
+            batch = torch.stack(out) if out else images.new_zeros((0, images.shape[1], side, side))
+            batch = torch.where(params[:, 4].bool().to(batch.device)[:, None, None, None], batch.flip(-1), batch)
+        else:
+            batch = crop_flip(images, params[:, :2], params[:, 2].bool(), CROP_PAD) \
+                if self.augmentation == "pad-crop" else images
+            if batch.shape[-1] != side and len(batch):
+                batch = TF.resize(batch, [side, side], antialias=True)
+        return self.policy.augment(batch, params[:, self._geometry:])
+
+    def erase(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Random erasing on the normalised batch ``x`` (the last step before mixing)."""
+        return self.policy.erase(x, params[:, self._geometry:])
 
 
 def _resized_crop_box(side: int, generator: torch.Generator) -> torch.Tensor:
