@@ -162,15 +162,15 @@ def test_cli_train_plot_and_degradation_experiment(cifar, tmp_path, capsys):
 
 def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch):
     from resnets import cpu
-    from resnets.train import loop
+    from resnets.train import precision
 
     assert make_config("fast-cifar", model="resnet20", data="d").precision == "auto"
     assert make_config("paper-cifar", model="resnet20", data="d").precision == "fp32"
     for flags, expected in (("avx2", "fp32"), ("avx2 avx512f avx512_bf16", "bf16"), ("avx2 amx_bf16 amx_int8", "bf16")):
-        monkeypatch.setattr(loop, "cpu_info", lambda flags=flags: cpu.CpuInfo("x", frozenset(flags.split())))
-        assert loop.resolve_precision("auto", torch.device("cpu")) == expected, flags
-        assert loop.resolve_precision("fp32", torch.device("cpu")) == "fp32"
-        assert loop.resolve_precision("bf16", torch.device("cpu")) == "bf16"  # asked for by name: as asked
+        monkeypatch.setattr(precision, "cpu_info", lambda flags=flags: cpu.CpuInfo("x", frozenset(flags.split())))
+        assert precision.resolve_precision("auto", torch.device("cpu")) == expected, flags
+        assert precision.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+        assert precision.resolve_precision("bf16", torch.device("cpu")) == "bf16"  # asked for by name: as asked
 
 
 def test_finetune_takes_the_network_and_the_input_normalisation_of_its_weights(cifar, tmp_path):

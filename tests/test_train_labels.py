@@ -12,7 +12,7 @@ from torchvision.datasets import ImageFolder
 from resnets.data.tensors import load_image_tensors
 from resnets.train import make_config
 from resnets.train.distributed import DistContext
-from resnets.train.loop import RunData, load_run_data
+from resnets.train.data import RunData, load_run_data
 
 ONE_PROCESS = DistContext(0, 1, torch.device("cpu"))
 

@@ -23,8 +23,8 @@ METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++")
 TTA: tuple[str, ...] = ("none", "flip")
 #: Images on the contact sheet of ``resnets eval --report``'s most confidently wrong, unless ``--wrong`` says.
 REPORT_WRONG = 16
-#: Training arithmetic (``resnets train --precision``, ``TrainConfig.precision``): ``train/loop.py``'s dtypes; ``auto``
-#: is bf16 where the device computes it natively, else fp32 (``train/loop.resolve_precision``).
+#: Training arithmetic (``resnets train --precision``, ``TrainConfig.precision``): ``train/precision.py``'s autocast
+#: dtypes; ``auto`` is bf16 where the device computes it natively, else fp32 (``train/precision.resolve_precision``).
 TRAIN_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 #: Learning-rate schedules (``--schedule``, ``TrainConfig.schedule``): ``train/schedule.py``.
 SCHEDULES: tuple[str, ...] = ("step", "onecycle", "cosine")

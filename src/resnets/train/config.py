@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..preprocess import CIFAR10
-from ..weights.loading import ALIASES, weights_entry
+from ..weights.loading import ALIASES
 
 # The normalisation of the CIFAR-10 reference checkpoints, so that models trained here share their
 # preprocessing (and ``resnets.preprocess.CIFAR10`` feeds them correctly).
@@ -23,9 +23,9 @@ CIFAR_MEAN, CIFAR_STD = CIFAR10.mean, CIFAR10.std
 class TrainConfig:
     """Everything a run depends on; saved as ``config.json`` in the run directory."""
 
-    model: str = "resnet20"
+    model: str | None = "resnet20"  # None: the network the weights are for (filled in when the run reads them)
     data: str = ""
-    out: str = "runs/resnet20"
+    out: str | None = "runs/resnet20"  # None: runs/MODEL-RECIPE once the model is known
     recipe: str = "fast-cifar"
     # schedule: ``epochs`` or ``max_steps`` (iterations, as in the paper) decides the length
     epochs: int | None = 10
@@ -128,22 +128,37 @@ def make_config(recipe: str = "fast-cifar", **overrides: Any) -> TrainConfig:
     values: dict[str, Any] = {"recipe": recipe, **RECIPES[recipe]}
     given = {k: v for k, v in overrides.items() if v is not None}
     if "model" not in given and given.get("weights") and str(given["weights"]).lower() not in ("none", *ALIASES):
-        entry = weights_entry(None, given["weights"])
-        if entry is not None:  # the network the weights are for, as every other command takes it
-            given["model"] = entry.model
+        given["model"] = None  # the network the weights are for, as every other command takes it: read with them
     if "epochs" in given and "max_steps" not in given:
         values["max_steps"] = None  # --epochs replaces a recipe's length in iterations (paper-cifar's 64k)
     values.update(given)
-    model = values.get("model", TrainConfig.model)
-    values.setdefault("out", str(Path("runs") / f"{model}-{recipe}"))
-    if recipe == "paper-cifar" and _depth(model) >= 110 and "warmup_lr" not in overrides:
-        values["warmup_lr"] = 0.01  # "we use 0.01 to warm up the training until the training error is below 80%"
+    values |= _model_defaults(values.get("model", TrainConfig.model), recipe, values, overrides)
     if str(values.get("weights")).lower() == "none":
         values["weights"] = None  # random weights, as --weights none everywhere
     if recipe == "finetune" and not values.get("weights"):
         warnings.warn("the finetune recipe is meant to start from pretrained weights (weights=); "
                       "training from random weights", stacklevel=2)
     return TrainConfig.from_dict(values)
+
+
+def with_weights_model(config: TrainConfig, model: str) -> TrainConfig:
+    """``config`` with the network its weights turned out to be for, where it left the model to them."""
+    if config.model is not None:
+        return config
+    values = dataclasses.asdict(config)
+    return dataclasses.replace(config, model=model, **_model_defaults(model, config.recipe, values, {}))
+
+
+def _model_defaults(model: str | None, recipe: str, values: dict[str, Any], overrides: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """What depends on the network: the default run folder, and paper-cifar's warm-up of the 110-layer nets."""
+    if model is None:
+        return {"out": values.get("out")}
+    defaults = {"out": values.get("out") or str(Path("runs") / f"{model}-{recipe}")}
+    unset = values.get("warmup_lr") is None and "warmup_lr" not in overrides  # warmup_lr=None: asked for none
+    if recipe == "paper-cifar" and _depth(model) >= 110 and unset:
+        defaults["warmup_lr"] = 0.01  # "we use 0.01 to warm up the training until the training error is below 80%"
+    return defaults
 
 
 def run_config(recipe: str | None = None, **options: Any) -> TrainConfig:

@@ -75,7 +75,7 @@ def estimate_seconds(config: TrainConfig, train_images: int, steps: int = 6) -> 
     import torch.nn.functional as F
 
     from ..factory import create_model
-    from .loop import PRECISIONS, resolve_precision
+    from .precision import AUTOCAST_DTYPE, resolve_precision
 
     device = resolve_device(config.device)
     size = config.image_size or default_image_size(config.model)
@@ -85,7 +85,7 @@ def estimate_seconds(config: TrainConfig, train_images: int, steps: int = 6) -> 
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn(config.batch_size, 3, size, size, device=device)
     y = torch.randint(0, 10, (config.batch_size,), device=device)
-    dtype = PRECISIONS[resolve_precision(config.precision, device)]
+    dtype = AUTOCAST_DTYPE[resolve_precision(config.precision, device)]
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):

@@ -1,0 +1,108 @@
+"""This process's batches of a run, in either storage mode: the epoch's augmented training steps and the
+evaluation split.
+
+Each step takes the global batch from the epoch's permutation, seeded by (seed, epoch), and the
+augmentation parameters drawn for the whole global batch from the run's checkpointed generator, and
+slices both to this rank's share (and, streaming, to its readable files). So a cached and a streamed
+run, a resumed run, and a run on another number of processes see the same pixels.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import torch
+from tqdm import tqdm
+
+from ..data.images import ImageBatch
+from ..data.source import ImageList
+from .config import TrainConfig
+from .data import RunData
+from .distributed import DistContext, all_sum, local_slice
+from .streaming import EpochBatches, EvalBatches, epoch_order, make_loader
+
+
+class RunBatches:
+    """The batches of ``data`` for this rank of ``ctx``; bad streamed files are skipped and reported once each."""
+
+    def __init__(self, data: RunData, config: TrainConfig, ctx: DistContext) -> None:
+        self.data, self.config, self.ctx = data, config, ctx
+        self.skipped: set[str] = set()  # bad image files met by this process (streaming)
+        if data.streaming:
+            pin = ctx.device.type == "cuda"
+            local = local_slice(config.batch_size, ctx)
+            self.train_order = EpochBatches(len(data.train), config.batch_size, local)
+            self.train_loader = make_loader(data.train, data.transforms.decoder("train"), self.train_order,
+                                            config.workers, pin)
+            eval_order = EvalBatches(len(data.eval), config.eval_batch_size, ctx.rank, ctx.world_size)
+            self.eval_loader = make_loader(data.eval, data.transforms.decoder("eval"), eval_order, config.workers, pin)
+        else:
+            self.train_tensors = data.train.images.to(ctx.device), data.train.labels.to(ctx.device)
+
+    def train(self, epoch: int, start: int, steps: int, aug_rng: torch.Generator
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's augmented uint8 images and labels for steps ``start``..``steps`` of ``epoch``, on the device."""
+        cfg, dev, data = self.config, self.ctx.device, self.data
+        local = local_slice(cfg.batch_size, self.ctx)
+        order = epoch_order(len(data.train), cfg.seed * 100_003 + epoch)
+        if data.streaming:
+            self.train_order.set_epoch(order, start, steps)
+            batches: Iterator = iter(self.train_loader)
+        else:
+            images, labels = self.train_tensors
+        for i in range(start, steps):
+            share = order[i * cfg.batch_size:(i + 1) * cfg.batch_size][local]
+            params = data.transforms.sample(cfg.batch_size, aug_rng)[local]
+            if data.streaming:
+                x, y, kept = self._device_batch(next(batches), data.train, share)
+                params = params[kept]
+            else:
+                idx = share.to(dev)
+                x, y = images[idx], labels[idx]
+            yield (data.transforms.apply(x, params) if len(y) else x), y
+
+    def eval(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's evaluation images (every world_size-th) and labels, in batches, on the device."""
+        if self.data.streaming:
+            for batch in self.eval_loader:
+                x, y, _ = self._device_batch(batch, self.data.eval)
+                if len(y):
+                    yield x, y
+            return
+        data, dev = self.data.eval, self.ctx.device
+        idx = torch.arange(self.ctx.rank, len(data), self.ctx.world_size)
+        for chunk in idx.split(self.config.eval_batch_size):
+            yield data.images[chunk].to(dev), data.labels[chunk].to(dev)
+
+    def every_rank_has_images(self, n: int, step: int, epoch: int) -> bool:
+        """Whether ``step`` of ``epoch`` can train: no process's share of the batch (``n`` images here) is empty.
+
+        Only a streamed batch whose files are all bad is empty. Every process must take the same
+        decision, or one skips DDP's gradient all-reduce that the others wait in, and the job hangs.
+        """
+        if not self.data.streaming:
+            return True
+        (empty,) = all_sum([float(n == 0)], self.ctx)
+        if empty and self.ctx.is_main:
+            tqdm.write(f"resnets train: step {step + 1} of epoch {epoch + 1} skipped: {int(empty)} of "
+                       f"{self.ctx.world_size} processes have no readable image in their share of the batch",
+                       file=sys.stderr)
+        return not empty
+
+    def _device_batch(self, batch: ImageBatch, images: ImageList,
+                      share: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A streamed batch's good images, their labels (on the device) and places in ``share``; bad files
+        reported once each."""
+        for _, message in batch.errors:
+            if message not in self.skipped:
+                self.skipped.add(message)
+                tqdm.write(f"resnets train: skipping a bad image ({len(self.skipped)} so far): {message}",
+                           file=sys.stderr)
+        dev = self.ctx.device
+        kept = torch.zeros(0, dtype=torch.long)
+        if share is not None:
+            place = {int(j): p for p, j in enumerate(share.tolist())}
+            kept = torch.tensor([place[int(j)] for j in batch.indices.tolist()], dtype=torch.long)
+        return (batch.images.to(dev, non_blocking=True), images.labels[batch.indices].to(dev, non_blocking=True),
+                kept)

@@ -1,0 +1,91 @@
+"""A run's data: the training and evaluation splits (decoded in memory, or image lists to stream), the recipe's
+transforms, and the evaluation preprocessing that every weights file of the run records."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torchvision.transforms.v2.functional import center_crop
+
+from ..data.source import ImageList, read_split
+from ..data.tensors import ImageTensors, decode_split
+from ..preprocess import Preprocessing
+from ..weights.entry import WeightsEntry
+from .augment import RecipeTransforms
+from .config import TrainConfig, default_image_size
+from .distributed import DistContext, barrier
+from .streaming import choose_data_mode
+
+
+@dataclass
+class RunData:
+    train: ImageTensors | ImageList  # decoded in memory, or image lists when streaming
+    eval: ImageTensors | ImageList
+    eval_split: str
+    transforms: RecipeTransforms
+    preprocessing: Preprocessing  # the evaluation input recipe, recorded in every weights file
+
+    @property
+    def streaming(self) -> bool:
+        return isinstance(self.train, ImageList)
+
+
+def load_run_data(config: TrainConfig, ctx: DistContext, weights: WeightsEntry | None = None) -> RunData:
+    """Train and evaluation data (decoded tensors, or image lists when streaming) and the recipe's transforms.
+
+    ``weights``: what the starting weights say of themselves (their input normalisation, for
+    ``normalize="weights"``). Rank 0 decodes first, the others then read its cache.
+    """
+    size = config.image_size or default_image_size(config.model)
+    transforms = RecipeTransforms(size, config.augmentation if config.augment else "none", config.eval_resize)
+    train_list = read_split(config.data, "train")
+    if config.val_split:
+        perm = torch.randperm(len(train_list), generator=torch.Generator().manual_seed(config.seed))
+        eval_list, train_list = train_list.subset(perm[-config.val_split:]), train_list.subset(perm[: -config.val_split])
+        split = "val"
+    else:  # labelled by the training split's class names: its folders may lack, or add, a class
+        eval_list, split = read_split(config.data, "test"), "test"
+        try:
+            eval_list = eval_list.relabel(train_list.classes)
+        except ValueError as e:
+            raise ValueError(f"{eval_list.origin}: {e}") from e
+    if config.train_subset:
+        train_list = _random_subset(train_list, config.train_subset, config.seed + 1)
+    if config.test_subset:
+        eval_list = _random_subset(eval_list, config.test_subset, config.seed + 2)
+    streaming = choose_data_mode(config.data_mode, len(train_list), transforms.decode_sizes("train")[1]) == "stream"
+    if streaming and config.normalize == "pixel":
+        raise ValueError("normalize='pixel' needs the per-pixel mean of the decoded training set; "
+                         "use data_mode='memory' or channel normalisation when streaming")
+    if streaming:
+        train_set: ImageTensors | ImageList = train_list
+        eval_set: ImageTensors | ImageList = eval_list
+    else:
+        if not ctx.is_main:
+            barrier(ctx)
+        train_set = _decode(train_list, transforms, "train", config)
+        eval_set = _decode(eval_list, transforms, "eval", config)
+        if ctx.is_main:
+            barrier(ctx)
+    preprocessing = Preprocessing(tuple(config.mean), tuple(config.std), resize_size=transforms.resize, crop_size=size)
+    if config.normalize == "weights" and weights is not None:  # the input the pretrained weights were trained on
+        own = weights.preprocessing
+        preprocessing = dataclasses.replace(preprocessing, mean=own.mean, std=own.std, scale=own.scale,
+                                            channel_order=own.channel_order)
+    if config.normalize == "pixel":  # the paper: subtract the per-pixel mean of the training images
+        mean = center_crop(train_set.images, [size, size]).double().mean(0).div(255).float()
+        preprocessing = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_size=transforms.resize,
+                                      crop_size=size, pixel_mean=tuple(mean.flatten().tolist()))
+    return RunData(train_set, eval_set, split, transforms, preprocessing)
+
+
+def _decode(images: ImageList, transforms: RecipeTransforms, split: str, config: TrainConfig) -> ImageTensors:
+    resize, crop = transforms.decode_sizes(split)
+    return decode_split(images, transforms.decoder(split), f"resize {resize} crop {crop}", cache_dir=config.cache_dir)
+
+
+def _random_subset(data: ImageList, n: int, seed: int) -> ImageList:
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    return data.subset(perm[: min(n, len(data))].sort().values)

@@ -1,0 +1,30 @@
+"""A run folder held by one writer: an earlier run is not overwritten unless resumed, nor written by two runs."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def run_folder(out: Path, resume: bool, is_main: bool) -> Iterator[None]:
+    """Refuse to overwrite an earlier run unless resuming it, and hold the folder against a second writer."""
+    if not is_main:
+        yield
+        return
+    if not resume and ((out / "last.pt").exists() or (out / "metrics.jsonl").exists()):
+        raise ValueError(f"{out} already holds a training run (last.pt, metrics): continue it with resume=True, "
+                         "or give a new out= folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another 'resnets train' is writing to {out} right now; give this run "
+                             "another out= folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

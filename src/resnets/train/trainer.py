@@ -1,0 +1,303 @@
+"""The trainer: one run's model, optimizer and progress, epoch by epoch, checkpointed so that a resumed run
+continues bit-identically.
+
+Every checkpoint's weights file carries a :class:`~resnets.weights.WeightsEntry`: architecture,
+class names, the exact evaluation preprocessing, and the run's metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..progress import progress_bar
+from ..weights.entry import WeightsEntry, save_safetensors
+from .batches import RunBatches
+from .checkpoint import load_checkpoint, model_state, save_checkpoint, unwrap
+from .config import TrainConfig
+from .data import load_run_data
+from .distributed import DistContext, all_sum
+from .metrics import MetricsLog, read_metrics
+from .model import build_model, set_train_mode
+from .precision import AUTOCAST_DTYPE
+from .schedule import lr_at
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left in place."""
+
+
+class Trainer:
+    """A run of ``config`` on this process of ``ctx``: ``model`` to train as is, else the config's model built
+    around ``pretrained`` (its starting weights, read once by :func:`~resnets.train.model.load_weights`)."""
+
+    def __init__(self, config: TrainConfig, ctx: DistContext, model: nn.Module | None = None,
+                 pretrained: nn.Module | None = None) -> None:
+        self.config, self.ctx = config, ctx
+        self.started = time.perf_counter()  # the run's wall clock counts data loading, compilation and evaluation
+        self.wall_before = 0.0  # wall seconds of the run before a resume
+        self.out = Path(config.out)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.data = load_run_data(config, ctx, pretrained.pretrained_cfg if pretrained is not None else None)
+        torch.manual_seed(config.seed)  # after the data: decoding (DataLoader workers) draws from the global RNG
+        self.model = model if model is not None else build_model(config, len(self.data.train.classes), pretrained)
+        if config.sync_bn and ctx.enabled:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        fmt = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model.to(ctx.device, memory_format=fmt)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay, nesterov=config.nesterov)
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=config.precision == "fp16")
+        self.steps_per_epoch = len(self.data.train) // config.batch_size
+        if self.steps_per_epoch == 0:
+            n = len(self.data.train)
+            raise ValueError(f"{n} training images are fewer than one batch of {config.batch_size}: "
+                             f"use a smaller batch_size=, at most {n}")
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.aug_rng = torch.Generator().manual_seed(config.seed)
+        self.tb = None  # TensorBoard SummaryWriter (rank 0, --tensorboard)
+        self.batches = RunBatches(self.data, config, ctx)
+        # progress of the run; replaced by the checkpoint's on resume
+        self.step = self.epoch = self.epoch_step = 0
+        self.meters = [0.0, 0.0, 0.0]  # loss sum, correct, images of the epoch so far
+        self.warming_up = config.warmup_lr is not None
+        self.error_ema = 1.0
+        self.best_error = math.inf
+        if config.resume:
+            self._resume()
+        self.net: nn.Module = self.model
+        if ctx.enabled:
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if config.compile:
+            self.net = torch.compile(self.net)
+
+    # --- state ------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "state_dict": model_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step, "meters": list(self.meters),
+            "aug_rng": self.aug_rng.get_state(), "torch_rng": torch.get_rng_state(),
+            "warming_up": self.warming_up, "error_ema": self.error_ema, "best_error": self.best_error,
+            "wall_s": self._wall(),
+            "classes": list(self.data.train.classes), "model": self.config.model,
+        }
+
+    def weights_entry(self, row: dict[str, Any] | None) -> WeightsEntry:
+        """What the weights written now are: the model file contract, as for any published weights."""
+        cfg, data = self.config, self.data
+        model = unwrap(self.model)
+        kwargs = {**cfg.model_kwargs, "num_classes": model.num_classes}
+        metrics, measured_on = {}, ""
+        training: dict[str, Any] = {"recipe": cfg.recipe, "epoch": self.epoch, "step": self.step,
+                                    "precision": cfg.precision, "seed": cfg.seed}
+        if row is not None:
+            metrics = {"top1": round(100 * (1 - row["eval_error"]), 4)}
+            measured_on = (f"the {row['eval_split']} split of {cfg.data} ({len(data.eval)} images) after epoch "
+                           f"{row['epoch']}, fp32")
+            training |= {"eval_error": row["eval_error"], "eval_loss": row["eval_loss"], "eval_split": row["eval_split"]}
+        return WeightsEntry(
+            name=f"{cfg.model}.{Path(cfg.out).name}", model=cfg.model, url=None, sha256=None,
+            file_format="safetensors", model_kwargs=kwargs, preprocessing=data.preprocessing,
+            classes=tuple(data.train.classes), metrics=metrics, metrics_data=measured_on,
+            source=f"resnets train --model {cfg.model} --data {cfg.data} --recipe {cfg.recipe} (config.json of "
+                   f"{cfg.out} has every option)" + (f", from weights {cfg.weights}" if cfg.weights else ""),
+            license="the training data's terms apply", training=training,
+        )
+
+    def _resume(self) -> None:
+        path = self.out / "last.pt"
+        if not path.is_file():
+            if self.ctx.is_main:
+                print(f"resnets train: no checkpoint at {path}; starting from scratch")
+            return
+        state = load_checkpoint(path)
+        if state.get("model", self.config.model) != self.config.model:
+            raise ValueError(f"{path} is a run of {state['model']}, not {self.config.model}: resume it with "
+                             f"model='{state['model']}' (or without model=)")
+        try:
+            unwrap(self.model).load_state_dict(state["state_dict"])
+        except RuntimeError as e:
+            first = str(e).splitlines()[1:2] or [str(e)[:200]]
+            raise ValueError(f"{path}: checkpoint does not fit model {self.config.model}: {first[0].strip()}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.aug_rng.set_state(state["aug_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
+        self.meters = list(state["meters"])
+        self.warming_up, self.error_ema, self.best_error = state["warming_up"], state["error_ema"], state["best_error"]
+        self.wall_before = state.get("wall_s", 0.0)
+
+    def _wall(self) -> float:
+        """Wall seconds since the run started, over resumes (the clock of a time-to-accuracy table)."""
+        return round(self.wall_before + time.perf_counter() - self.started, 1)
+
+    def _save(self, row: dict[str, Any] | None = None, is_best: bool = False) -> None:
+        if not self.ctx.is_main:
+            return
+        state = self._state()
+        save_checkpoint(self.out / "last.pt", state)
+        if self.tb is not None:  # TensorBoard's events keep up with the checkpoints
+            self.tb.flush()
+        save_safetensors(state["state_dict"], self.out / "model.safetensors", self.weights_entry(row))
+        if is_best:
+            for src, dst in (("last.pt", "best.pt"), ("model.safetensors", "best.safetensors")):
+                shutil.copyfile(self.out / src, self.out / ".best.tmp")
+                (self.out / ".best.tmp").replace(self.out / dst)
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        cfg, ctx = self.config, self.ctx
+        if ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / ".config.json.tmp").write_text(cfg.to_json())
+            (self.out / ".config.json.tmp").replace(self.out / "config.json")
+            self.log = MetricsLog(self.out, keep_epochs=self.epoch)
+            if cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                # purge_step: a resumed run drops the events logged after its checkpoint
+                self.tb = SummaryWriter(str(self.out / "tb"), purge_step=self.step + 1 if self.step else None)
+        if cfg.resume and self.epoch >= self.epochs and ctx.is_main:
+            print(f"resnets train: the run in {self.out} is already finished ({self.epoch} of {self.epochs} epochs); "
+                  "nothing to do (raise epochs= to train further)")
+        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        row: dict[str, Any] = {}
+        while self.epoch < self.epochs:
+            steps = min(self.steps_per_epoch, self.total_steps - self.epoch * self.steps_per_epoch)
+            set_train_mode(self.model, cfg.freeze)
+            bar = progress_bar(steps, f"epoch {self.epoch + 1}/{self.epochs}", ctx.is_main and cfg.progress,
+                               unit="step", initial=self.epoch_step, leave=False, dynamic_ncols=True)
+            start, seen = time.perf_counter(), 0
+            for i, (x, y) in enumerate(self.batches.train(self.epoch, self.epoch_step, steps, self.aug_rng),
+                                     start=self.epoch_step):
+                if self.batches.every_rank_has_images(len(y), i, self.epoch):
+                    self._train_step(self._normalize(x), y, criterion)
+                self.epoch_step = i + 1
+                seen += cfg.batch_size
+                loss_sum, correct, count = self.meters
+                if ctx.is_main and cfg.progress and count and (i % 10 == 0 or i + 1 == steps):
+                    bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}",
+                                    img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
+                bar.update(1)
+                if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0 and i + 1 < steps:
+                    self._save()
+            bar.close()
+            elapsed = time.perf_counter() - start
+            row = self._end_epoch(elapsed, seen)
+        if ctx.is_main:
+            self._plot()
+            if self.tb is not None:
+                self.tb.close()
+        return {**row, "run_dir": str(self.out), "best_error": self.best_error, "skipped_images": len(self.batches.skipped),
+                "history": read_metrics(self.out) if ctx.is_main else []}
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 batch to network input with the recorded preprocessing (so ``resnets eval`` matches exactly)."""
+        x = self.data.preprocessing.normalize(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module) -> None:
+        cfg = self.config
+        lr = lr_at(self.step, self.total_steps, cfg, self.warming_up)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        dtype = AUTOCAST_DTYPE[cfg.precision]
+        with torch.autocast(self.ctx.device.type, dtype=dtype, enabled=dtype is not None):
+            logits = self.net(x)
+        loss = criterion(logits.float(), y)
+        correct = (logits.argmax(1) == y).sum()
+        loss_sum, n_correct, count = all_sum([loss.item() * len(y), correct.item(), len(y)], self.ctx)
+        if not math.isfinite(loss_sum):
+            last = self.out / "last.pt"
+            kept = f"the last good checkpoint is {last} (epoch {self.epoch})" if last.is_file() else "no checkpoint was written"
+            raise TrainingDiverged(
+                f"loss is {loss_sum / count} at step {self.step} (epoch {self.epoch + 1}, lr {lr:g}); training stopped, "
+                f"{kept}. Lower the learning rate" + (" or use precision='fp32'." if cfg.precision != "fp32" else ".")
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        if self.tb is not None and cfg.tensorboard_every_steps and self.step % cfg.tensorboard_every_steps == 0:
+            self.tb.add_scalar("train/step_loss", loss_sum / count, self.step)
+            self.tb.add_scalar("train/lr", lr, self.step)
+        self.meters = [self.meters[0] + loss_sum, self.meters[1] + n_correct, self.meters[2] + count]
+        if self.warming_up:
+            self.error_ema = 0.9 * self.error_ema + 0.1 * (1 - n_correct / count)
+            self.warming_up = self.error_ema >= cfg.warmup_until_error
+
+    def _end_epoch(self, elapsed: float, seen: int) -> dict[str, Any]:
+        loss_sum, correct, count = self.meters
+        if not count:  # every step of the epoch was skipped: all its streamed files were unreadable
+            raise ValueError(f"epoch {self.epoch + 1}: no readable training image in {self.config.data}")
+        eval_loss, eval_error = self.evaluate()
+        self.epoch, self.epoch_step, self.meters = self.epoch + 1, 0, [0.0, 0.0, 0.0]
+        row = {
+            "epoch": self.epoch, "step": self.step,
+            "lr": lr_at(self.step - 1, self.total_steps, self.config, self.warming_up),
+            "train_loss": loss_sum / count, "train_error": 1 - correct / count,
+            "eval_loss": eval_loss, "eval_error": eval_error, "eval_split": self.data.eval_split,
+            "epoch_time_s": round(elapsed, 2), "images_per_s": round(seen / max(elapsed, 1e-9), 1),
+            "wall_s": self._wall(),
+        }
+        is_best = eval_error <= self.best_error
+        self.best_error = min(self.best_error, eval_error)
+        self._save(row, is_best)
+        if self.ctx.is_main:
+            self.log.append(row)
+            if self.tb is not None:  # per epoch, at the epoch's last step, under the metrics.csv names
+                for key in ("train_loss", "train_error", "eval_loss", "eval_error", "lr", "images_per_s"):
+                    self.tb.add_scalar(f"epoch/{key}", row[key], self.step)
+            tqdm.write(f"epoch {self.epoch}/{self.epochs}  step {self.step}  train loss {row['train_loss']:.4f}  "
+                       f"train err {row['train_error']:.2%}  {row['eval_split']} loss {eval_loss:.4f}  "
+                       f"{row['eval_split']} err {eval_error:.2%}  {row['images_per_s']:.0f} img/s")
+        return row
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """Loss and error on the evaluation split, each rank taking every world_size-th image.
+
+        Always in fp32, whatever the training precision: the recorded error is then exactly what
+        ``resnets eval`` of the saved weights measures.
+        """
+        model = unwrap(self.model)
+        model.eval()
+        loss_sum = correct = count = 0.0
+        for x, y in self.batches.eval():
+            count += len(y)
+            logits = model(self._normalize(x)).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+        # every rank gets here once, even one with no readable image (its streamed batches are all skipped)
+        loss_sum, correct, count = all_sum([loss_sum, correct, count], self.ctx)
+        if not count:
+            raise ValueError(f"no readable image in the {self.data.eval_split} split")
+        return loss_sum / count, 1 - correct / count
+
+    def _plot(self) -> None:
+        from .plots import plot_run
+
+        try:
+            plot_run(self.out)
+        except ImportError:
+            print("resnets train: matplotlib is not installed, no plot drawn (pip install 'resnets[plot]')")
