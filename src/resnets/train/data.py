@@ -16,6 +16,7 @@ from ..weights.entry import WeightsEntry
 from .augment import RecipeTransforms
 from .config import TrainConfig, default_image_size
 from .distributed import DistContext, barrier
+from .policies import SamplePolicy
 from .streaming import choose_data_mode
 
 
@@ -39,7 +40,11 @@ def load_run_data(config: TrainConfig, ctx: DistContext, weights: WeightsEntry |
     ``normalize="weights"``). Rank 0 decodes first, the others then read its cache.
     """
     size = config.image_size or default_image_size(config.model)
-    transforms = RecipeTransforms(size, config.augmentation if config.augment else "none", config.eval_resize)
+    policy = SamplePolicy(config.auto_augment, config.ra_magnitude, config.augmix_severity,
+                          config.random_erase) if config.augment else SamplePolicy()
+    transforms = RecipeTransforms(size, config.augmentation if config.augment else "none", config.eval_resize,
+                                  train_size=config.train_crop_size, eval_size=config.val_crop_size,
+                                  eval_resize_size=config.val_resize_size, policy=policy)
     train_list = read_split(config.data, "train")
     if config.val_split:
         perm = torch.randperm(len(train_list), generator=torch.Generator().manual_seed(config.seed))
@@ -69,7 +74,8 @@ def load_run_data(config: TrainConfig, ctx: DistContext, weights: WeightsEntry |
         eval_set = _decode(eval_list, transforms, "eval", config)
         if ctx.is_main:
             barrier(ctx)
-    preprocessing = Preprocessing(tuple(config.mean), tuple(config.std), resize_size=transforms.resize, crop_size=size)
+    preprocessing = Preprocessing(tuple(config.mean), tuple(config.std), resize_size=transforms.resize,
+                                  crop_size=transforms.crop)
     if config.normalize == "weights" and weights is not None:  # the input the pretrained weights were trained on
         own = weights.preprocessing
         preprocessing = dataclasses.replace(preprocessing, mean=own.mean, std=own.std, scale=own.scale,
