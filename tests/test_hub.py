@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -241,6 +242,18 @@ def test_resnets_offline_keeps_hub_names_off_the_network_too(hub, tmp_path, monk
     assert_like_timm(resnets.create_model(weights="resnet10t.c3_in1k"), ref)
     assert hub.requests == []
 
+
+def test_a_hub_nobody_answers_serves_the_cached_repo_at_once(hub, tmp_path):
+    """A Hub that cannot be reached (here: nothing listens on its port) is not asked again: the repo comes from the
+    cache, as huggingface_hub's own fallback would give it."""
+    ref = publish(hub, "resnet10t.c3_in1k", tmp_path)
+    resnets.create_model(weights="hf-hub:timm/resnet10t.c3_in1k")
+    hub.shutdown()
+    hub.server_close()  # the port now refuses connections
+    start = time.monotonic()
+    model = resnets.create_model(weights="hf-hub:timm/resnet10t.c3_in1k")
+    assert time.monotonic() - start < 1
+    assert_like_timm(model, ref)
 
 def test_without_huggingface_hub_the_extra_is_named(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)

@@ -11,19 +11,24 @@ Networks fail, so a download
 * is done once for all processes sharing the cache: a lock file ``NAME.lock`` makes the others wait for it
   and then use the verified file.
 
-A verified file of the same name in torch hub's or Keras' own cache is used as it is, with no request.
-``RESNETS_OFFLINE=1`` forbids the network; ``RESNETS_CACHE`` moves the cache.
+A host that cannot be reached at all (its name does not resolve, the connection is refused, no route: an
+offline machine) is not retried: waiting would not change it, so the first attempt ends with a message
+naming ``RESNETS_OFFLINE=1``. A verified file of the same name in torch hub's or Keras' own cache is used as
+it is, with no request. ``RESNETS_OFFLINE=1`` forbids the network; ``RESNETS_CACHE`` moves the cache.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
 import re
+import socket
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -82,6 +87,41 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
 
 def is_offline() -> bool:
     return os.environ.get("RESNETS_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+_NO_ROUTE = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH})
+
+
+def unreachable(error: BaseException, url: str) -> str | None:
+    """What ``error`` says if no attempt can reach ``url``'s host (its name does not resolve, the connection is
+    refused, there is no route), with the offline setting to use instead; None for what a retry may cure.
+
+    ``error`` may wrap the socket's error (urllib's ``URLError.reason``, an HTTP client's ``__cause__``).
+    """
+    while not isinstance(error, socket.gaierror) and getattr(error, "errno", None) not in _NO_ROUTE:
+        error = error.reason if isinstance(error, urllib.error.URLError) else getattr(error, "__cause__", None)
+        if not isinstance(error, BaseException):
+            return None
+    host = urllib.parse.urlsplit(url).hostname or url
+    what = "its name does not resolve" if isinstance(error, socket.gaierror) else "no connection"
+    return (f"cannot reach {host}: {what} ({error.strerror or error}); on a machine without network, set "
+            "RESNETS_OFFLINE=1 to use cached files without trying")
+
+
+def probe(url: str, timeout: float = 5.0) -> OSError | None:
+    """The error of one TCP connection to ``url``'s host (or the proxy the environment names for it) if
+    :func:`unreachable` says no attempt can get there, for clients that retry such failures themselves; None
+    when it connects, or is only slow."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urllib.parse.urlsplit(proxy if "//" in proxy else f"//{proxy}")
+    try:
+        socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+    except OSError as e:
+        return e if unreachable(e, url) else None
+    return None
 
 
 def _setting(env: str, value: float | None, default: float, kind: type, minimum: float) -> Any:
@@ -262,6 +302,8 @@ def _fetch_once(url: str, part: _Part, timeout: float, bar: tqdm) -> None:
             raise _Transient(str(e)) from e
         raise DownloadError(f"could not download {url}: {e}") from e
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+        if (down := unreachable(e, url)) is not None:
+            raise DownloadError(f"could not download {url}: {down}") from e
         reason = getattr(e, "reason", None) or e
         stalled = isinstance(reason, TimeoutError)
         raise _Transient(f"stalled: no answer for {timeout:g} s" if stalled else str(reason)) from e

@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import BadInput, BadWeights, MissingExtra, UnknownName
 from ..preprocess import Preprocessing
 from ..registry import list_models
-from .download import DownloadError, OfflineError, is_offline
+from .download import DownloadError, OfflineError, is_offline, probe, unreachable
 from .entry import WeightsEntry
 
 PREFIX = "hf-hub:"
@@ -113,6 +113,7 @@ def _hub() -> Any:
     """The ``huggingface_hub`` module, or the extra to install."""
     try:
         import huggingface_hub
+        import huggingface_hub.constants
         import huggingface_hub.errors
     except ImportError as e:
         raise MissingExtra('hf-hub: weights need huggingface_hub: pip install "resnets[hub]"') from e
@@ -130,10 +131,13 @@ def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str 
     hub = _hub()
     errors = hub.errors
     where = f"{repo_id}@{revision}" if revision else repo_id
-    if is_offline():  # the cache alone: hf_hub_download makes requests of its own even with local_files_only
+    # The cache alone when offline (hf_hub_download makes requests of its own even with local_files_only) or when
+    # the Hub cannot be reached at all (hf_hub_download would retry that for 23 s before using the cache).
+    down = None if is_offline() else probe(hub.constants.ENDPOINT)
+    if is_offline() or down:
         found = hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
         if not isinstance(found, str):
-            raise errors.LocalEntryNotFoundError(f"{filename} of {repo_id} is not in the Hugging Face cache")
+            raise errors.LocalEntryNotFoundError(f"{filename} of {repo_id} is not in the Hugging Face cache") from down
         return Path(found)
     try:
         return Path(hub.hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
@@ -161,8 +165,10 @@ def _missing(repo_id: str, revision: str | None, filename: str, error: Exception
         setting = "HF_HUB_OFFLINE" if hub.constants.HF_HUB_OFFLINE else "RESNETS_OFFLINE"
         return OfflineError(f"hf-hub:{where}: {filename} is not in the Hugging Face cache ({cache}) and "
                             f"{setting} is set; download it on a connected machine first")
+    cause = error.__cause__ or error
+    down = unreachable(cause, hub.constants.ENDPOINT) or cause
     return DownloadError(f"hf-hub:{where}: no usable answer from {hub.constants.ENDPOINT} (HF_ENDPOINT) and {filename} "
-                         f"is not in the Hugging Face cache ({cache}): {error.__cause__ or error}")
+                         f"is not in the Hugging Face cache ({cache}): {down}")
 
 
 def cached_hub_file(name: str, cache_dir: str | os.PathLike | None = None) -> Path | None:
