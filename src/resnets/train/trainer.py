@@ -2,7 +2,12 @@
 continues bit-identically.
 
 Every checkpoint's weights file carries a :class:`~resnets.weights.WeightsEntry`: architecture,
-class names, the exact evaluation preprocessing, and the run's metrics.
+class names, the exact evaluation preprocessing, and the run's metrics. With ``model_ema`` those are the
+weights' moving average (:mod:`.ema`), evaluated each epoch beside the trained weights.
+
+The step: the network input and targets from :class:`~resnets.train.batches.RunBatches`, the loss
+(:class:`~resnets.train.mixing.TrainLoss`, with a teacher's soft labels mixed in: :mod:`.distill`), gradients
+clipped to ``clip_grad_norm``, the optimizer of :mod:`.optim`, the average updated.
 """
 
 from __future__ import annotations
@@ -18,16 +23,21 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..errors import BadInput
 from ..progress import progress_bar
 from ..weights.entry import WeightsEntry, save_safetensors
 from .batches import RunBatches
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, unwrap
 from .config import TrainConfig
 from .data import load_run_data
+from .distill import distilled, load_teacher
 from .distributed import DistContext, all_sum
+from .ema import adjusted_decay, make_ema, update_ema
 from .metrics import MetricsLog, read_metrics
+from .mixing import TrainLoss
 from .model import build_model, set_train_mode
-from .precision import AUTOCAST_DTYPE
+from .optim import make_optimizer, param_groups
+from .precision import AUTOCAST_DTYPE, resolve_precision
 from .schedule import lr_at
 
 
@@ -56,11 +66,12 @@ class Trainer:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         fmt = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model.to(ctx.device, memory_format=fmt)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                                         weight_decay=config.weight_decay, nesterov=config.nesterov)
+        groups = param_groups(self.model, config.weight_decay, config.norm_weight_decay, config.bias_weight_decay)
+        self.optimizer = make_optimizer(config.opt, groups, config.lr, config.momentum, config.nesterov,
+                                        config.weight_decay)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=config.precision == "fp16")
-        self.steps_per_epoch = len(self.data.train) // config.batch_size
+        self.batches = RunBatches(self.data, config, ctx)
+        self.steps_per_epoch = self.batches.steps_per_epoch
         if self.steps_per_epoch == 0:
             n = len(self.data.train)
             raise ValueError(f"{n} training images are fewer than one batch of {config.batch_size}: "
@@ -69,7 +80,10 @@ class Trainer:
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.aug_rng = torch.Generator().manual_seed(config.seed)
         self.tb = None  # TensorBoard SummaryWriter (rank 0, --tensorboard)
-        self.batches = RunBatches(self.data, config, ctx)
+        self.ema = make_ema(self.model, adjusted_decay(config.model_ema_decay, config.model_ema_steps,
+                                                       config.batch_size, self.epochs)) if config.model_ema else None
+        self.teacher = load_teacher(config.teacher, tuple(self.data.train.classes), ctx.device,
+                                    resolve_precision("auto", ctx.device)) if config.teacher else None
         # progress of the run; replaced by the checkpoint's on resume
         self.step = self.epoch = self.epoch_step = 0
         self.meters = [0.0, 0.0, 0.0]  # loss sum, correct, images of the epoch so far
@@ -97,6 +111,8 @@ class Trainer:
             "warming_up": self.warming_up, "error_ema": self.error_ema, "best_error": self.best_error,
             "wall_s": self._wall(),
             "classes": list(self.data.train.classes), "model": self.config.model,
+            "total_steps": self.total_steps,  # the length the schedule was computed for
+            "ema": self.ema.state_dict() if self.ema is not None else None,
         }
 
     def weights_entry(self, row: dict[str, Any] | None) -> WeightsEntry:
@@ -107,10 +123,13 @@ class Trainer:
         metrics, measured_on = {}, ""
         training: dict[str, Any] = {"recipe": cfg.recipe, "epoch": self.epoch, "step": self.step,
                                     "precision": cfg.precision, "seed": cfg.seed}
+        if self.ema is not None:
+            training["weights"] = (f"the exponential moving average (model_ema_decay {cfg.model_ema_decay}, every "
+                                   f"{cfg.model_ema_steps} steps)")
         if row is not None:
             metrics = {"top1": round(100 * (1 - row["eval_error"]), 4)}
             measured_on = (f"the {row['eval_split']} split of {cfg.data} ({len(data.eval)} images) after epoch "
-                           f"{row['epoch']}, fp32")
+                           f"{row['epoch']}, fp32" + (", the weights' moving average" if self.ema is not None else ""))
             training |= {"eval_error": row["eval_error"], "eval_loss": row["eval_loss"], "eval_split": row["eval_split"]}
         return WeightsEntry(
             name=f"{cfg.model}.{Path(cfg.out).name}", model=cfg.model, url=None, sha256=None,
@@ -139,11 +158,41 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.aug_rng.set_state(state["aug_rng"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
         self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
         self.meters = list(state["meters"])
         self.warming_up, self.error_ema, self.best_error = state["warming_up"], state["error_ema"], state["best_error"]
         self.wall_before = state.get("wall_s", 0.0)
+        self._check_new_length(state.get("total_steps", self.total_steps))
+
+    def _length(self, steps: int) -> str:
+        """A run length as the config gives it: epochs, or steps (max_steps)."""
+        if self.config.max_steps:
+            return f"{steps:,} steps"
+        return f"{steps // self.steps_per_epoch} epochs"
+
+    def _check_new_length(self, saved_total: int) -> None:
+        """A resumed run with another length: shorter than what it trained is refused; longer recomputes the
+        learning-rate schedule for the new length from where the run is (timm's ``--resume`` with more epochs),
+        which this says, with the lr jump it makes."""
+        if saved_total == self.total_steps:
+            return
+        done = self.step if self.config.max_steps else self.epoch * self.steps_per_epoch
+        if done > self.total_steps:
+            option = "max_steps" if self.config.max_steps else "epochs"
+            raise BadInput(f"the run in {self.out} has already trained {self._length(done)}, more than the "
+                           f"{self._length(self.total_steps)} asked for: to train it further, resume it with "
+                           f"{option}= above {self._length(done).split()[0]}; its weights are "
+                           f"{self.out / 'model.safetensors'}")
+        if self.ctx.is_main and self.step < self.total_steps:
+            old = lr_at(self.step, saved_total, self.config, self.warming_up, self.steps_per_epoch)
+            new = lr_at(self.step, self.total_steps, self.config, self.warming_up, self.steps_per_epoch)
+            print(f"resnets train: {self.out} was a {self._length(saved_total)} run, now "
+                  f"{self._length(self.total_steps)}: the {self.config.schedule} learning-rate schedule is "
+                  f"recomputed for {self._length(self.total_steps)} from step {self.step:,} on (as timm's --resume "
+                  f"does), so the next step's lr is {new:.4g} where the old schedule had {old:.4g}", flush=True)
 
     def _wall(self) -> float:
         """Wall seconds since the run started, over resumes (the clock of a time-to-accuracy table)."""
@@ -156,7 +205,8 @@ class Trainer:
         save_checkpoint(self.out / "last.pt", state)
         if self.tb is not None:  # TensorBoard's events keep up with the checkpoints
             self.tb.flush()
-        save_safetensors(state["state_dict"], self.out / "model.safetensors", self.weights_entry(row))
+        weights = state["state_dict"] if self.ema is None else model_state(self.ema.module)
+        save_safetensors(weights, self.out / "model.safetensors", self.weights_entry(row))
         if is_best:
             for src, dst in (("last.pt", "best.pt"), ("model.safetensors", "best.safetensors")):
                 shutil.copyfile(self.out / src, self.out / ".best.tmp")
@@ -166,6 +216,8 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         cfg, ctx = self.config, self.ctx
+        if self.step >= self.total_steps:
+            return self._finished_already()
         if ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / ".config.json.tmp").write_text(cfg.to_json())
@@ -176,10 +228,7 @@ class Trainer:
 
                 # purge_step: a resumed run drops the events logged after its checkpoint
                 self.tb = SummaryWriter(str(self.out / "tb"), purge_step=self.step + 1 if self.step else None)
-        if cfg.resume and self.epoch >= self.epochs and ctx.is_main:
-            print(f"resnets train: the run in {self.out} is already finished ({self.epoch} of {self.epochs} epochs); "
-                  "nothing to do (raise epochs= to train further)")
-        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        criterion = TrainLoss(cfg.loss, cfg.label_smoothing, cfg.bce_target_thresh)
         row: dict[str, Any] = {}
         while self.epoch < self.epochs:
             steps = min(self.steps_per_epoch, self.total_steps - self.epoch * self.steps_per_epoch)
@@ -187,10 +236,11 @@ class Trainer:
             bar = progress_bar(steps, f"epoch {self.epoch + 1}/{self.epochs}", ctx.is_main and cfg.progress,
                                unit="step", initial=self.epoch_step, leave=False, dynamic_ncols=True)
             start, seen = time.perf_counter(), 0
-            for i, (x, y) in enumerate(self.batches.train(self.epoch, self.epoch_step, steps, self.aug_rng),
+            side = self.batches.side(self.epoch, self.epochs)
+            for i, (x, y) in enumerate(self.batches.train(self.epoch, self.epoch_step, steps, self.aug_rng, side),
                                      start=self.epoch_step):
                 if self.batches.every_rank_has_images(len(y), i, self.epoch):
-                    self._train_step(self._normalize(x), y, criterion)
+                    self._train_step(x, y, criterion)
                 self.epoch_step = i + 1
                 seen += cfg.batch_size
                 loss_sum, correct, count = self.meters
@@ -210,21 +260,32 @@ class Trainer:
         return {**row, "run_dir": str(self.out), "best_error": self.best_error, "skipped_images": len(self.batches.skipped),
                 "history": read_metrics(self.out) if ctx.is_main else []}
 
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 batch to network input with the recorded preprocessing (so ``resnets eval`` matches exactly)."""
-        x = self.data.preprocessing.normalize(x)
-        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+    def _finished_already(self) -> dict[str, Any]:
+        """A resumed run that has trained its whole length: nothing to do; its last metrics, and what to do instead."""
+        if self.ctx.is_main:
+            length = self._length(self.total_steps)
+            option = "max_steps" if self.config.max_steps else "epochs"
+            print(f"resnets train: the run in {self.out} has finished its {length}; nothing to train. To train it "
+                  f"further, resume it with a longer run ({option}=N, --{option.replace('_', '-')} N, N above "
+                  f"{length.split()[0]}): the {self.config.schedule} learning-rate schedule is then recomputed for "
+                  "N from where the run is, as timm's --resume does", flush=True)
+        history = read_metrics(self.out) if self.ctx.is_main else []
+        return {**(history[-1] if history else {}), "run_dir": str(self.out), "best_error": self.best_error,
+                "skipped_images": 0, "history": history}
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module) -> None:
         cfg = self.config
-        lr = lr_at(self.step, self.total_steps, cfg, self.warming_up)
+        lr = lr_at(self.step, self.total_steps, cfg, self.warming_up, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         dtype = AUTOCAST_DTYPE[cfg.precision]
         with torch.autocast(self.ctx.device.type, dtype=dtype, enabled=dtype is not None):
             logits = self.net(x)
         loss = criterion(logits.float(), y)
-        correct = (logits.argmax(1) == y).sum()
+        if self.teacher is not None:
+            teacher = self.teacher.logits(x, self.data.preprocessing)
+            loss = distilled(loss, logits, teacher, cfg.distill_alpha, cfg.distill_temperature)
+        correct = (logits.argmax(1) == (y.argmax(1) if y.ndim == 2 else y)).sum()  # mixed: the larger share
         loss_sum, n_correct, count = all_sum([loss.item() * len(y), correct.item(), len(y)], self.ctx)
         if not math.isfinite(loss_sum):
             last = self.out / "last.pt"
@@ -235,8 +296,13 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if cfg.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            update_ema(self.ema, self.model, self.epoch_step, cfg.model_ema_steps, self.epoch < cfg.lr_warmup_epochs)
         self.step += 1
         if self.tb is not None and cfg.tensorboard_every_steps and self.step % cfg.tensorboard_every_steps == 0:
             self.tb.add_scalar("train/step_loss", loss_sum / count, self.step)
@@ -250,15 +316,16 @@ class Trainer:
         loss_sum, correct, count = self.meters
         if not count:  # every step of the epoch was skipped: all its streamed files were unreadable
             raise ValueError(f"epoch {self.epoch + 1}: no readable training image in {self.config.data}")
-        eval_loss, eval_error = self.evaluate()
+        eval_loss, eval_error = self.evaluate(self.ema.module if self.ema is not None else None)
+        trained = dict(zip(("raw_eval_loss", "raw_eval_error"), self.evaluate())) if self.ema is not None else {}
         self.epoch, self.epoch_step, self.meters = self.epoch + 1, 0, [0.0, 0.0, 0.0]
         row = {
             "epoch": self.epoch, "step": self.step,
-            "lr": lr_at(self.step - 1, self.total_steps, self.config, self.warming_up),
+            "lr": lr_at(self.step - 1, self.total_steps, self.config, self.warming_up, self.steps_per_epoch),
             "train_loss": loss_sum / count, "train_error": 1 - correct / count,
             "eval_loss": eval_loss, "eval_error": eval_error, "eval_split": self.data.eval_split,
             "epoch_time_s": round(elapsed, 2), "images_per_s": round(seen / max(elapsed, 1e-9), 1),
-            "wall_s": self._wall(),
+            "wall_s": self._wall(), **trained,
         }
         is_best = eval_error <= self.best_error
         self.best_error = min(self.best_error, eval_error)
@@ -274,18 +341,19 @@ class Trainer:
         return row
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
-        """Loss and error on the evaluation split, each rank taking every world_size-th image.
+    def evaluate(self, model: nn.Module | None = None) -> tuple[float, float]:
+        """Loss and error of ``model`` (default: the trained one) on the evaluation split, each rank taking every
+        world_size-th image.
 
         Always in fp32, whatever the training precision: the recorded error is then exactly what
         ``resnets eval`` of the saved weights measures.
         """
-        model = unwrap(self.model)
+        model = model if model is not None else unwrap(self.model)
         model.eval()
         loss_sum = correct = count = 0.0
         for x, y in self.batches.eval():
             count += len(y)
-            logits = model(self._normalize(x)).float()
+            logits = model(self.batches.normalize(x)).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
         # every rank gets here once, even one with no readable image (its streamed batches are all skipped)
