@@ -132,9 +132,9 @@ def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str 
     errors = hub.errors
     where = f"{repo_id}@{revision}" if revision else repo_id
     # The cache alone when offline (hf_hub_download makes requests of its own even with local_files_only) or when
-    # the Hub cannot be reached at all (hf_hub_download would retry that for 23 s before using the cache).
-    down = None if is_offline() else probe(hub.constants.ENDPOINT)
-    if is_offline() or down:
+    # the Hub cannot be reached at all (hf_hub_download retries that for 23 s when the file is not cached).
+    down = None if is_offline() or hub.constants.HF_HUB_OFFLINE else probe(hub.constants.ENDPOINT)
+    if is_offline() or down is not None:
         found = hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
         if not isinstance(found, str):
             raise errors.LocalEntryNotFoundError(f"{filename} of {repo_id} is not in the Hugging Face cache") from down
