@@ -5,6 +5,11 @@ Each step takes the global batch from the epoch's permutation, seeded by (seed, 
 augmentation parameters drawn for the whole global batch from the run's checkpointed generator, and
 slices both to this rank's share (and, streaming, to its readable files). So a cached and a streamed
 run, a resumed run, and a run on another number of processes see the same pixels.
+
+A training batch comes out ready for the network: cropped and flipped at the epoch's side (progressive
+resizing), through the per-image policies, normalised with the recorded preprocessing, randomly erased and
+mixed (MixUp/CutMix within this rank's share, under a per-step seed from the same generator). With repeated
+augmentation the epoch's order is torchvision's RASampler's (:mod:`.repeated`) instead of a plain permutation.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from ..data.source import ImageList
 from .config import TrainConfig
 from .data import RunData
 from .distributed import DistContext, all_sum, local_slice
+from .mixing import batch_mixing, mix
+from .policies import draw_seeds
+from .progressive import resolution
+from .repeated import repeated_order, repeated_steps
 from .streaming import EpochBatches, EvalBatches, epoch_order, make_loader
 
 
@@ -39,13 +48,43 @@ class RunBatches:
             self.eval_loader = make_loader(data.eval, data.transforms.decoder("eval"), eval_order, config.workers, pin)
         else:
             self.train_tensors = data.train.images.to(ctx.device), data.train.labels.to(ctx.device)
+        self.mixing = batch_mixing(config.mixup_alpha, config.cutmix_alpha, len(data.train.classes)) \
+            if config.augment else None
 
-    def train(self, epoch: int, start: int, steps: int, aug_rng: torch.Generator
+    @property
+    def steps_per_epoch(self) -> int:
+        """Global batches per epoch: whole batches of the training set, or of repeated augmentation's share of it."""
+        n, cfg = len(self.data.train), self.config
+        return repeated_steps(n, self.ctx.world_size, cfg.batch_size) if cfg.ra_reps else n // cfg.batch_size
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The epoch's global order of training images, seeded by (seed, epoch)."""
+        cfg, seed = self.config, self.config.seed * 100_003 + epoch
+        if cfg.ra_reps:
+            return repeated_order(len(self.data.train), cfg.ra_reps, seed, self.ctx.world_size, cfg.batch_size)
+        return epoch_order(len(self.data.train), seed)
+
+    def side(self, epoch: int, epochs: int) -> int:
+        """The training side of ``epoch`` of ``epochs``: progressive resizing's, else the recipe's training crop."""
+        cfg, crop = self.config, self.data.transforms.train_crop
+        if cfg.min_res is None:
+            return crop
+        end = cfg.end_ramp if cfg.end_ramp is not None else epochs - 1
+        return resolution(epoch, cfg.min_res, cfg.max_res or crop, cfg.start_ramp, end, cfg.res_step)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 batch to network input with the recorded preprocessing (so ``resnets eval`` matches exactly)."""
+        x = self.data.preprocessing.normalize(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
+    def train(self, epoch: int, start: int, steps: int, aug_rng: torch.Generator, side: int | None = None
               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's augmented uint8 images and labels for steps ``start``..``steps`` of ``epoch``, on the device."""
+        """This rank's network inputs and targets (class indices, or soft targets when mixing) for steps
+        ``start``..``steps`` of ``epoch``, on the device, at ``side`` (:meth:`side`; default the training crop).
+        An unreadable streamed share comes out empty."""
         cfg, dev, data = self.config, self.ctx.device, self.data
         local = local_slice(cfg.batch_size, self.ctx)
-        order = epoch_order(len(data.train), cfg.seed * 100_003 + epoch)
+        order = self.order(epoch)
         if data.streaming:
             self.train_order.set_epoch(order, start, steps)
             batches: Iterator = iter(self.train_loader)
@@ -54,13 +93,20 @@ class RunBatches:
         for i in range(start, steps):
             share = order[i * cfg.batch_size:(i + 1) * cfg.batch_size][local]
             params = data.transforms.sample(cfg.batch_size, aug_rng)[local]
+            mix_seed = int(draw_seeds(self.ctx.world_size, aug_rng)[self.ctx.rank]) if self.mixing else 0
             if data.streaming:
                 x, y, kept = self._device_batch(next(batches), data.train, share)
                 params = params[kept]
             else:
                 idx = share.to(dev)
                 x, y = images[idx], labels[idx]
-            yield (data.transforms.apply(x, params) if len(y) else x), y
+            if not len(y):
+                yield x, y
+                continue
+            x = data.transforms.erase(self.normalize(data.transforms.apply(x, params, side)), params)
+            if self.mixing is not None:
+                x, y = mix(self.mixing, x, y, mix_seed)
+            yield (x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x), y
 
     def eval(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's evaluation images (every world_size-th) and labels, in batches, on the device."""
@@ -101,8 +147,11 @@ class RunBatches:
                            file=sys.stderr)
         dev = self.ctx.device
         kept = torch.zeros(0, dtype=torch.long)
-        if share is not None:
-            place = {int(j): p for p, j in enumerate(share.tolist())}
-            kept = torch.tensor([place[int(j)] for j in batch.indices.tolist()], dtype=torch.long)
+        if share is not None:  # in order, the good files a place each (repeated augmentation repeats an index)
+            good, places = batch.indices.tolist(), []
+            for p, j in enumerate(share.tolist()):
+                if len(places) < len(good) and good[len(places)] == j:
+                    places.append(p)
+            kept = torch.tensor(places, dtype=torch.long)
         return (batch.images.to(dev, non_blocking=True), images.labels[batch.indices].to(dev, non_blocking=True),
                 kept)

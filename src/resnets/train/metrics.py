@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 FIELDS = ("epoch", "step", "lr", "train_loss", "train_error", "eval_loss", "eval_error", "eval_split",
-          "epoch_time_s", "images_per_s", "wall_s")
+          "epoch_time_s", "images_per_s", "wall_s",
+          "raw_eval_loss", "raw_eval_error")  # with model_ema: eval_* is the average's, raw_eval_* the trained weights'
 
 
 class MetricsLog:

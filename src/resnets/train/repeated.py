@@ -16,7 +16,12 @@ import torch
 
 def repeated_steps(n: int, world_size: int, batch_size: int) -> int:
     """Steps per epoch: each process's ``RASampler.num_selected_samples`` in whole batches of its share."""
-    return int(math.floor(n // 256 * 256 / world_size)) // (batch_size // world_size)
+    steps = int(math.floor(n // 256 * 256 / world_size)) // (batch_size // world_size)
+    if steps == 0:
+        raise ValueError(f"repeated augmentation keeps {n // 256 * 256} of {n} images per epoch (whole multiples "
+                         f"of 256, as torchvision's RASampler), fewer than one batch of {batch_size}: use "
+                         "ra_reps=0, or more images")
+    return steps
 
 
 def repeated_order(n: int, reps: int, epoch_seed: int, world_size: int, batch_size: int) -> torch.Tensor:
@@ -25,10 +30,6 @@ def repeated_order(n: int, reps: int, epoch_seed: int, world_size: int, batch_si
     if reps < 1:
         raise ValueError(f"ra_reps must be >= 1, got {reps}")
     local, steps = batch_size // world_size, repeated_steps(n, world_size, batch_size)
-    if steps == 0:
-        raise ValueError(f"repeated augmentation keeps {n // 256 * 256} of {n} images per epoch (whole multiples "
-                         f"of 256, as torchvision's RASampler), fewer than one batch of {batch_size}: use "
-                         "ra_reps=0, or more images")
     num_samples = math.ceil(n * reps / world_size)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed)).repeat_interleave(reps)
     order = torch.cat([order, order[: num_samples * world_size - len(order)]])

@@ -4,14 +4,39 @@ from __future__ import annotations
 
 import math
 
-from ..choices import SCHEDULES
+from ..choices import LR_WARMUP_METHODS, SCHEDULES
 from .config import TrainConfig
 
 
-def lr_at(step: int, total_steps: int, config: TrainConfig, warming_up: bool = False) -> float:
-    """The learning rate for optimisation step ``step`` (0-based) of ``total_steps``."""
+def warmup_factor(epoch: int, warmup_epochs: int, method: str, decay: float) -> float:
+    """torchvision's warm-up, stepped per epoch: ``LinearLR(start_factor=decay)`` (``"linear"``) or
+    ``ConstantLR(factor=decay)`` (``"constant"``) over ``warmup_epochs``; 1 after them."""
+    if epoch >= warmup_epochs:
+        return 1.0
+    if method == "linear":
+        return decay + (1 - decay) * epoch / warmup_epochs
+    if method == "constant":
+        return decay
+    raise ValueError(f"lr_warmup_method must be one of {', '.join(LR_WARMUP_METHODS)}, got {method!r}")
+
+
+def lr_at(step: int, total_steps: int, config: TrainConfig, warming_up: bool = False,
+          steps_per_epoch: int | None = None) -> float:
+    """The learning rate for optimisation step ``step`` (0-based) of ``total_steps``.
+
+    With ``lr_warmup_epochs`` (which needs ``steps_per_epoch``) the first epochs are torchvision's warm-up and
+    the schedule runs over the rest of the run, as torchvision's ``SequentialLR`` does.
+    """
     if warming_up and config.warmup_lr is not None:
         return config.warmup_lr
+    if config.lr_warmup_epochs:
+        if steps_per_epoch is None:
+            raise ValueError("lr_warmup_epochs= needs the steps per epoch (steps_per_epoch=)")
+        warm_steps = config.lr_warmup_epochs * steps_per_epoch
+        if step < warm_steps:
+            return config.lr * warmup_factor(step // steps_per_epoch, config.lr_warmup_epochs,
+                                             config.lr_warmup_method, config.lr_warmup_decay)
+        step, total_steps = step - warm_steps, total_steps - warm_steps
     progress = step / max(1, total_steps)
     warm = config.warmup_fraction
     if progress < warm:
