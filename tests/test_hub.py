@@ -252,7 +252,7 @@ def test_a_hub_nobody_answers_serves_the_cached_repo_at_once(hub, tmp_path):
     hub.server_close()  # the port now refuses connections
     start = time.monotonic()
     model = resnets.create_model(weights="hf-hub:timm/resnet10t.c3_in1k")
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < 5  # no retries (loading itself takes a second on a busy machine)
     assert_like_timm(model, ref)
 
 def test_without_huggingface_hub_the_extra_is_named(monkeypatch, capsys):
