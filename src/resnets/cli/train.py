@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..choices import DATA_MODES, FREEZE_MODES, SCHEDULES, TRAIN_PRECISIONS
+from ..choices import (AUTO_AUGMENT, DATA_MODES, FREEZE_MODES, LOSSES, LR_WARMUP_METHODS, OPTIMIZERS, SCHEDULES,
+                       TRAIN_PRECISIONS)
 from .common import DEVICE_HELP, UsageError, add_progress_option, flags_in_errors, parse_device
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, help="length in passes over the training set " + d("epochs"))
     p.add_argument("--max-steps", type=int, help="length in iterations; overrides --epochs " + d("max_steps"))
     p.add_argument("--batch-size", type=int, help="global batch size, split over the processes " + d("batch_size"))
-    p.add_argument("--lr", type=float, help="SGD learning rate at the start (step) or peak (onecycle, cosine) " + d("lr"))
+    p.add_argument("--lr", type=float, help="learning rate at the start (step) or peak (onecycle, cosine) " + d("lr"))
     p.add_argument("--weight-decay", type=float, help="L2 weight decay " + d("weight_decay"))
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing " + d("label_smoothing"))
     p.add_argument("--schedule", choices=SCHEDULES,
@@ -119,7 +120,74 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                         "(default: off)")
     p.add_argument("--tensorboard-every", type=int,
                    help=f"train loss to TensorBoard every N steps (default: {TrainConfig.tensorboard_every_steps})")
+    _component_options(p.add_argument_group("modern training (torchvision's reference flags; off unless the recipe "
+                                            "turns them on)"))
     add_progress_option(p)
+
+
+def _component_options(g: argparse._ArgumentGroup) -> None:
+    """Optimizer, loss, augmentation, EMA, sizes and distillation: train/optim, mixing, policies, ema, distill."""
+    d = _recipe_default
+    g.add_argument("--opt", choices=OPTIMIZERS,
+                   help="optimizer; lamb and lars are timm's (pip install \"resnets[train]\") " + d("opt"))
+    g.add_argument("--norm-weight-decay", metavar="F", type=float,
+                   help="weight decay of normalisation layers' parameters; none: --weight-decay's "
+                        + d("norm_weight_decay"))
+    g.add_argument("--bias-weight-decay", metavar="F", type=float,
+                   help="weight decay of bias parameters; none: --weight-decay's " + d("bias_weight_decay"))
+    g.add_argument("--clip-grad-norm", metavar="NORM", type=float,
+                   help="clip the gradients' global norm " + d("clip_grad_norm"))
+    g.add_argument("--lr-warmup-epochs", metavar="N", type=int,
+                   help="epochs of learning-rate warm-up before the schedule " + d("lr_warmup_epochs"))
+    g.add_argument("--lr-warmup-method", choices=LR_WARMUP_METHODS,
+                   help="warm-up at lr x --lr-warmup-decay (constant), or rising from it to lr (linear) "
+                        + d("lr_warmup_method"))
+    g.add_argument("--lr-warmup-decay", metavar="F", type=float, help="the warm-up's factor " + d("lr_warmup_decay"))
+    g.add_argument("--loss", choices=LOSSES, help="cross-entropy, or binary cross-entropy per class " + d("loss"))
+    g.add_argument("--bce-target-thresh", metavar="T", type=float,
+                   help="bce: targets above this become 1, the others 0 (timm's) " + d("bce_target_thresh"))
+    g.add_argument("--mixup-alpha", metavar="A", type=float, help="MixUp's alpha; 0: off " + d("mixup_alpha"))
+    g.add_argument("--cutmix-alpha", metavar="A", type=float,
+                   help="CutMix's alpha, 0: off; with --mixup-alpha one of the two per batch " + d("cutmix_alpha"))
+    g.add_argument("--auto-augment", choices=AUTO_AUGMENT,
+                   help="per-image policy: TrivialAugmentWide, RandAugment, AugMix or an AutoAugment policy "
+                        + d("auto_augment"))
+    g.add_argument("--ra-magnitude", metavar="M", type=int, help="RandAugment's magnitude " + d("ra_magnitude"))
+    g.add_argument("--augmix-severity", metavar="S", type=int, help="AugMix's severity " + d("augmix_severity"))
+    g.add_argument("--random-erase", metavar="P", type=float, help="random erasing probability " + d("random_erase"))
+    g.add_argument("--ra-reps", metavar="N", type=int,
+                   help="repeated augmentation: each image N times per epoch (torchvision's RASampler); 0: off "
+                        + d("ra_reps"))
+    g.add_argument("--model-ema", action=argparse.BooleanOptionalAction,
+                   help="evaluate and save an exponential moving average of the weights " + d("model_ema"))
+    g.add_argument("--model-ema-steps", metavar="N", type=int,
+                   help="update the average every N steps " + d("model_ema_steps"))
+    g.add_argument("--model-ema-decay", metavar="D", type=float,
+                   help="its decay, adjusted to batch size, steps and epochs as torchvision's " + d("model_ema_decay"))
+    g.add_argument("--train-crop-size", metavar="SIDE", type=int,
+                   help="side of the training crops; none: --image-size " + d("train_crop_size"))
+    g.add_argument("--val-resize-size", metavar="SIDE", type=int,
+                   help="evaluation shorter side before the crop; none: the crop times the recipe's resize ratio "
+                        + d("val_resize_size"))
+    g.add_argument("--val-crop-size", metavar="SIDE", type=int,
+                   help="evaluation centre crop; none: --image-size " + d("val_crop_size"))
+    g.add_argument("--min-res", metavar="SIDE", type=int,
+                   help="progressive resizing (FFCV's): the first epochs' training side; off unless given "
+                        + d("min_res"))
+    g.add_argument("--max-res", metavar="SIDE", type=int,
+                   help="progressive resizing's last side; none: the training crop " + d("max_res"))
+    g.add_argument("--start-ramp", metavar="EPOCH", type=int,
+                   help="epoch (from 0) the side starts rising " + d("start_ramp"))
+    g.add_argument("--end-ramp", metavar="EPOCH", type=int,
+                   help="epoch it reaches --max-res; none: the last " + d("end_ramp"))
+    g.add_argument("--res-step", metavar="N", type=int, help="sides in multiples of this " + d("res_step"))
+    g.add_argument("--teacher", metavar="WEIGHTS",
+                   help="distil from these weights (a file or catalogue name; their own preprocessing and classes) "
+                        + d("teacher"))
+    g.add_argument("--distill-alpha", metavar="A", type=float,
+                   help="share of the label loss; the rest is the teacher's soft labels " + d("distill_alpha"))
+    g.add_argument("--distill-temperature", metavar="T", type=float,
+                   help="softmax temperature of both " + d("distill_temperature"))
 
 
 def _cifar_depths() -> list[int]:
