@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "resnets"
 
 LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a top-level module or folder of the package
     ("command line", {"cli", "__main__"}),
-    ("jobs", {"predict", "features", "evaluate", "explain", "explain_images", "serve", "ray", "train"}),
+    ("jobs", {"predict", "features", "evaluate", "report", "explain", "explain_images", "serve", "ray", "train"}),
     ("model + input", {"pipeline"}),
     ("fast inference", {"inference"}),
     ("models with weights", {"factory", "keras_api"}),
@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a top-level m
     ("architectures", {"registry", "networks", "blocks", "layers"}),
     ("data", {"data"}),
     ("basics", {"preprocess", "classes", "device", "atomic", "cache", "summary", "choices", "quiet", "progress",
-                "errors", "colour", "cpu"}),
+                "errors", "colour", "cpu", "calibration"}),
 ]
 RANK = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import BLOCKS, OPTION_NAMES, BasicBlock, Block, BlockOptions, Bottleneck, ResidualBlock
+from .calibration import scaled_softmax
 from .layers import activation, activation_layer, anti_alias, conv2d, norm_layer
 
 Stem = Literal["imagenet", "cifar", "deep", "deep_tiered"]
@@ -327,13 +328,19 @@ class ResNet(nn.Module):
             return x
         x = self.fc(x)
         if self.classifier_activation == "softmax":
-            return x.softmax(dim=1)
+            return scaled_softmax(x, self.temperature)
         if self.classifier_activation == "sigmoid":
             return x.sigmoid()
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature the weights record (``resnets calibrate``; 1.0 when uncalibrated): probabilities
+        divide the logits by it (this head's softmax, ``resnets.pipeline.logit_probabilities``); logits stay raw."""
+        return getattr(getattr(self, "pretrained_cfg", None), "temperature", 1.0)
 
     # --- surgery --------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .calibration import scaled_softmax
 from .data.images import ImageBatch, ImageFiles, collate_images
 from .device import model_device, resolve_device
 from .errors import BadInput, UnknownName
@@ -43,12 +44,18 @@ class Inference:
     network: nn.Module | None = None  # the eager fp32 network ``model`` was made from (same weights, no reload)
 
     def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Class probabilities from the model's outputs: softmax, unless the network ends in its own activation
-        (Keras-style ``classifier_activation``), whose outputs already are (an optimized copy keeps it)."""
+        """Class probabilities from the model's outputs: the softmax of the logits over the weights' temperature
+        (:func:`logit_probabilities`), unless the network ends in its own activation (Keras-style
+        ``classifier_activation``), whose outputs already are (an optimized copy keeps it, temperature included)."""
         network = self.network if self.network is not None else self.model
         if getattr(network, "classifier_activation", None) is None:
-            return outputs.softmax(dim=1)
+            return logit_probabilities(network, outputs)
         return outputs
+
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature of the weights (:attr:`resnets.ResNet.temperature`; 1.0 when uncalibrated)."""
+        return getattr(self.network if self.network is not None else self.model, "temperature", 1.0)
 
     def optimized(self, module: nn.Module) -> nn.Module:
         """``module`` (built from this model's eager network: a feature extractor, its first stages) run the way
@@ -202,7 +209,8 @@ def run_model(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 def logit_probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
     """Class probabilities from raw logits, by the network's head: sigmoid for a Keras-style
-    ``classifier_activation="sigmoid"``, else softmax."""
+    ``classifier_activation="sigmoid"``, else the softmax of ``logits / T``, ``T`` the temperature its weights
+    record (:attr:`resnets.ResNet.temperature`; 1.0 for any other module)."""
     if getattr(model, "classifier_activation", None) == "sigmoid":
         return logits.sigmoid()
-    return logits.softmax(1)
+    return scaled_softmax(logits, getattr(model, "temperature", 1.0))

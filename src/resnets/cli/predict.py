@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..choices import TTA
+from ..choices import REPORT_WRONG, TTA
 from .common import (
     UsageError, add_device_option, add_model_options, add_precision_options, add_progress_option, model_and_weights,
     flags_in_errors, say_what_runs,
@@ -86,9 +86,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stage whose output to pool, 1..4 = C2..C5 (default: the last)")
     p.set_defaults(func=run_features)
 
-    p = sub.add_parser("eval", help="top-1/top-5 accuracy on a labelled data set",
+    p = sub.add_parser("eval", help="top-1/top-5 accuracy on a labelled data set, or with --report the full report",
                        description="Evaluate on an image folder (DATA/<class>/*, or its val/ or test/ split), "
-                                   "a .tar of one, or CIFAR-10 python batches.")
+                                   "a .tar of one, or CIFAR-10 python batches. Where the data's classes are a subset "
+                                   "of the model's (matched by name or ImageNet wnid), every score is taken over the "
+                                   "data's classes only. --report DIR also writes report.json (every number), "
+                                   "report.html (a static page: open it from disk) and its pictures: per-class "
+                                   "precision, recall, F1 and support with macro and weighted averages, NLL, Brier "
+                                   "score, ECE and MCE (15 equal-width confidence bins), the normalised confusion "
+                                   "matrix, the reliability diagram and the most confidently wrong images.")
     p.add_argument("data", metavar="DATA",
                    help="an image folder (DATA/<class>/*, or its val/ or test/ split), a .tar of one, or "
                         "cifar-10-batches-py")
@@ -102,6 +108,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", choices=TTA, default="none",
                    help="test-time augmentation: flip averages the softmax of each image and its mirror image "
                         "(twice the compute) (default: none)")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write the full report into DIR: report.json, report.html and PNG pictures (needs "
+                        "matplotlib: pip install 'resnets[plot]') (default: no report)")
+    p.add_argument("--wrong", type=int, default=REPORT_WRONG, metavar="N",
+                   help=f"with --report: the N most confidently wrong images on its contact sheet (default: {REPORT_WRONG})")
     p.add_argument("--json", action="store_true", help="print the result as JSON (default: one line of text)")
     p.set_defaults(func=run_eval)
 
@@ -199,14 +210,20 @@ def run_eval(args: argparse.Namespace) -> int:
     inf = load_inference(*model_and_weights(args), args.precision, calibration=calibration, device=args.device,
                          backend=args.backend, fast_decode=args.fast_decode, progress=args.progress)
     say_what_runs(args, inf)
-    acc = evaluate(inf, args.data, args.batch_size, args.workers, progress=args.progress, by_position=args.by_position,
-                   tta=args.tta)
+    if args.wrong < 0:
+        raise UsageError("--wrong must be >= 0")
+    with flags_in_errors(("report", "wrong")):
+        acc = evaluate(inf, args.data, args.batch_size, args.workers, progress=args.progress,
+                       by_position=args.by_position, tta=args.tta, report=args.report, wrong=args.wrong)
     if args.json:
         print(json.dumps({"model": inf.name, "weights": args.weights, "tta": args.tta, **acc.to_dict()}))
     else:
         tta = ", flip TTA" if args.tta == "flip" else ""
+        subset = f", over the data's {acc.classes} of the model's {acc.model_classes} classes" if acc.subset else ""
         print(f"{inf.name} ({args.weights}{tta}) on {args.data}: top-1 {acc.top1:.2f}%  top-5 {acc.top5:.2f}%  "
-              f"({acc.images} images)")
+              f"({acc.images} images{subset})")
+        if acc.report:
+            print(f"report: {acc.report}")
         for path, error in acc.errors:
             print(f"resnets eval: skipped {error}", file=sys.stderr)
     return 0

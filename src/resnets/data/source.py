@@ -115,6 +115,14 @@ class ImageList:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return ImageList([self.images[i] for i in idx.tolist()], self.labels[idx], self.classes, self.origin)
 
+    def held_out(self, count: int, seed: int) -> tuple[ImageList, ImageList]:
+        """``(held out, rest)``: ``count`` images drawn by ``seed`` (the last ``count`` of a seeded permutation, as
+        ``resnets train --val-split`` holds them out) and the others."""
+        if not 0 < count < len(self):
+            raise ValueError(f"{self.origin}: cannot hold out {count} of its {len(self)} images")
+        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return self.subset(perm[-count:]), self.subset(perm[:-count])
+
     def relabel(self, classes: Sequence[str]) -> ImageList:
         """The same images labelled by their class names' places in ``classes`` (the training split's list)."""
         return ImageList(self.images, labels_by_name(self.labels, self.classes, classes), tuple(classes), self.origin)

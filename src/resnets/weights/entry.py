@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,9 @@ class WeightsEntry:
     ``asset`` names a file shipped inside the package (``resnets/assets/``) instead of a URL.
     ``metrics`` (percentages, e.g. ``top1``) were measured on ``metrics_data``; ``source`` says how the
     weights were made; ``training`` holds a training run's own record (recipe, epoch, step, eval error).
+    ``temperature`` divides the logits before every softmax that makes probabilities (``resnets calibrate``
+    fits it; 1.0 leaves them as trained), and ``calibration`` records that fit (data, images, ECE and NLL
+    before and after).
     """
 
     name: str
@@ -56,6 +60,13 @@ class WeightsEntry:
     file_size_mb: float | None = None
     metrics_data: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise ValueError(f"temperature must be a positive finite number, got {t!r}")
 
     @property
     def filename(self) -> str:
@@ -105,8 +116,8 @@ class WeightsEntry:
         classes = d.pop("classes")
         if not isinstance(classes, str) and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
             raise ValueError("field 'classes' must be 'imagenet', 'cifar10' or a list of names")
-        if not isinstance(d.get("model_kwargs", {}), dict) or not isinstance(d.get("metrics", {}), dict):
-            raise ValueError("fields 'model_kwargs' and 'metrics' must be JSON objects")
+        if not all(isinstance(d.get(k, {}), dict) for k in ("model_kwargs", "metrics", "calibration")):
+            raise ValueError("fields 'model_kwargs', 'metrics' and 'calibration' must be JSON objects")
         return cls(**d, preprocessing=pre, classes=classes if isinstance(classes, str) else tuple(classes))
 
 
