@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import struct
+import zlib
 from typing import Any
 
 from resnets.pipeline import Inference
@@ -45,3 +47,14 @@ def multipart(data: bytes, field: str = "file", filename: str = "photo.jpg") -> 
 def serving(inf: Inference, config: ServeConfig = ServeConfig()) -> contextlib.AbstractContextManager[int]:
     """Serve ``inf`` until the block ends; yields the port once /readyz answers 200."""
     return background_server(create_app(inf, config), ready_timeout=60, shutdown_timeout=10)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def decompression_bomb() -> bytes:
+    """A 200-byte PNG that claims 30000 x 30000 pixels (900 MP, ten times PIL's limit)."""
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + _png_chunk(b"IEND", b""))

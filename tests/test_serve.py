@@ -12,12 +12,10 @@ import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,7 +28,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
-from serve_server import multipart, request, serving  # noqa: E402
+from serve_server import decompression_bomb, multipart, request, serving  # noqa: E402
 
 from resnets.data.images import load_img  # noqa: E402
 from resnets.pipeline import Inference, StageFeatures, load_inference  # noqa: E402
@@ -227,17 +225,6 @@ def test_health_readiness_metrics_and_page(port: int) -> None:
 
 # --- bad input ---------------------------------------------------------------------------------------------
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def decompression_bomb() -> bytes:
-    """A 200-byte PNG that claims 30000 x 30000 pixels (900 MP, ten times PIL's limit)."""
-    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + _png_chunk(b"IEND", b""))
-
-
 @pytest.mark.parametrize("name,body,status,words", [
     ("text", b"hello, this is not a picture", 415, "not an image"),
     ("url", b"https://example.com/cat.jpg", 415, "not an image"),  # never fetched: it is just bytes
@@ -406,10 +393,80 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(reference: dict) -> None:
 def test_cli_refuses_bad_options(capsys) -> None:
     from resnets.cli import main
 
-    for args, words in ((["--max-batch", "0"], "--max-batch"), (["--precision", "int8"], "--calibration")):
+    for args, words in ((["--max-batch", "0"], "--max-batch"), (["--precision", "int8"], "--calibration"),
+                        (["--body-timeout", "0"], "--body-timeout must be positive"),
+                        (["--decode-memory-mb", "-1"], "--decode-memory-mb must be positive"),
+                        (["--precision", "fp16"], "does not run on the CPU")):
         with pytest.raises(SystemExit) as exit_info:  # usage errors: before any model is loaded
             main(["serve", "--model", "resnet20", "--weights", WEIGHTS, *args])
         assert exit_info.value.code == 2 and words in capsys.readouterr().err
+
+
+def serve_args(*argv: str):
+    """``resnets serve ARGV`` as the command line parses it."""
+    from resnets.cli import build_parser
+
+    return build_parser().parse_args(["serve", *argv])
+
+
+def test_serve_decides_the_network_from_the_weights(tmp_path: Path) -> None:
+    """Without --model, serve takes the network the weights name (a registry name or a trained file), as
+    predict does; its model and precision options are those of predict and eval (eval's: int8 calibrates on
+    --calibration DIR), word for word."""
+    import resnets
+    from resnets.cli import build_parser
+    from resnets.cli.serve import load_served
+
+    served = load_served(serve_args("--weights", WEIGHTS))
+    assert (served.name, served.weights, served.device.type) == ("resnet20", WEIGHTS, "cpu")
+    model = resnets.resnet20(weights=WEIGHTS)
+    trained = tmp_path / "best.safetensors"
+    resnets.weights.save_safetensors(model.state_dict(), trained, model.pretrained_cfg)
+    assert load_served(serve_args("--weights", str(trained))).name == "resnet20"
+    with pytest.raises(ValueError, match="not a resnet32"):
+        load_served(serve_args("--model", "resnet32", "--weights", str(trained)))
+    parsers = build_parser()._subparsers._group_actions[0].choices
+    for command in ("eval", "serve"):
+        parsers[command].add_deferred_options()
+    options = {command: {a.option_strings[-1]: (a.help, a.default, a.choices) for a in parsers[command]._actions
+                         if a.option_strings} for command in ("eval", "serve")}
+    for flag in ("--model", "--weights", "--precision", "--backend", "--verbose"):
+        assert options["serve"][flag] == options["eval"][flag], flag
+
+
+def test_the_api_key_comes_from_the_environment_or_a_file(tmp_path: Path, monkeypatch, caplog) -> None:
+    from resnets.cli import build_parser
+    from resnets.cli.common import UsageError
+    from resnets.cli.serve import serve_config
+
+    monkeypatch.delenv("RESNETS_API_KEY", raising=False)
+    assert serve_config(serve_args()).api_key is None
+    monkeypatch.setenv("RESNETS_API_KEY", "from-the-environment")
+    assert serve_config(serve_args()).api_key == "from-the-environment"
+    assert serve_config(serve_args("--api-key", "from-the-flag")).api_key == "from-the-flag"
+    key = tmp_path / "key"
+    key.write_text("from-the-file\n")
+    key.chmod(0o600)
+    with caplog.at_level("WARNING", logger="resnets.serve"):
+        assert serve_config(serve_args("--api-key-file", str(key))).api_key == "from-the-file"
+        assert not caplog.records
+        key.chmod(0o644)
+        serve_config(serve_args("--api-key-file", str(key)))
+        assert "can be read by other users" in caplog.text
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    for argv, words in ((["--api-key", "k", "--api-key-file", str(key)], "not both"),
+                        (["--api-key-file", str(tmp_path / "missing")], "missing: cannot read it"),
+                        (["--api-key-file", str(empty)], "first line is empty")):
+        with pytest.raises(UsageError, match=words):
+            serve_config(serve_args(*argv))
+    monkeypatch.setenv("RESNETS_API_KEY", " ")
+    with pytest.raises(UsageError, match="RESNETS_API_KEY"):
+        serve_config(serve_args())
+    helps = {a.option_strings[0]: a.help for a in build_parser()._subparsers._group_actions[0].choices["serve"]._actions
+             if a.option_strings}
+    assert "RESNETS_API_KEY" in helps["--api-key"] and "ps" in helps["--api-key"]
+    assert "--api-key-file" in helps["--api-key"] and "RESNETS_API_KEY" in helps["--api-key-file"]
 
 
 def test_a_compiled_model_runs_only_at_its_warmed_up_batch_sizes(inf: Inference, reference: dict) -> None:

@@ -68,14 +68,20 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width:
     return text + "…"
 
 
-def explanation_panel(photo: Image.Image, heat: np.ndarray, preprocessing: Preprocessing, title: str,
-                      subtitle: str = "", size: int = PANEL_SIZE, alpha: float = 0.5) -> Image.Image:
-    """The part of ``photo`` the network saw, ``size`` pixels on its longer side, with ``heat`` ((H, W) in
-    [0, 1], at the network's input resolution) overlaid in jet colours, and a caption bar below."""
+def panel_view(photo: Image.Image, preprocessing: Preprocessing, size: int = PANEL_SIZE) -> Image.Image:
+    """The part of ``photo`` the network saw, ``size`` pixels on its longer side: all a panel shows of the photo
+    (the service keeps only this while a request waits, not the photo)."""
     box = view_box(photo.size, preprocessing)
     bw, bh = box[2] - box[0], box[3] - box[1]
     shown = (max(1, round(size * bw / max(bw, bh))), max(1, round(size * bh / max(bw, bh))))
-    view = photo.convert("RGB").resize(shown, Image.Resampling.BICUBIC, box=box)
+    return (photo if photo.mode == "RGB" else photo.convert("RGB")).resize(shown, Image.Resampling.BICUBIC, box=box)
+
+
+def explanation_panel(view: Image.Image, heat: np.ndarray, title: str, subtitle: str = "",
+                      alpha: float = 0.5) -> Image.Image:
+    """``view`` (a :func:`panel_view`) with ``heat`` ((H, W) in [0, 1], at the network's input resolution)
+    overlaid in jet colours, and a caption bar below."""
+    shown = view.size
     heat_img = Image.fromarray(np.asarray(heat, dtype=np.float32), mode="F").resize(shown, Image.Resampling.BILINEAR)
     colours = Image.fromarray(jet(np.asarray(heat_img)))
     panel = Image.new("RGB", (shown[0], shown[1] + CAPTION_HEIGHT), "white")
@@ -182,7 +188,7 @@ def explain_files(inf: Inference, paths: Sequence[str | os.PathLike], out_dir: s
                 yield ExplainedImage(path, None, error=str(e))
                 continue
             name, prob = pairs[int(found.classes[i])][1], float(found.probabilities[i])
-            panel = explanation_panel(photo, maps[i], inf.preprocessing, f"{name}  {prob:.1%}",
+            panel = explanation_panel(panel_view(photo, inf.preprocessing), maps[i], f"{name}  {prob:.1%}",
                                       f"{path.name} · {caption}")
             _save(panel, out_dir / names[index])
             if sheet is not None:

@@ -4,29 +4,35 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..choices import BACKEND_CHOICES, PRECISIONS
 from ..serve.config import ServeConfig
-from .common import BACKEND_HELP
+from .common import (
+    UsageError, add_model_options, add_precision_options, model_and_weights, say_what_runs, with_flags,
+)
 
-CPU_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp16")  # the service runs on the CPU
+if TYPE_CHECKING:
+    from ..pipeline import Inference
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULTS = ServeConfig()  # the service's defaults are the CLI's
+#: Where the API key comes from when --api-key and --api-key-file are not given.
+API_KEY_VARIABLE = "RESNETS_API_KEY"
+
+log = logging.getLogger("resnets.serve")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve a model over HTTP (dynamic batching, web page, metrics)",
-                       description="Serve MODEL over HTTP: POST /v1/predict and /v1/features, a web page at /, "
-                                   "/healthz, /readyz, /metrics, /docs. Needs pip install 'resnets[serve]'.")
-    p.add_argument("--model", default="resnet50", help="model name from 'resnets list' (default: resnet50)")
-    p.add_argument("--weights", required=True,
-                   help="registry name from 'resnets weights list', 'imagenet', hf-hub:ORG/NAME[@REVISION], a local "
-                        "file, or 'none' (random weights, for load tests) (required)")
-    p.add_argument("--precision", choices=CPU_PRECISIONS, default=DEFAULTS.precision,
-                   help="fp32 (eager unless --backend), or " + "/".join(CPU_PRECISIONS[1:]) + " through "
-                        f"resnets.optimize (built at start-up) (default: {DEFAULTS.precision})")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default=DEFAULTS.backend, help=BACKEND_HELP)
+                       description="Serve a model over HTTP: POST /v1/predict, /v1/features and /v1/explain, a web "
+                                   "page at /, /healthz, /readyz, /metrics, /docs. The model and weights options "
+                                   "are predict's; it runs on the CPU. Needs pip install 'resnets[serve]'.")
+    add_model_options(p)
+    add_precision_options(p, int8_calibrates_on_inputs=False)
     p.add_argument("--eager-extras", action="store_true", default=DEFAULTS.eager_extras,
                    help="run /v1/features and /v1/explain on the eager fp32 network, exact as 'resnets features' "
                         "and 'resnets explain' (default: the way the model runs, --precision and --backend)")
@@ -40,13 +46,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-delay-ms", type=float, default=DEFAULTS.max_delay_ms,
                    help=f"how long the first request of a batch waits for others (default: {DEFAULTS.max_delay_ms:g})")
     p.add_argument("--max-queue", type=int, default=DEFAULTS.max_queue,
-                   help=f"requests inside the server at once; more get 503 with Retry-After (default: "
-                        f"{DEFAULTS.max_queue})")
+                   help=f"requests inside the server at once, counted once their body is in; more get 503 with "
+                        f"Retry-After (default: {DEFAULTS.max_queue})")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULTS.max_upload_mb,
                    help=f"largest request body in MiB (default: {DEFAULTS.max_upload_mb:g})")
+    p.add_argument("--decode-memory-mb", type=float, default=DEFAULTS.decode_memory_mb,
+                   help="MiB for decoding images at once, all requests together, estimated from each image's size "
+                        "and mode before decoding: bounds the memory decoding takes; a request waits for its share, "
+                        f"an image that needs more than all of it gets 413 (default: {DEFAULTS.decode_memory_mb:g})")
+    p.add_argument("--header-timeout", type=float, default=DEFAULTS.header_timeout,
+                   help="seconds a connection may take to send a request's headers, from connecting or from the "
+                        f"previous answer; then it is closed (default: {DEFAULTS.header_timeout:g})")
+    p.add_argument("--keep-alive", type=float, default=DEFAULTS.keep_alive,
+                   help=f"seconds an idle kept-alive connection stays open (default: {DEFAULTS.keep_alive:g})")
+    p.add_argument("--body-timeout", type=float, default=DEFAULTS.body_timeout,
+                   help="seconds a request body may go without data; then 408 and the connection is closed "
+                        f"(default: {DEFAULTS.body_timeout:g})")
+    p.add_argument("--min-upload-rate", type=float, default=DEFAULTS.min_upload_rate, metavar="KIB_S",
+                   help="KiB/s a request body must average once it has taken --body-timeout seconds, else 408 "
+                        f"(default: {DEFAULTS.min_upload_rate:g})")
     p.add_argument("--api-key", default=None,
-                   help="require 'Authorization: Bearer KEY' (or 'X-API-Key: KEY') on /v1/* and /metrics "
-                        "(default: none, open to every client that can reach it)")
+                   help="require 'Authorization: Bearer KEY' (or 'X-API-Key: KEY') on /v1/* and /metrics; visible "
+                        f"to every local user in ps: prefer --api-key-file or ${API_KEY_VARIABLE} (default: "
+                        f"${API_KEY_VARIABLE} if set, else none: open to every client that can reach it)")
+    p.add_argument("--api-key-file", metavar="FILE", default=None,
+                   help="read the API key from FILE (its first line; keep it readable by you alone) (default: "
+                        f"--api-key, else ${API_KEY_VARIABLE})")
     p.add_argument("--workers", type=int, default=DEFAULTS.workers,
                    help=f"threads decoding images (default: {DEFAULTS.workers})")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
@@ -57,38 +82,74 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_serve)
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    from .common import UsageError, with_flags
-
+def api_key(args: argparse.Namespace) -> str | None:
+    """The API key from --api-key, --api-key-file or $RESNETS_API_KEY (one of the flags at most)."""
+    if args.api_key is not None and args.api_key_file is not None:
+        raise UsageError("give --api-key or --api-key-file, not both")
+    if args.api_key_file is None:
+        key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_VARIABLE)
+        if key is not None and not key.strip():
+            raise UsageError(f"the API key is empty ({'--api-key' if args.api_key is not None else API_KEY_VARIABLE})")
+        return key
+    path = Path(args.api_key_file)
     try:
-        import uvicorn
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--api-key-file {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
+    key = lines[0].strip() if lines else ""
+    if not key:
+        raise UsageError(f"--api-key-file {path}: its first line is empty")
+    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("--api-key-file %s can be read by other users (chmod 600 it)", path)
+    return key
 
-        from ..serve import create_app
-    except ImportError as e:
-        raise RuntimeError(f"resnets serve needs the 'serve' extra: pip install 'resnets[serve]' ({e})") from e
-    from ..data.images import find_images
-    from ..pipeline import load_inference
 
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    """The server's configuration from the parsed options; usage errors name the flags."""
     from ..inference.table import precision
 
-    if precision(args.precision).needs_calibration and not args.calibration:
+    entry = precision(args.precision)
+    if "cpu" not in entry.devices:
+        raise UsageError(f"--precision {args.precision} does not run on the CPU, where resnets serve runs"
+                         + (f" ({entry.elsewhere})" if entry.elsewhere else ""))
+    if entry.needs_calibration and not args.calibration:
         raise UsageError(f"--precision {args.precision} needs --calibration DIR: images like the ones the service "
                          "will see")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must lie in 0..65535, got {args.port}")
+    names = [name for name in vars(DEFAULTS) if name != "api_key"]
     try:
-        config = ServeConfig(args.max_batch, args.max_delay_ms, args.max_queue, args.max_upload_mb, args.api_key,
-                             args.workers, args.precision, args.backend, args.eager_extras)
+        return ServeConfig(**{name: getattr(args, name) for name in names}, api_key=api_key(args))
     except ValueError as e:
-        raise UsageError(with_flags(str(e), vars(DEFAULTS))) from None
+        raise UsageError(with_flags(str(e), names)) from None
+
+
+def load_served(args: argparse.Namespace) -> Inference:
+    """The :class:`~resnets.pipeline.Inference` to serve: the network the weights name unless --model says,
+    as every command decides it."""
+    from ..data.images import find_images
+    from ..pipeline import load_inference
+
+    calibration = find_images(args.calibration) if args.calibration else None
+    return load_inference(*model_and_weights(args), args.precision, calibration=calibration, device="cpu",
+                          backend=args.backend)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from ..serve import create_app
+        from ..serve.connections import uvicorn_options
+    except ImportError as e:
+        raise RuntimeError(f"resnets serve needs the 'serve' extra: pip install 'resnets[serve]' ({e})") from e
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    log = logging.getLogger("resnets.serve")
+    config = serve_config(args)
     if args.host not in LOOPBACK:
         log.warning("binding %s: the service is reachable from other machines%s", args.host,
-                    "" if args.api_key else " without an API key")
-    calibration = find_images(args.calibration) if args.calibration else None
-    inf = load_inference(args.model, args.weights, args.precision, calibration=calibration, device="cpu",
-                         backend=args.backend)
+                    "" if config.api_key else " without an API key")
+    inf = load_served(args)
+    say_what_runs(args, inf)
     log.info("serving %s", inf.describe())
     app = create_app(inf, config)
     # uvicorn drains on SIGTERM, then raises SIGTERM again under the handler it found; this one makes
@@ -96,7 +157,7 @@ def run_serve(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: log.info("stopped by SIGTERM"))
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
-                    timeout_graceful_shutdown=args.shutdown_timeout)
+                    timeout_graceful_shutdown=args.shutdown_timeout, **uvicorn_options(config))
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0

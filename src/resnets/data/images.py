@@ -95,7 +95,8 @@ def _open_and_decode(path: PathOrFile, min_side: int | None = None) -> Image.Ima
                 if min_side:
                     _draft(img, min_side)
                 img.load()
-                return ImageOps.exif_transpose(img)
+                ImageOps.exif_transpose(img, in_place=True)  # in place: no second copy of a large photo
+                return img
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(name, f"refused as a possible decompression bomb: {e} "
                                    "(raise PIL.Image.MAX_IMAGE_PIXELS to accept it)") from e

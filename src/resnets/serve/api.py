@@ -1,10 +1,12 @@
 """The service's API object: what each endpoint does with an image, apart from HTTP (LitServe's split).
 
 One :class:`ServeApi` per server holds the model cache, the :class:`Batcher` and its thread, the decode
-pool and the admission count; :mod:`.routes` binds its methods to URLs and :mod:`.app` assembles both.
-Each request goes: admission (at most ``max_queue`` inside at once, else 503 with ``Retry-After``) ->
-body read with a size limit (413) -> decode and preprocess in a thread pool, exactly as ``resnets predict``
-does (415/422 for bad images) -> the batcher's model thread -> post-processing on the event loop.
+pool, the decoding memory budget and the admission count; :mod:`.routes` binds its methods to URLs and :mod:`.app`
+assembles both. Each request goes: API key (401) -> body read within size and time limits (413, 408; see
+:func:`.http.read_body`) -> admission (at most ``max_queue`` inside at once, else 503 with ``Retry-After``:
+counted only once the body is in, so stalled uploads never take a place) -> decode and reduce in a thread pool
+within the decoding budget, exactly as ``resnets predict`` does (413 for an image over the budget, 415/422 for bad
+images; see :mod:`.decoding`) -> the batcher's model thread -> post-processing on the event loop.
 """
 
 from __future__ import annotations
@@ -25,32 +27,27 @@ from PIL import Image
 from starlette.requests import ClientDisconnect
 
 from ..classes import _id_name_pairs, class_index, decode_predictions
-from ..data.images import ImageLoadError, load_img
+from ..data.images import ImageLoadError
 from ..explain_images import METHOD_NAMES, explanation_panel
 from ..pipeline import Inference
 from .batcher import Batcher, Closed, QueueFull
 from .config import ServeConfig
-from .http import ApiError, ClientGone, check_key, client_gone, image_bytes
+from .decoding import DecodingBudget, decode, decoding_bytes
+from .http import ApiError, ClientGone, Uploads, check_key, client_gone, image_bytes
 from .metrics import Metrics
 from .models import CLASSIFY, Models, StaticBatches, batch_sizes, compiles_per_shape
 
 
 @dataclass
 class Ran:
-    """One image through the model: its output row, the photo (if kept), the input's shape, timings in ms."""
+    """One image through the model: its output row, the panel's view of the photo (if asked for), the input's
+    shape, timings in ms."""
 
     output: torch.Tensor
-    photo: Image.Image | None
+    view: Image.Image | None
     shape: tuple[int, ...]
     timings: dict[str, float]
     batch_size: int
-
-
-def decode(data: bytes, inf: Inference, keep_photo: bool = False) -> tuple[Image.Image | None, torch.Tensor]:
-    """One uploaded image as the network's input: the same ``load_img`` + recipe as ``resnets predict``;
-    and the photo itself if ``keep_photo`` (else it is freed at once: it can be far larger than the input)."""
-    photo = load_img(io.BytesIO(data))
-    return photo if keep_photo else None, inf.preprocessing(photo)
 
 
 def sample_image() -> bytes:
@@ -60,10 +57,10 @@ def sample_image() -> bytes:
     return buffer.getvalue()
 
 
-def _panel_png(photo: Image.Image, heat: Any, inf: Inference, title: str, subtitle: str) -> bytes:
+def _panel_png(view: Image.Image, heat: Any, title: str, subtitle: str) -> bytes:
     """The explanation picture of ``resnets explain`` as PNG bytes."""
     buffer = io.BytesIO()
-    explanation_panel(photo, heat, inf.preprocessing, title, subtitle).save(buffer, format="PNG")
+    explanation_panel(view, heat, title, subtitle).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -80,13 +77,15 @@ class ServeApi:
                              map_sizes=tuple(dict.fromkeys((1, config.max_batch))), eager_extras=config.eager_extras)
         self.batcher = Batcher(self.models, config.max_batch, config.max_delay_ms / 1000, config.max_queue, metrics)
         self.decoder = ThreadPoolExecutor(config.workers, thread_name_prefix="resnets-decode")
+        self.decoding = DecodingBudget(config.decode_memory_bytes)
+        self.uploads = Uploads(config.max_queue * config.max_upload_bytes)  # bodies being read, not yet inside
         self.inside = 0  # requests admitted and not yet answered (event-loop only, so no lock)
 
     # --- life cycle ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the model thread, warming it up at every batch size it will run."""
-        _, sample = decode(sample_image(), self.inf)
+        sample = decode(sample_image(), self.inf).x
         key = (CLASSIFY, tuple(sample.shape))
         self.batcher.start(warmup=[(key, sample.expand(size, *sample.shape).contiguous()) for size in self.sizes])
 
@@ -101,31 +100,35 @@ class ServeApi:
 
     # --- the path of every request ------------------------------------------------------------------------
 
-    async def admitted(self, request: Request, handler: Callable[[], Awaitable[Response]]) -> Response:
-        """Runs ``handler`` if the server has room (else 503) and the API key matches (else 401)."""
+    async def admitted(self, request: Request, handler: Callable[[bytes], Awaitable[Response]]) -> Response:
+        """Runs ``handler`` on the request's image once the API key matches (else 401), the body is in (see
+        :func:`.http.read_body`) and the server has room (else 503)."""
         check_key(request, self.config.api_key)
-        if self.inside >= self.config.max_queue:
-            raise ApiError(503, "overloaded", f"the server is full ({self.config.max_queue} requests inside, "
-                                              "--max-queue); retry later", {"Retry-After": "1"})
-        self.inside += 1
         try:
-            return await handler()
+            data = await image_bytes(request, self.config, self.uploads)
+            if self.inside >= self.config.max_queue:
+                raise ApiError(503, "overloaded", f"the server is full ({self.config.max_queue} requests inside, "
+                                                  "--max-queue); retry later", {"Retry-After": "1"})
+            self.inside += 1
+            try:
+                return await handler(data)
+            finally:
+                self.inside -= 1
         except (ClientDisconnect, ClientGone):
             return Response(status_code=499)  # nginx's "client closed request": counted, never delivered
-        finally:
-            self.inside -= 1
 
-    async def infer(self, request: Request, key: Any, data: bytes, keep_photo: bool = False) -> Ran:
-        """Decode ``data`` off the event loop, then run it in a batch."""
+    async def infer(self, request: Request, key: Any, data: bytes, view: bool = False) -> Ran:
+        """Decode ``data`` off the event loop within the decoding budget, then run it in a batch."""
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         try:
-            photo, x = await loop.run_in_executor(self.decoder, decode, data, self.inf, keep_photo)
+            async with self.decoding.hold(decoding_bytes(data)):
+                decoded = await loop.run_in_executor(self.decoder, decode, data, self.inf, view)
         except ImageLoadError as e:
             unknown = isinstance(e.__cause__, Image.UnidentifiedImageError)
             raise ApiError(415 if unknown else 422, "not_an_image" if unknown else "bad_image",
                            f"the uploaded file: {e.reason}") from e
-        decoded = time.perf_counter()
+        x, decode_end = decoded.x, time.perf_counter()
         job = asyncio.ensure_future(self.batcher.submit((key, tuple(x.shape)), x))
         gone = asyncio.ensure_future(client_gone(request))
         done, _ = await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -138,17 +141,17 @@ class ServeApi:
         except (QueueFull, Closed) as e:
             raise ApiError(503, "overloaded" if isinstance(e, QueueFull) else "shutting_down", str(e),
                            {"Retry-After": "1"}) from e
-        timings = {"decode": 1000 * (decoded - start), "queue": 1000 * result.queue_s,
+        timings = {"decode": 1000 * (decode_end - start), "queue": 1000 * result.queue_s,
                    "model": 1000 * result.model_s, "total": 1000 * (time.perf_counter() - start)}
-        return Ran(result.output, photo, tuple(x.shape), timings, result.batch_size)
+        return Ran(result.output, decoded.view, tuple(x.shape), timings, result.batch_size)
 
     # --- the endpoints ------------------------------------------------------------------------------------
 
-    async def predict(self, request: Request, top: int) -> Response:
-        data = await image_bytes(request, self.config.max_upload_bytes)
+    async def predict(self, request: Request, data: bytes, top: int) -> Response:
         ran = await self.infer(request, CLASSIFY, data)
         probs = self.inf.probabilities(ran.output[None])
-        answer = decode_predictions(probs, min(top, probs.shape[1]), self.inf.classes)[0]
+        answer = decode_predictions(probs, min(top, probs.shape[1]), self.inf.classes,
+                                    multi_label=self.inf.multi_label)[0]
         return JSONResponse({
             **self.names(),
             "predictions": [{"index": self.index_of[cid], "id": cid, "name": name, "probability": p}
@@ -156,9 +159,8 @@ class ServeApi:
             "batch_size": ran.batch_size, "timings_ms": ran.timings,
         })
 
-    async def features(self, request: Request, layer: int | None, pooling: str) -> Response:
+    async def features(self, request: Request, data: bytes, layer: int | None, pooling: str) -> Response:
         key = await asyncio.to_thread(self.models.features, pooling, layer)  # BadInput for a bad layer: 422
-        data = await image_bytes(request, self.config.max_upload_bytes)
         ran = await self.infer(request, key, data)
         vector = ran.output.to(torch.float32)
         if "application/octet-stream" in request.headers.get("accept", ""):
@@ -168,16 +170,16 @@ class ServeApi:
         return JSONResponse({**self.names(), "layer": key[2], "pooling": pooling, "dim": len(vector),
                              "features": vector.tolist(), "batch_size": ran.batch_size, "timings_ms": ran.timings})
 
-    async def explain(self, request: Request, target: str | None, method: str, layer: int | None) -> Response:
+    async def explain(self, request: Request, data: bytes, target: str | None, method: str,
+                      layer: int | None) -> Response:
         index = None if target is None else class_index(self.inf.classes, target)  # UnknownName: 422
         key = await asyncio.to_thread(self.models.explainer, method, layer, index)
-        data = await image_bytes(request, self.config.max_upload_bytes)
-        ran = await self.infer(request, key, data, keep_photo=True)
+        ran = await self.infer(request, key, data, view=True)
         found, prob = int(ran.output[0]), float(ran.output[1])
         heat = ran.output[2:].view(ran.shape[-2:]).numpy()
         name = self.pairs[found][1]
         caption = f"{METHOD_NAMES[method]}, stage {key[2]}"
         png = await asyncio.get_running_loop().run_in_executor(
-            self.decoder, _panel_png, ran.photo, heat, self.inf, f"{name}  {prob:.1%}", caption)
+            self.decoder, _panel_png, ran.view, heat, f"{name}  {prob:.1%}", caption)
         return Response(png, media_type="image/png", headers={
             "X-Class-Index": str(found), "X-Class-Name": quote(name), "X-Probability": f"{prob:.6f}"})

@@ -1,6 +1,8 @@
 """The HTTP service assembled: a :class:`ServeApi` (the model side), its routes, limits, errors and metrics.
 
-The server reads only the request body: it never fetches a URL or opens a path that a client names.
+The server reads only the request body: it never fetches a URL or opens a path that a client names. Serve
+the app with :func:`.connections.uvicorn_options` (as ``resnets serve`` and :func:`.background_server` do),
+which bound how long a connection may take to send its headers or stay idle.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ def create_app(inf: Inference, config: ServeConfig = ServeConfig()) -> FastAPI:
     metrics = Metrics()
     api = ServeApi(inf, config, metrics)
     metrics.gauge("resnets_queue_depth", "inputs waiting for a model call", lambda: api.batcher.depth)
-    metrics.gauge("resnets_requests_in_progress", "requests inside the server (reading, decoding, queued, in the "
-                                                  "model)", lambda: api.inside)
+    metrics.gauge("resnets_requests_in_progress", "requests inside the server, their body in (decoding, queued, "
+                                                  "in the model)", lambda: api.inside)
+    metrics.gauge("resnets_uploads_in_progress", "request bodies being received", lambda: api.uploads.bodies)
+    metrics.gauge("resnets_decoding_bytes", "memory held by the images being decoded (at most --decode-memory-mb)",
+                  lambda: api.decoding.used)
     metrics.gauge("resnets_ready", "1 once the model is loaded and warmed up",
                   lambda: int(api.batcher.ready.is_set()))
 

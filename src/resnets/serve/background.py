@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 from fastapi import FastAPI
 
+from .connections import uvicorn_options
+
 
 def _answers(port: int, path: str) -> bool:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -26,9 +28,9 @@ def _answers(port: int, path: str) -> bool:
 @contextlib.contextmanager
 def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, ready_timeout: float = 600,
                       shutdown_timeout: float = 30, wait_ready: bool = True) -> Iterator[int]:
-    """Serve ``app`` on ``host:port`` (0: a free port) until the block ends; yields the port once
-    ``/readyz`` answers 200 (the model warmed up; with ``wait_ready=False`` once ``/healthz`` does),
-    and drains in-flight requests on the way out."""
+    """Serve ``app`` (from :func:`.create_app`, with its config's connection limits) on ``host:port`` (0: a free
+    port) until the block ends; yields the port once ``/readyz`` answers 200 (the model warmed up; with
+    ``wait_ready=False`` once ``/healthz`` does), and drains in-flight requests on the way out."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -36,7 +38,8 @@ def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, read
     sock.bind((host, port))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=shutdown_timeout))
+                                           timeout_graceful_shutdown=shutdown_timeout,
+                                           **uvicorn_options(app.state.config)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="resnets-server", daemon=True)
     thread.start()
     try:

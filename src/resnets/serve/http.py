@@ -1,4 +1,5 @@
-"""The HTTP side of the service: reading bodies within limits, the API key, errors as JSON, request metrics.
+"""The HTTP side of the service: reading bodies within size and time limits, the API key, errors as JSON,
+request metrics.
 
 Errors are answered by type: :class:`ApiError` as it says; the package's :class:`~resnets.errors.BadInput`
 (and :class:`~resnets.errors.UnknownName`) 422, :class:`~resnets.errors.MissingExtra` 501, anything else 500.
@@ -6,6 +7,7 @@ Errors are answered by type: :class:`ApiError` as it says; the package's :class:
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,8 +19,10 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from ..errors import BadInput, MissingExtra
+from .config import ServeConfig
 from .metrics import Metrics
 
 KNOWN_PATHS = ("/v1/predict", "/v1/features", "/v1/explain", "/healthz", "/readyz", "/metrics", "/", "/docs",
@@ -52,32 +56,71 @@ def error_response(status: int, code: str, detail: Any, headers: dict[str, str] 
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+class Uploads:
+    """The bodies being received, not yet counted against ``--max-queue``: how many, and the bytes they hold.
+
+    Their bytes together are bounded (``limit``; past it a body is refused with 503), so that reading bodies
+    before admission never lets memory grow with the number of connections."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.bodies, self.bytes = limit, 0, 0
+
+
+async def read_body(request: Request, config: ServeConfig, uploads: Uploads) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``config.max_upload_bytes``, and
+    with 408 (closing the connection) when it stalls: no data for ``body_timeout`` seconds, or, once it has
+    taken that long, under ``min_upload_rate`` KiB/s on average."""
+    limit = config.max_upload_bytes
     too_big = ApiError(413, "payload_too_large", f"the body is over the server's limit of {limit} bytes "
                                                   f"(--max-upload-mb {limit / 1024 / 1024:g})")
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise too_big
+    loop = asyncio.get_running_loop()
+    rate = config.min_upload_rate * 1024
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
+    start = last = loop.time()
+    uploads.bodies += 1
+    try:
+        while True:
+            deadline = min(last + config.body_timeout, start + max(config.body_timeout, size / rate))
+            try:
+                message = await asyncio.wait_for(request.receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise ApiError(408, "request_timeout", f"the upload stalled: {size} bytes in "
+                               f"{loop.time() - start:.1f} s (the server waits --body-timeout "
+                               f"{config.body_timeout:g} s for data, and wants --min-upload-rate "
+                               f"{config.min_upload_rate:g} KiB/s after that)", {"Connection": "close"}) from None
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            if chunk:
+                size, last = size + len(chunk), loop.time()
+                if size > limit:
+                    raise too_big
+                uploads.bytes += len(chunk)
+                chunks.append(chunk)
+                if uploads.bytes > uploads.limit:
+                    raise ApiError(503, "overloaded", f"the server is receiving over {uploads.limit} bytes of "
+                                   "uploads at once (--max-queue x --max-upload-mb); retry later",
+                                   {"Retry-After": "1", "Connection": "close"})
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+    finally:
+        uploads.bodies -= 1
+        uploads.bytes -= sum(map(len, chunks))
 
 
-async def image_bytes(request: Request, limit: int) -> bytes:
-    """The image of a request: the ``file`` part of a multipart form, or else the raw body."""
-    body = await read_body(request, limit)
+async def image_bytes(request: Request, config: ServeConfig, uploads: Uploads) -> bytes:
+    """The image of a request: the ``file`` part of a multipart form, or else the raw body (see :func:`read_body`)."""
+    body = await read_body(request, config, uploads)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         async def replay() -> AsyncIterator[bytes]:
             yield body
 
         try:
             form = await MultiPartParser(request.headers, replay(), max_files=1, max_fields=10,
-                                         max_part_size=limit).parse()
+                                         max_part_size=config.max_upload_bytes).parse()
         except MultiPartException as e:
             raise ApiError(400, "bad_multipart", f"cannot parse the multipart body: {e.message}") from e
         upload = form.get("file")

@@ -23,7 +23,7 @@ def add_routes(app: FastAPI, api: ServeApi) -> None:
 
     @app.post("/v1/predict", openapi_extra=IMAGE_BODY, summary="Top classes of an image")
     async def predict(request: Request, top: int = Query(5, ge=1, le=1000, description="classes to return")):
-        return await api.admitted(request, lambda: api.predict(request, top))
+        return await api.admitted(request, lambda data: api.predict(request, data, top))
 
     @app.post("/v1/features", openapi_extra=IMAGE_BODY, summary="Pooled feature vector of an image",
               description="JSON by default; with `Accept: application/octet-stream` the raw little-endian "
@@ -31,7 +31,7 @@ def add_routes(app: FastAPI, api: ServeApi) -> None:
     async def features(request: Request,
                        layer: int | None = Query(None, description="stage to pool, 1-based (default: the last)"),
                        pooling: str = Query("avg", pattern="^(avg|max)$", description="avg or max")):
-        return await api.admitted(request, lambda: api.features(request, layer, pooling))
+        return await api.admitted(request, lambda data: api.features(request, data, layer, pooling))
 
     @app.post("/v1/explain", openapi_extra=IMAGE_BODY, summary="Heat map of where the network saw a class",
               response_class=Response, responses={200: {"content": {"image/png": {}}}},
@@ -42,7 +42,7 @@ def add_routes(app: FastAPI, api: ServeApi) -> None:
                             target: str | None = Query(None, description="class name or index (default: the top)"),
                             method: str = Query("gradcam", pattern=f"^({'|'.join(map(re.escape, METHODS))})$"),
                             layer: int | None = Query(None, description="stage, 1-based (default: the last)")):
-        return await api.admitted(request, lambda: api.explain(request, target, method, layer))
+        return await api.admitted(request, lambda data: api.explain(request, data, target, method, layer))
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
