@@ -294,7 +294,7 @@ def test_decoding_memory_is_estimated_from_the_header() -> None:
 
 @pytest.mark.slow
 def test_an_image_over_the_decoding_budget_is_413(inf: Inference) -> None:
-    with serving(inf, ServeConfig(decode_memory_mb=1)) as port:  # 1 MiB: 104,857 opaque pixels, 37,449 wide
+    with serving(inf, ServeConfig(decode_memory_mb=1)) as port:  # 1 MiB: 104,857 opaque pixels, 32,768 wide
         assert predict(port, png(300, 300)).status == 200
         for data in (png(400, 300), png(200, 200, "RGBA")):
             answer = predict(port, data)

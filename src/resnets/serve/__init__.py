@@ -4,7 +4,9 @@ Needs the ``serve`` extra (``pip install "resnets[serve]"``: FastAPI, uvicorn, p
 :func:`create_app` builds the ASGI application for an :class:`~resnets.pipeline.Inference` around a
 :class:`~resnets.serve.api.ServeApi` (the model side: cache, batcher, endpoints' work) and its routes;
 :class:`Batcher` is the dynamic batcher it runs the model through; :func:`background_server` serves an
-app from a thread of the current process. :class:`ServeConfig` loads without FastAPI.
+app from a thread of the current process. :class:`ServeConfig` (limits, loads without FastAPI) bounds what a
+client can hold: time to send headers and body (:mod:`.connections`, :func:`.http.read_body`), places in the
+queue (counted once a body is in) and memory for decoding (:mod:`.decoding`).
 """
 
 from __future__ import annotations

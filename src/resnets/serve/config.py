@@ -35,7 +35,7 @@ class ServeConfig:
     header_timeout: float = 10.0  # seconds to receive a request's headers
     keep_alive: float = 5.0  # seconds an idle kept-alive connection stays open
     body_timeout: float = 10.0  # seconds a body may go without data; also the grace before min_upload_rate
-    min_upload_rate: float = 16.0  # KiB/s a body must average once it has taken body_timeout
+    min_upload_rate: float = 4.0  # KiB/s a body must average once it has taken body_timeout
     decode_memory_mb: float = 1024.0  # MiB for decoding images at once, all requests together (more for one: 413)
 
     def __post_init__(self) -> None:

@@ -48,7 +48,7 @@ def decode(data: bytes, inf: Inference, view: bool = False) -> Decoded:
 #: Bytes of memory per pixel that decoding an image and converting it to 8-bit RGB take at their peak, an upper
 #: bound (the README's Serving says how it was measured): opaque 8-bit modes (JPEG, RGB, grey, palette PNGs), and
 #: the others (transparency, 16- and 32-bit, float), which ``colour.to_rgb`` converts through several copies.
-BYTES_PER_PIXEL, BYTES_PER_PIXEL_WIDE = 10, 28
+BYTES_PER_PIXEL, BYTES_PER_PIXEL_WIDE = 10, 32
 OPAQUE_8BIT = frozenset({"1", "L", "P", "RGB", "RGBX", "YCbCr", "CMYK", "LAB", "HSV"})
 
 
