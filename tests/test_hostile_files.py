@@ -3,15 +3,18 @@ the cache, a full disk under every writer."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from resnets.cli import main
@@ -48,6 +51,7 @@ def test_a_link_back_to_the_data_set_lists_no_image_twice_nor_under_another_clas
         assert list(map(str, find_images(looped / "train"))) == real_images(looped)
 
 
+@pytest.mark.slow  # three commands, 7 s
 def test_eval_features_and_predict_on_a_looped_folder_see_each_image_once(looped, tmp_path, capsys):
     weights = ["--model", "resnet20", "--weights", "resnet20.cifar10", "--workers", "0"]
     with pytest.warns(UserWarning, match=LINK_WARNING):
@@ -160,3 +164,155 @@ def test_hub_repo_ids_and_revisions_follow_huggingface_and_git():
         valid = subprocess.run([git, "check-ref-format", "--allow-onelevel", revision]).returncode == 0
         assert accepted(f"hf-hub:timm/resnet50.a1_in1k@{revision}") == valid, revision
     assert parse_hub_name("hf-hub:timm/resnet50.a1_in1k@refs/pr/1") == ("timm/resnet50.a1_in1k", "refs/pr/1")
+
+
+# --- a full disk -------------------------------------------------------------------------------------------
+
+PREVIOUS = b"the last good file"
+
+
+@pytest.fixture()
+def dev_full(monkeypatch):
+    """``dev_full(path)``: from then on the atomic writer's temporary file for ``path`` is a link to /dev/full,
+    where every write fails with ENOSPC as on a full disk."""
+    from resnets import atomic
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    targets: set[Path] = set()
+    create_temp = atomic._create_temp
+
+    def on_dev_full(path: Path) -> Path:
+        tmp = create_temp(path)
+        if path in targets:
+            tmp.unlink()
+            tmp.symlink_to("/dev/full")
+        return tmp
+
+    monkeypatch.setattr(atomic, "_create_temp", on_dev_full)
+
+    def fill(path: Path) -> Path:
+        path.write_bytes(PREVIOUS)
+        targets.add(path)
+        return path
+
+    return fill
+
+
+@pytest.fixture()
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 256 KiB tmpfs: a real full disk for writers that write through temporary files of their own
+    (safetensors), which /dev/full cannot stand in for. Needs the right to mount (root)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def assert_kept(error: BaseException, path: Path) -> None:
+    from resnets.errors import DiskFull
+
+    assert isinstance(error, DiskFull) and isinstance(error, OSError) and error.errno == errno.ENOSPC
+    assert str(error).startswith(f"cannot write {path}: no space left on device (the previous {path.name} is kept")
+    assert path.read_bytes() == PREVIOUS
+    assert [p.name for p in path.parent.iterdir() if ".tmp" in p.name] == []
+
+
+@pytest.mark.parametrize("size", [10, 100_000])  # torch's short write says "iostream error" or "unexpected pos"
+def test_a_full_disk_under_a_checkpoint_names_it_and_keeps_the_last_one(tmp_path, dev_full, size):
+    from resnets.train.checkpoint import save_checkpoint
+
+    path = dev_full(tmp_path / "last.pt")
+    with pytest.raises(OSError) as caught:
+        save_checkpoint(path, {"state_dict": {"w": torch.zeros(size)}, "step": 3})
+    assert_kept(caught.value, path)
+
+
+def test_a_full_disk_under_an_export_names_it_and_keeps_the_last_one(tmp_path, dev_full):
+    """torch's zip writer on a full disk aborted the whole process once the error was handled."""
+    import resnets
+    from resnets.inference.export import export_program
+
+    path = dev_full(tmp_path / "model.pt2")
+    with pytest.raises(OSError) as caught:
+        export_program(resnets.create_model("resnet20").eval(), path, torch.randn(2, 3, 32, 32))
+    assert_kept(caught.value, path)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".npy", ".parquet"])
+def test_a_full_disk_under_features_names_the_output_and_keeps_the_work(tmp_path, dev_full, capsys, suffix):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.new("RGB", (32, 32), (60 * i, 90, 20)).save(photos / f"{i}.png")
+    out = dev_full(tmp_path / f"feats{suffix}")
+    command = ["features", "--model", "resnet20", "--weights", "resnet20.cifar10", "--workers", "0", str(photos),
+               "-o", str(out)]
+    assert main(command) == 1
+    assert f"error: cannot write {out}: no space left on device (the previous {out.name} is kept" in capsys.readouterr().err
+    assert out.read_bytes() == PREVIOUS
+    assert len(list((tmp_path / f"feats{suffix}.parts").glob("part-*.npz"))) == 1  # the work waits for a rerun
+
+
+def test_a_full_disk_under_a_download_names_it_and_keeps_what_arrived(tmp_path, monkeypatch):
+    """The download cache writes ``NAME.part`` itself (to resume it), not through the atomic writer."""
+    import http.server
+    import threading
+
+    from resnets.errors import DiskFull
+    from resnets.weights import WeightsEntry, cached_file
+
+    class Serve(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 20))
+            self.end_headers()
+            self.wfile.write(bytes(1 << 20))
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Serve)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.delenv("RESNETS_OFFLINE", raising=False)
+    try:
+        entry = WeightsEntry(name="resnet18.test", model="resnet18", file_format="torch", sha256="0123abcd",
+                             url=f"http://127.0.0.1:{server.server_address[1]}/net-0123abcd.pth")
+        (tmp_path / "net-0123abcd.pth.part").symlink_to("/dev/full")
+        with pytest.raises(DiskFull, match=re.escape(f"cannot write {tmp_path / 'net-0123abcd.pth'}: no space left "
+                                                     "on device (what arrived is kept in net-0123abcd.pth.part")):
+            cached_file(entry, tmp_path, progress=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not (tmp_path / "net-0123abcd.pth").exists()
+
+
+def test_a_full_disk_under_safetensors_writers_names_the_file(small_disk):
+    """Model files, training's weights and the decoded-data cache (safetensors writes its own temporary file)."""
+    import resnets
+    from resnets.data.source import ArrayImage, ImageList
+    from resnets.data.tensors import decode_split
+    from resnets.train.checkpoint import save_weights
+    from resnets.weights import save_safetensors
+
+    state = resnets.create_model("resnet20").state_dict()  # 1.1 MB, the disk 256 KiB
+    for write, name in [(lambda p: save_safetensors(state, p), "model.safetensors"),
+                        (lambda p: save_weights(p, state, {"model": "resnet20"}), "best.safetensors")]:
+        path = small_disk / name
+        path.write_bytes(PREVIOUS)
+        with pytest.raises(OSError) as caught:
+            write(path)
+        assert_kept(caught.value, path)
+        assert "os error 28" in str(caught.value)  # safetensors' own words follow ours
+    pixels = [ArrayImage(f"img{i}", np.full((3, 64, 64), i, np.uint8)) for i in range(64)]  # 768 KiB decoded
+    images = ImageList(pixels, torch.zeros(64, dtype=torch.long), ("a",), small_disk)
+    with pytest.raises(OSError, match=f"cannot write {small_disk}.*safetensors: no space left on device "
+                                      r"\(nothing was written"):
+        decode_split(images, lambda img: torch.from_numpy(np.array(img)).permute(2, 0, 1), "test",
+                     cache_dir=small_disk / "cache")

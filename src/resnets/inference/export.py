@@ -8,6 +8,7 @@ that fails its check.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -145,8 +146,13 @@ def export_program(model: nn.Module, path: str | os.PathLike, example: torch.Ten
     path = Path(path)
     program = export_dynamic_batch(model, example)
     extra = {META_KEY: entry.to_json()} if entry is not None else None
-    with atomic_path(path) as tmp, quiet_third_party():
-        torch.export.save(program, tmp, extra_files=extra)
+    # Into memory first: torch's zip writer, given a path on a full disk, fails once and then aborts the process
+    # when it is freed (std::terminate); a Python write fails with ENOSPC and nothing else.
+    buffer = io.BytesIO()
+    with quiet_third_party():
+        torch.export.save(program, buffer, extra_files=extra)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
     return path
 
 

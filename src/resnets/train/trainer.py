@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..atomic import atomic_path
 from ..errors import BadInput
 from ..progress import progress_bar
 from ..weights.entry import WeightsEntry, save_safetensors
@@ -209,8 +210,8 @@ class Trainer:
         save_safetensors(weights, self.out / "model.safetensors", self.weights_entry(row))
         if is_best:
             for src, dst in (("last.pt", "best.pt"), ("model.safetensors", "best.safetensors")):
-                shutil.copyfile(self.out / src, self.out / ".best.tmp")
-                (self.out / ".best.tmp").replace(self.out / dst)
+                with atomic_path(self.out / dst) as tmp:
+                    shutil.copyfile(self.out / src, tmp)
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -220,8 +221,8 @@ class Trainer:
             return self._finished_already()
         if ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / ".config.json.tmp").write_text(cfg.to_json())
-            (self.out / ".config.json.tmp").replace(self.out / "config.json")
+            with atomic_path(self.out / "config.json") as tmp:
+                tmp.write_text(cfg.to_json())
             self.log = MetricsLog(self.out, keep_epochs=self.epoch)
             if cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter

@@ -39,7 +39,7 @@ from typing import Any
 import torch.hub
 from tqdm.auto import tqdm
 
-from ..atomic import honour_umask, remove_orphans
+from ..atomic import disk_full, honour_umask, is_disk_full, remove_orphans
 from ..cache import cache_root, writable_dir
 from .registry import WeightsEntry, list_weights
 
@@ -414,6 +414,8 @@ def download(
             honour_umask(part.path)
             os.replace(part.path, dest)
     except OSError as e:  # the network's errors are handled above: this is the local disk
+        if is_disk_full(e):
+            raise disk_full(dest, e, f"what arrived is kept in {dest.name}{PART} to resume") from e
         raise DownloadError(f"could not write {entry.filename} into {dest.parent}: {e}") from e
     return dest
 

@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..atomic import disk_full, is_disk_full
 from ..errors import BadInput, BadWeights, MissingExtra, UnknownName
 from ..preprocess import Preprocessing
 from ..registry import list_models
@@ -149,6 +150,9 @@ def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str 
     except errors.EntryNotFoundError:
         raise  # the caller knows whether a missing file matters
     except (errors.HfHubHTTPError, *_transport_errors()) as e:
+        if is_disk_full(e):
+            cache = cache_dir or hub.constants.HF_HUB_CACHE
+            raise disk_full(f"{filename} of hf-hub:{where} into {cache}", e, "nothing was cached") from e
         raise DownloadError(f"hf-hub:{where}: downloading {filename} from {hub.constants.ENDPOINT} failed "
                             f"(nothing was cached; run again to retry): {e}") from e
 
