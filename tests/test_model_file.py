@@ -107,7 +107,7 @@ def test_create_model_and_builders_take_weights_like_torchvision(tmp_path):
     path = tmp_path / "mine.safetensors"
     resnets.weights.save_safetensors(model.state_dict(), path, model.pretrained_cfg)
     again = resnets.create_model(weights=path)  # no name: the file says resnet20
-    assert again.pretrained_cfg.classes == "cifar10"
+    assert again.pretrained_cfg.classes == CIFAR10_CLASSES
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     with pytest.raises(ValueError, match=r"are a resnet20 \(recorded in the file\), not a resnet32"):
         resnets.create_model("resnet32", weights=path)
@@ -225,7 +225,8 @@ def test_runs_are_never_overwritten_or_shared_and_bad_options_are_named(tmp_path
     assert (tmp_path / "run" / "metrics.csv").read_text() == before
     capsys.readouterr()
     train(make_config("fast-cifar", **values, resume=True))
-    assert "already finished (1 of 1 epochs)" in capsys.readouterr().out
+    assert "has finished its 1 epoch; nothing to train. To train it further, resume it with a longer run (epochs=N" \
+        in capsys.readouterr().out
 
     import fcntl
 

@@ -33,7 +33,7 @@ def test_a_longer_resumed_run_recomputes_the_schedule_as_timm_does_and_says_so(c
     capsys.readouterr()
     train(config(cifar, tmp_path, epochs=3, resume=True))
     said = capsys.readouterr().out
-    assert "was a 2 epochs run, now 3 epochs: the cosine learning-rate schedule is recomputed" in said
+    assert "was a run of 2 epochs, now of 3 epochs: the cosine learning-rate schedule is recomputed" in said
 
     def timm_lrs(total: int, start: int, updates: int) -> list[float]:
         """timm train.py: a fresh scheduler for the run's length, stepped to where the run resumes."""

@@ -30,6 +30,9 @@ TRAIN_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES: tuple[str, ...] = ("step", "onecycle", "cosine")
 #: What fine-tuning freezes (``--freeze``, ``TrainConfig.freeze``): nothing, all but the classifier, BN statistics.
 FREEZE_MODES: tuple[str, ...] = ("none", "backbone", "bn")
+#: How training normalises its input (``TrainConfig.normalize``): mean/std per channel, the paper's per-pixel mean,
+#: or the starting weights' own.
+NORMALIZE_MODES: tuple[str, ...] = ("channel", "pixel", "weights")
 #: Where training data lives (``--data-mode``, ``TrainConfig.data_mode``): ``train/streaming.py``.
 DATA_MODES: tuple[str, ...] = ("auto", "memory", "stream")
 #: Device names every command understands: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.

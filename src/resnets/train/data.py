@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torchvision.transforms.v2.functional import center_crop
 
-from ..data.source import ImageList, read_split
+from ..data.source import SPLIT_ALIASES, TAR_SUFFIXES, ImageList, read_split
 from ..data.tensors import ImageTensors, decode_split
 from ..preprocess import Preprocessing
 from ..weights.entry import WeightsEntry
@@ -51,7 +52,8 @@ def load_run_data(config: TrainConfig, ctx: DistContext, weights: WeightsEntry |
         eval_list, train_list = train_list.subset(perm[-config.val_split:]), train_list.subset(perm[: -config.val_split])
         split = "val"
     else:  # labelled by the training split's class names: its folders may lack, or add, a class
-        eval_list, split = read_split(config.data, "test"), "test"
+        eval_list = read_split(config.data, "test")
+        split = _split_name(eval_list.origin)
         try:
             eval_list = eval_list.relabel(train_list.classes)
         except ValueError as e:
@@ -85,6 +87,15 @@ def load_run_data(config: TrainConfig, ctx: DistContext, weights: WeightsEntry |
         preprocessing = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_size=transforms.resize,
                                       crop_size=size, pixel_mean=tuple(mean.flatten().tolist()))
     return RunData(train_set, eval_set, split, transforms, preprocessing)
+
+
+def _split_name(origin: Path) -> str:
+    """What the evaluation split is called where it was found: ``"val"`` for a ``val/`` folder or ``val.tar``
+    (ImageNet's layout), else ``"test"`` (a test folder or tar, CIFAR's test batch)."""
+    name = origin.name
+    for suffix in TAR_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name if name in SPLIT_ALIASES["test"] else "test"
 
 
 def _decode(images: ImageList, transforms: RecipeTransforms, split: str, config: TrainConfig) -> ImageTensors:

@@ -22,6 +22,8 @@ def _pyplot():
 
 def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Draw a run's per-epoch loss and error (train dashed, evaluation solid) to ``RUN_DIR/curves.png``."""
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
     rows = read_metrics(run_dir)
     if not rows:
         raise FileNotFoundError(f"{run_dir}: no metrics.jsonl with any epoch to plot")

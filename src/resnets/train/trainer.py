@@ -170,9 +170,8 @@ class Trainer:
 
     def _length(self, steps: int) -> str:
         """A run length as the config gives it: epochs, or steps (max_steps)."""
-        if self.config.max_steps:
-            return f"{steps:,} steps"
-        return f"{steps // self.steps_per_epoch} epochs"
+        count, unit = (steps, "step") if self.config.max_steps else (steps // self.steps_per_epoch, "epoch")
+        return f"{count:,} {unit}{'s' if count != 1 else ''}"
 
     def _check_new_length(self, saved_total: int) -> None:
         """A resumed run with another length: shorter than what it trained is refused; longer recomputes the
@@ -190,7 +189,7 @@ class Trainer:
         if self.ctx.is_main and self.step < self.total_steps:
             old = lr_at(self.step, saved_total, self.config, self.warming_up, self.steps_per_epoch)
             new = lr_at(self.step, self.total_steps, self.config, self.warming_up, self.steps_per_epoch)
-            print(f"resnets train: {self.out} was a {self._length(saved_total)} run, now "
+            print(f"resnets train: {self.out} was a run of {self._length(saved_total)}, now of "
                   f"{self._length(self.total_steps)}: the {self.config.schedule} learning-rate schedule is "
                   f"recomputed for {self._length(self.total_steps)} from step {self.step:,} on (as timm's --resume "
                   f"does), so the next step's lr is {new:.4g} where the old schedule had {old:.4g}", flush=True)

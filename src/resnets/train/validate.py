@@ -3,34 +3,66 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 
-from ..choices import AUTO_AUGMENT, FREEZE_MODES, LOSSES, LR_WARMUP_METHODS, OPTIMIZERS, TRAIN_PRECISIONS
-from ..errors import BadInput, MissingExtra
-from .config import TrainConfig
+from ..choices import (AUTO_AUGMENT, DATA_MODES, DEVICE_PATTERN, FREEZE_MODES, LOSSES, LR_WARMUP_METHODS,
+                       NORMALIZE_MODES, OPTIMIZERS, SCHEDULES, TRAIN_PRECISIONS)
+from ..errors import BadInput, MissingExtra, UnknownName
+from ..registry import model_builder
+from .augment import AUGMENTATIONS
+from .config import RECIPES, TrainConfig
 
 
 def check_config(config: TrainConfig) -> None:
-    """Raise on the first option of ``config`` that cannot work, naming it and what it takes."""
-    if config.precision not in TRAIN_PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {config.precision!r}")
-    if config.freeze not in FREEZE_MODES:
-        raise ValueError(f"freeze must be one of {', '.join(FREEZE_MODES)}, got {config.freeze!r}")
-    if config.normalize not in ("channel", "pixel", "weights"):
-        raise ValueError(f"normalize must be 'channel', 'pixel' or 'weights', got {config.normalize!r}")
+    """Raise on the first option of ``config`` that cannot work, naming it and what it takes: before any data is
+    listed or weights read, so a typo costs nothing."""
+    for name, choices in (("recipe", tuple(RECIPES)), ("precision", TRAIN_PRECISIONS), ("freeze", FREEZE_MODES),
+                          ("normalize", NORMALIZE_MODES), ("augmentation", AUGMENTATIONS), ("schedule", SCHEDULES),
+                          ("data_mode", DATA_MODES)):
+        if getattr(config, name) not in choices:
+            raise UnknownName(f"{name} must be one of {', '.join(choices)}, got {getattr(config, name)!r}")
+    if config.model is not None:
+        model_builder(config.model)  # an unknown name is an error naming the closest
     if not config.data:
         raise BadInput("no training data given (data=)")
+    if not DEVICE_PATTERN.fullmatch(str(config.device)):
+        raise BadInput(f"device= must be auto, cpu, cuda or cuda:N, got {config.device!r}")
     if not config.epochs and not config.max_steps:
-        raise ValueError("give the run length as epochs or max_steps")
-    for name in ("epochs", "max_steps", "batch_size", "eval_batch_size"):
+        raise BadInput("give the run length as epochs or max_steps")
+    for name in ("epochs", "max_steps", "batch_size", "eval_batch_size", "train_subset", "test_subset", "image_size",
+                 "threads", "num_classes"):
+        _at_least(config, name, 1)
+    for name in ("val_split", "workers", "checkpoint_every_steps", "tensorboard_every_steps"):
+        _at_least(config, name, 0)
+    for name, low, high in (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf), ("momentum", 0.0, 1.0),
+                            ("gamma", 0.0, math.inf), ("label_smoothing", 0.0, 1.0), ("warmup_fraction", 0.0, 1.0),
+                            ("warmup_until_error", 0.0, 1.0), ("eval_resize", 1.0, math.inf)):
         value = getattr(config, name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise BadInput(f"{name}= must be a positive integer, got {value!r}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+            raise BadInput(f"{name}= must be a number in [{low:g}, {high:g}], got {value!r}")
+    if config.warmup_lr is not None and not config.warmup_lr > 0:
+        raise BadInput(f"warmup_lr= must be positive (None: no warm-up), got {config.warmup_lr!r}")
+    if not all(0.0 < m <= 1.0 for m in config.milestones):
+        raise BadInput(f"milestones= are fractions of the run, in (0, 1], got {config.milestones!r}")
+    for name in ("mean", "std"):
+        value = getattr(config, name)
+        if len(value) != 3 or (name == "std" and min(value) <= 0):
+            raise BadInput(f"{name}= must be 3 numbers (R, G, B){', all positive' if name == 'std' else ''}, "
+                           f"got {value!r}")
     if config.freeze == "backbone" and not config.weights:
         raise BadInput("freeze='backbone' trains the classifier alone, on top of pretrained weights: "
                        "give weights= (a registry name or a file)")
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise MissingExtra("tensorboard=True needs the tensorboard package: pip install 'resnets[tensorboard]'")
     check_components(config)
+
+
+def _at_least(config: TrainConfig, name: str, low: int) -> None:
+    """``config.name`` is None or an integer >= ``low``."""
+    value = getattr(config, name)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
+        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise BadInput(f"{name}= must be {kind}, got {value!r}")
 
 
 def check_components(config: TrainConfig) -> None:
