@@ -22,6 +22,9 @@ from ..choices import FORMATS
 from ..errors import BadInput, ExportMismatch, MissingExtra
 from ..quiet import quiet_third_party
 from ..weights.entry import META_KEY, WeightsEntry
+from .graph import export_dynamic_batch
+from .prepare import DTYPES, prepare
+from .table import precision as precision_entry
 
 # ONNX opset 18: the dynamo exporter's native opset, run by every onnxruntime since 1.14.
 ONNX_OPSET = 18
@@ -56,9 +59,6 @@ def export_model(model: nn.Module, path: str | os.PathLike, format: str = "onnx"
     :mod:`resnets.inference.table`). A file over it is removed and :class:`~resnets.errors.ExportMismatch` raised,
     so no file that failed its check is left where one is expected.
     """
-    from .prepare import DTYPES, prepare
-    from .table import precision as precision_entry
-
     entry = precision_entry(precision)
     if format not in FORMATS:
         raise BadInput(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -90,14 +90,6 @@ def export_model(model: nn.Module, path: str | os.PathLike, format: str = "onnx"
         raise ExportMismatch(f"{path} differs from eager PyTorch by more than the tolerance ({result.relative:.3g} "
                              f"relative, tolerance {result.tolerance:g}); the file was removed")
     return result
-
-
-def export_dynamic_batch(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
-    """``torch.export`` with a dynamic batch dimension, so one graph serves every batch size."""
-    if len(example) < 2:  # export would specialise a batch of 1 into the graph
-        example = example[:1].expand(2, *example.shape[1:]).contiguous(memory_format=torch.channels_last)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
 
 
 def _require_onnx(run: bool = True):

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import MissingExtra
 from ..quiet import quiet_third_party
-from .export import export_dynamic_batch
+from .graph import export_dynamic_batch
 
 
 def _require_torchao():
