@@ -307,9 +307,10 @@ def test_keras_v2_stride_placement_and_feature_info():
     model = resnets.create_model("resnet50v2", num_classes=0, global_pool="").eval()
     with torch.device("meta"):
         outs = model.to("meta").forward_intermediates(torch.empty(1, 3, 224, 224, device="meta"))
-    # Keras: each stack but the last ends with the stride-2 block, so C2 is already at 1/8.
-    assert [tuple(o.shape[1:]) for o in outs] == [(256, 28, 28), (512, 14, 14), (1024, 7, 7), (2048, 7, 7)]
-    assert [f["reduction"] for f in model.feature_info] == [8, 16, 32, 32]
+    # Keras: each stack but the last ends with the stride-2 block, so C2 is already at 1/8 (index 0: the stem's map).
+    assert [tuple(o.shape[1:]) for o in outs] == [(64, 112, 112), (256, 28, 28), (512, 14, 14), (1024, 7, 7),
+                                                  (2048, 7, 7)]
+    assert [f["reduction"] for f in model.feature_info] == [2, 8, 16, 32, 32]
     assert model.layer1[0].downsample.stride == (1, 1) and model.layer1[2].conv2.stride == (2, 2)
 
 

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 import resnets
-from resnets.classes import imagenet_classes
+from resnets.classes import imagenet_classes, imagenet_names
 from resnets.cli import main
 from resnets.errors import BadWeights, MissingExtra, UnknownName
 from resnets.weights import DownloadError, OfflineError
@@ -155,7 +155,7 @@ def test_hub_checkpoint_equals_timm_and_is_reused_offline(hub, tmp_path, monkeyp
     assert_like_timm(model, ref)
     entry = model.pretrained_cfg
     cfg = ref.pretrained_cfg
-    assert (entry.model, entry.license, entry.classes) == (cfg["architecture"], cfg["license"], "imagenet")
+    assert (entry.model, entry.license, entry.classes) == (cfg["architecture"], cfg["license"], imagenet_names())
     assert entry.source.startswith(f"hf-hub:timm/{tag}@{COMMIT} ")
     assert entry.file_format == ("safetensors" if safetensors else "torch")
     assert entry.url == f"{hub.url}/timm/{tag}/resolve/{COMMIT}/{'model.safetensors' if safetensors else 'pytorch_model.bin'}"
@@ -401,7 +401,7 @@ def test_service_loader_and_ray_actor_take_hub_names(hub, tmp_path):
     ref = publish(hub, "resnet10t.c3_in1k", tmp_path).eval()
     name = "hf-hub:timm/resnet10t.c3_in1k"
     inf = load_inference(None, name)
-    assert (inf.name, inf.classes, inf.weights) == ("resnet10t", "imagenet", name)
+    assert (inf.name, inf.classes, inf.weights) == ("resnet10t", imagenet_names(), name)
     assert_like_timm(inf.model, ref)
     assert Models(inf, inf.model).eager() is inf.model  # /v1/features and /v1/explain share it
 

@@ -84,3 +84,28 @@ def test_input_shape_sets_summary_size():
     assert model.input_size == (3, 160, 128)
     s = model.summary(print_fn=None)
     assert s.input_size == (3, 160, 128)
+
+
+def test_predict_returns_what_the_head_gives_and_decode_takes_only_probabilities():
+    """Issue 30: ``create_model(...).predict`` gave logits and ``ResNet18().predict`` probabilities, and
+    decode_predictions printed the logits as probabilities. One rule: predict returns the head's output (torchvision's
+    logits without an activation, Keras' softmax with its default one); decode_predictions refuses logits."""
+    import torchvision
+
+    from resnets.errors import BadInput
+
+    torch.manual_seed(0)
+    plain = resnets.create_model("resnet18").eval()
+    keras_like = ResNet18(weights=None).eval()
+    keras_like.load_state_dict(plain.state_dict())
+    reference = torchvision.models.resnet18().eval()
+    reference.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = reference(x)
+    np.testing.assert_allclose(plain.predict(x, verbose=0), logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(keras_like.predict(x, verbose=0), logits.softmax(1).numpy(), atol=1e-6)
+    with pytest.raises(BadInput, match="not probabilities.*apply softmax first"):
+        resnets.decode_predictions(plain.predict(x, verbose=0))
+    assert resnets.decode_predictions(keras_like.predict(x, verbose=0), top=1) == \
+        resnets.decode_predictions(logits.softmax(1), top=1)

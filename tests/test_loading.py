@@ -16,6 +16,7 @@ from PIL import Image
 import resnets
 from resnets.cli import main
 from resnets import create_model
+from resnets.classes import CIFAR10_CLASSES, imagenet_names
 from resnets.weights import (
     ChecksumError,
     convert_to_safetensors,
@@ -67,7 +68,7 @@ def test_torchvision_file_gives_torchvision_outputs(depth, tmp_path):
     with torch.no_grad():
         assert (model(x) - ref(x)).abs().max().item() < 1e-4
     cfg = model.pretrained_cfg
-    assert cfg.model == f"resnet{depth}" and cfg.file_format == "torch" and cfg.classes == "imagenet"
+    assert cfg.model == f"resnet{depth}" and cfg.file_format == "torch" and cfg.classes == imagenet_names()
     assert cfg.preprocessing == resnets.preprocess.IMAGENET_TORCH and cfg.source == str(path)
 
 
@@ -79,6 +80,7 @@ def test_without_top_loads_features_only(tv18):
             torch.nn.Sequential(*list(ref.children())[:-2])(x), 1), 1)
         model = create_model("resnet18", weights=path, num_classes=0).eval()
         assert not any(k.startswith("fc.") for k in model.state_dict())
+        assert model.pretrained_cfg.num_classes == 0 and model.pretrained_cfg.classes == ()  # the head is gone
         assert (model(x) - features).abs().max().item() < 1e-4
         keras_style = resnets.ResNet18(include_top=False, weights=str(path), pooling="avg").eval()
         assert (keras_style(x) - features).abs().max().item() < 1e-4
@@ -94,10 +96,13 @@ def test_wrong_depth_names_first_offending_tensor(tv18):
         create_model("resnet50", weights=path)
 
 
-def test_wrong_class_count_names_classifier_shapes(tv18):
-    _, path = tv18
-    with pytest.raises(ValueError, match=r"fc\.weight has shape \(1000, 512\) in the weights but \(10, 512\)"):
-        create_model("resnet18", weights=path, num_classes=10)
+def test_other_class_count_gets_a_new_classifier(tv18):
+    """Issue 31: this was a shape error; now timm's rule (tests/test_timm_habits.py tries every kind of head)."""
+    ref, path = tv18
+    with pytest.warns(UserWarning, match="have 1000 classes, the model num_classes=10: their classifier is dropped"):
+        model = create_model("resnet18", weights=path, num_classes=10)
+    assert model.fc.weight.shape == (10, 512) and torch.equal(model.layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
+    assert model.pretrained_cfg.num_classes == 10 and model.pretrained_cfg.classes == ()
 
 
 def test_class_count_comes_from_the_file(tmp_path):
@@ -256,7 +261,7 @@ def test_cifar_checkpoint_by_path_and_by_name(depth, tmp_path, monkeypatch, cifa
     assert by_path.layer2[0].downsample is not None and not list(by_path.layer2[0].downsample.parameters())
     assert torch.equal(by_path.fc.weight, raw["module.linear.weight"])
     assert torch.equal(by_path.layer3[0].bn2.running_var, raw["module.layer3.0.bn2.running_var"])
-    assert by_path.pretrained_cfg.classes == "cifar10"
+    assert by_path.pretrained_cfg.classes == CIFAR10_CLASSES
     assert by_path.pretrained_cfg.preprocessing == resnets.preprocess.CIFAR10
 
     # By registry name, offline, from a cache filled by hand (the file name's sha256 prefix is checked).
@@ -296,13 +301,13 @@ def test_convert_round_trip_keeps_weights_and_description(tmp_path, monkeypatch,
         assert torch.equal(converted.state_dict()[key], value), key
     cfg = converted.pretrained_cfg
     assert cfg.name == "resnet20.akamaster_cifar10" and cfg.metrics == {"top1": 91.73}
-    assert cfg.classes == "cifar10" and cfg.file_format == "safetensors" and cfg.url is None
+    assert cfg.classes == CIFAR10_CLASSES and cfg.file_format == "safetensors" and cfg.url is None
 
     # A plain .th file in, by path (entry inferred from the file), and back out again.
     out2 = tmp_path / "r20_by_path.safetensors"
     assert main(["weights", "convert", str(CIFAR_FILES[20]), str(out2)]) == 0
     again = create_model("resnet20", weights=out2)
-    assert again.pretrained_cfg.model_kwargs["shortcut"] == "A" and again.pretrained_cfg.classes == "cifar10"
+    assert again.pretrained_cfg.model_kwargs["shortcut"] == "A" and again.pretrained_cfg.classes == CIFAR10_CLASSES
     assert torch.equal(again.fc.weight, original.fc.weight)
     with pytest.raises(SystemExit) as exc:
         main(["weights", "convert", str(CIFAR_FILES[20]), str(tmp_path / "x.pth")])
@@ -312,7 +317,7 @@ def test_convert_round_trip_keeps_weights_and_description(tmp_path, monkeypatch,
 def test_convert_torchvision_file_round_trip(tv18, tmp_path):
     ref, path = tv18
     out, entry = convert_to_safetensors(path, tmp_path / "tv18.safetensors")
-    assert entry.model == "resnet18" and entry.classes == "imagenet"
+    assert entry.model == "resnet18" and entry.classes == imagenet_names()
     model = create_model("resnet18", weights=out).eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
@@ -321,3 +326,22 @@ def test_convert_torchvision_file_round_trip(tv18, tmp_path):
     named = dataclasses.replace(entry, name="resnet18.mine", metrics={"top1": 1.0})
     save_safetensors(model.state_dict(), tmp_path / "named.safetensors", named)
     assert create_model("resnet18", weights=tmp_path / "named.safetensors").pretrained_cfg.name == "resnet18.mine"
+
+
+def test_classes_are_one_type_and_a_new_head_clears_them(tmp_path):
+    """Issue 30: ``pretrained_cfg.classes`` was the string "cifar10" for the embedded weights and a tuple for trained
+    files; both are tuples of names now. ``reset_classifier`` left ``pretrained_cfg.num_classes`` (and the class
+    names and metrics of the old head) stale."""
+    embedded = create_model("resnet20", weights="resnet20.cifar10")
+    trained_entry = dataclasses.replace(embedded.pretrained_cfg, name="run", classes=("cat", "dog"),
+                                        model_kwargs={**embedded.pretrained_cfg.model_kwargs, "num_classes": 2})
+    source = create_model("resnet20", num_classes=2, shortcut="A")
+    trained = create_model(weights=save_safetensors(source.state_dict(), tmp_path / "run.safetensors", trained_entry))
+    assert embedded.pretrained_cfg.classes == CIFAR10_CLASSES and trained.pretrained_cfg.classes == ("cat", "dog")
+    assert get_weights("resnet18.tv_in1k").classes == imagenet_names()
+    assert embedded.pretrained_cfg.metrics and embedded.pretrained_cfg.num_classes == 10
+    embedded.reset_classifier(3)
+    cfg = embedded.pretrained_cfg
+    assert (cfg.num_classes, cfg.classes, cfg.metrics) == (3, (), {}) and cfg.name == "resnet20.cifar10"
+    embedded.reset_classifier(0)
+    assert embedded.pretrained_cfg.num_classes == 0

@@ -6,6 +6,7 @@ import torchvision
 from bn_reference import randomize_bn
 
 import resnets
+from resnets.errors import BadInput
 
 # Parameter counts: torchvision's published models and the paper's CIFAR nets (option A).
 PARAMS = {
@@ -85,16 +86,17 @@ def test_multi_scale_features_match_stage_outputs():
     model = resnets.resnet18().eval()
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
-        c2, c3, c4, c5 = model.forward_intermediates(x)
-        assert [t.shape[1:] for t in (c2, c3, c4, c5)] == [
-            (64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4)]
+        stem, c2, c3, c4, c5 = model.forward_intermediates(x)
+        assert [t.shape[1:] for t in (stem, c2, c3, c4, c5)] == [
+            (64, 64, 64), (64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4)]
         assert torch.equal(c5, model.forward_features(x))
+        assert torch.equal(model.maxpool(stem), model.forward_stem(x))
         only = model.forward_intermediates(x, indices=[2, 4])
         assert torch.equal(only[0], c3) and torch.equal(only[1], c5)
-    assert [f["num_chs"] for f in model.feature_info] == [64, 128, 256, 512]
-    assert [f["reduction"] for f in model.feature_info] == [4, 8, 16, 32]
-    with pytest.raises(ValueError, match="1..4"):
-        model.forward_intermediates(x, indices=[0])
+    assert [f["num_chs"] for f in model.feature_info] == [64, 64, 128, 256, 512]
+    assert [f["reduction"] for f in model.feature_info] == [2, 4, 8, 16, 32]
+    with pytest.raises(BadInput, match=r"indices=\[5\].*0\.\.4"):
+        model.forward_intermediates(x, indices=[5])
 
 
 def test_head_and_classifier_surgery():

@@ -107,6 +107,18 @@ def test_lazy_package_keeps_the_public_names():
         resnets.nope  # noqa: B018
 
 
+def test_package_namespace_holds_only_the_api_and_subpackages():
+    """Issue 30: ``resnets.sys``, ``resnets.importlib`` and ``resnets.Any`` leaked from the package's own imports.
+    Every public name is in ``__all__``, a submodule of resnets (bound once imported), or ``BUILDERS``."""
+    resnets.create_model("resnet20")  # imports a good share of the submodules
+    leaked = {name: type(getattr(resnets, name)).__name__ for name in dir(resnets)
+              if not name.startswith("_") and name not in resnets.__all__ and name != "BUILDERS"
+              and getattr(getattr(resnets, name), "__name__", None) != f"resnets.{name}"}
+    assert leaked == {}
+    for name in ("sys", "importlib", "types", "Any", "annotations"):
+        assert not hasattr(resnets, name), name
+
+
 # --- help texts -----------------------------------------------------------------------------------------
 
 
@@ -392,7 +404,7 @@ def test_docstrings_say_what_they_do():
     assert "resnet50.keras_in1k" in keras_doc and "74.9% top-1" in keras_doc
     for name in inspect.signature(resnets.ResNet50).parameters:
         assert f"{name}:" in keras_doc, name
-    assert "compile for every precision" in inspect.getdoc(resnets.optimize)
+    assert "compiles: it pays for every precision" in " ".join(inspect.getdoc(resnets.optimize).split())
     builder_doc = inspect.getdoc(resnets.resnet50)
     resnet_args = [p for p in inspect.signature(resnets.ResNet).parameters
                    if p not in ("self", "block", "layers", "widths", "stem", "residual")]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from resnets import create_model
+from resnets.classes import imagenet_names
 from resnets.preprocess import IMAGENET_CAFFE, IMAGENET_TF
 from resnets.weights import get_weights, list_weights
 from torchhub_names import hash_prefix_from_url
@@ -64,7 +65,7 @@ def test_torchvision_entry_matches_its_enum(name, model, enum_name, w):
     assert (p.resize_size, p.crop_size) == (t.resize_size[0], t.crop_size[0])
     assert p.interpolation == t.interpolation.value
     assert p.mean == tuple(t.mean) and p.std == tuple(t.std) and p.scale == 1 / 255 and p.channel_order == "RGB"
-    assert e.classes == "imagenet" and e.num_classes == len(w.meta["categories"]) == 1000
+    assert e.classes == imagenet_names() and e.num_classes == len(w.meta["categories"]) == 1000
     assert e.license.startswith("BSD-3-Clause") and e.source.startswith(f"torchvision.models.{enum_name}.{w.name} ")
     # resnet50's V2 entry names the recipe section, torchvision the issue comment announcing it.
     assert w.meta["recipe"] in e.source or name == "resnet50.tv_in1k_v2"
@@ -128,7 +129,7 @@ def test_keras_hash_table_is_all_there(keras_resnet):
 def test_keras_entry_is_faithful(model, top):
     e = get_weights(f"{model}.keras_in1k" + ("" if top else "_notop"))
     assert e.model == model and e.file_format == "keras_h5" and e.sha256 is None and len(e.md5) == 32
-    assert e.num_classes == (1000 if top else 0) and e.classes == "imagenet"
+    assert e.num_classes == (1000 if top else 0) and e.classes == imagenet_names()
     top1, top5, size = KERAS_TABLE[model]
     assert e.metrics == ({"top1": top1, "top5": top5} if top else {})
     assert e.file_size_mb == (size if top else None)

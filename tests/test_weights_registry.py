@@ -14,6 +14,7 @@ import torch
 import resnets
 from resnets.cli import main
 from resnets import create_model
+from resnets.classes import CIFAR10_CLASSES, imagenet_names
 from resnets.weights import WeightsEntry, cached_file, get_weights, list_weights
 from resnets.weights.hub import timm_catalogue
 from torchhub_names import hash_prefix_from_url
@@ -43,7 +44,7 @@ def test_torchvision_entries_match_torchvision():
         t = w.transforms()
         assert (e.preprocessing.resize_size, e.preprocessing.crop_size) == (t.resize_size[0], t.crop_size[0])
         assert e.preprocessing.mean == tuple(t.mean) and e.preprocessing.std == tuple(t.std)
-        assert e.classes == "imagenet" and len(w.meta["categories"]) == e.num_classes
+        assert e.classes == imagenet_names() and len(w.meta["categories"]) == e.num_classes
         # The architecture the entry describes has exactly torchvision's parameter count.
         with torch.device("meta"):
             net = create_model(model, **e.model_kwargs)
@@ -79,7 +80,7 @@ def test_keras_entries_match_keras_source():
 def test_cifar_entries(depth, top1):
     e = get_weights(f"resnet{depth}.akamaster_cifar10")
     assert e.url.startswith("https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/")
-    assert e.metrics["top1"] == top1 and e.classes == "cifar10" and e.num_classes == 10
+    assert e.metrics["top1"] == top1 and e.classes == CIFAR10_CLASSES and e.num_classes == 10
     assert e.model_kwargs["shortcut"] == "A" and e.license == "BSD-2-Clause"
     assert e.preprocessing.mean == (0.485, 0.456, 0.406) and e.preprocessing.std == (0.229, 0.224, 0.225)
     assert get_weights("cifar10", f"resnet{depth}") is e
@@ -122,7 +123,7 @@ def test_every_entry_is_complete_and_serialisable():
 
 def test_unshipped_embedded_weights_say_so():
     entry = get_weights("resnet20.cifar10")
-    assert entry.asset and entry.url is None and entry.classes == "cifar10"
+    assert entry.asset and entry.url is None and entry.classes == CIFAR10_CLASSES
     missing = dataclasses.replace(entry, asset="no-such-file.safetensors")
     with pytest.raises(FileNotFoundError, match=r"not shipped in this build.*resnet20\.akamaster_cifar10"):
         cached_file(missing)

@@ -6,13 +6,13 @@ The public names load on first use (PEP 562), so ``import resnets`` and the ``re
 ``--help`` do not pay for importing torch; ``from resnets import ResNet50`` works as always.
 """
 
-from __future__ import annotations
+import importlib as _importlib
+import sys as _sys
+import types as _types
+from typing import Any as _Any
 
-import importlib
-import sys
-import types
-from typing import Any
-
+# Only the public API (and the subpackages, once imported) live in this namespace: the helpers above are
+# underscored, so ``dir(resnets)`` and tab completion show no ``resnets.sys``.
 __version__ = "0.1.0"
 
 # public name -> the submodule that defines it
@@ -36,14 +36,14 @@ _EXPORTS: dict[str, str] = {
 _NOT_IN_ALL = ("BUILDERS",)
 
 
-def _builders() -> dict[str, Any]:
+def _builders() -> dict[str, _Any]:
     """``resnets.resnet50(weights=...)``, ``resnets.plain56()``...: one builder per registered architecture."""
-    return importlib.import_module(".factory", __name__).BUILDERS
+    return _importlib.import_module(".factory", __name__).BUILDERS
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        value = getattr(_importlib.import_module(_EXPORTS[name], __name__), name)
     elif name == "__all__":
         value = [n for n in _EXPORTS if n not in _NOT_IN_ALL] + list(_builders())
     elif not name.startswith("_") and name in _builders():
@@ -58,14 +58,14 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS, *__getattr__("__all__")})
 
 
-class _Package(types.ModuleType):
+class _Package(_types.ModuleType):
     """Keeps ``resnets.explain`` and ``resnets.train`` the functions: importing the submodule of that name
     would otherwise bind the module to it (``from resnets.train import make_config`` still works)."""
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == f".{name}":
+    def __setattr__(self, name: str, value: _Any) -> None:
+        if isinstance(value, _types.ModuleType) and _EXPORTS.get(name) == f".{name}":
             value = getattr(value, name)
         super().__setattr__(name, value)
 
 
-sys.modules[__name__].__class__ = _Package
+_sys.modules[__name__].__class__ = _Package

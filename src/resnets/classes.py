@@ -13,7 +13,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from .errors import UnknownName
+from .errors import BadInput, UnknownName
 
 #: CIFAR-10 in label order (alphabetical, the official order).
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -21,6 +21,8 @@ CIFAR10_CLASSES: tuple[str, ...] = (
 )
 
 ClassList = str | Sequence[str] | Sequence[tuple[str, str]] | None
+# How far a row of probabilities may sum from 1 (bf16 softmax of 1000 classes stays well inside it).
+SUM_TOLERANCE = 1e-2
 
 
 @functools.cache
@@ -37,11 +39,25 @@ def imagenet_classes() -> list[tuple[str, str]]:
     return list(_imagenet_table())
 
 
+@functools.cache
+def imagenet_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in index order, as a weights entry holds them."""
+    return tuple(name for _, name in _imagenet_table())
+
+
+def class_names(classes: ClassList) -> tuple[str, ...]:
+    """Any accepted form of class list as the tuple of names a weights entry holds: ``"imagenet"`` and
+    ``"cifar10"`` spelled out, ``(id, name)`` pairs reduced to their names."""
+    return tuple(name for _, name in _id_name_pairs(classes)[1])
+
+
 def _id_name_pairs(classes: ClassList) -> tuple[str, list[tuple[str, str]]]:
-    """``(label for messages, [(id, name), ...])`` for any accepted form of class list."""
-    if classes is None or classes == "imagenet":
+    """``(label for messages, [(id, name), ...])`` for any accepted form of class list; the ImageNet names (as
+    weights entries hold them) keep their wnids as ids."""
+    given = None if isinstance(classes, str) or classes is None else tuple(classes)
+    if classes is None or classes == "imagenet" or given == imagenet_names():
         return "ImageNet", imagenet_classes()
-    if classes == "cifar10":
+    if classes == "cifar10" or given == CIFAR10_CLASSES:
         return "CIFAR-10", [(str(i), name) for i, name in enumerate(CIFAR10_CLASSES)]
     if isinstance(classes, str):
         raise ValueError(f"unknown class list {classes!r}: use 'imagenet', 'cifar10' or a sequence of names")
@@ -100,13 +116,18 @@ def folder_class_indices(folder_classes: Sequence[str], model_classes: ClassList
     return list(range(len(folder_classes)))
 
 
-def decode_predictions(preds: np.ndarray | torch.Tensor, top: int = 5,
-                       classes: ClassList = None) -> list[list[tuple[str, str, float]]]:
-    """Top-``top`` classes per row of ``preds`` (N, C), as Keras: ``[(id, name, score), ...]``, best first.
+def decode_predictions(preds: np.ndarray | torch.Tensor, top: int = 5, classes: ClassList = None, *,
+                       multi_label: bool = False) -> list[list[tuple[str, str, float]]]:
+    """Top-``top`` classes per row of probabilities ``preds`` (N, C), as Keras: ``[(id, name, score), ...]``, best
+    first; ties go to the lower class index.
 
     ``classes``: ``None``/``"imagenet"`` (id is the wnid), ``"cifar10"``, a sequence of names (id is
-    the index as a string) or of ``(id, name)`` pairs. Scores are reported as given (apply softmax
-    first for probabilities); ties go to the lower class index.
+    the index as a string) or of ``(id, name)`` pairs. ``preds`` must be probabilities: every score in [0, 1] and
+    each row summing to 1 (within ``SUM_TOLERANCE``), or, with ``multi_label=True`` (a sigmoid head), only the
+    former. Anything else is refused with ``BadInput`` rather than softmaxed here: the usual culprit is logits
+    (``create_model(...).predict(x)``), and a silent softmax would hide from the caller that every other use of
+    those numbers (thresholds, averages, a sigmoid model's scores) is wrong too. Keras' own decode_predictions
+    prints whatever it is given.
     """
     if isinstance(preds, torch.Tensor):
         preds = preds.detach().to("cpu", torch.float64).numpy()
@@ -119,5 +140,24 @@ def decode_predictions(preds: np.ndarray | torch.Tensor, top: int = 5,
                          f"list has {len(pairs)}: pass the model's classes=")
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
+    _check_probabilities(preds, multi_label)
     order = np.argsort(-preds, axis=1, kind="stable")[:, :top]
     return [[(*pairs[i], float(row[i])) for i in idx] for row, idx in zip(preds, order)]
+
+
+def _check_probabilities(preds: np.ndarray, multi_label: bool) -> None:
+    """``BadInput`` naming the first row of ``preds`` that is not probabilities, and what to do instead."""
+    fix = ("decode_predictions takes probabilities: apply softmax first (torch.softmax(logits, 1)), or build the "
+           "model with classifier_activation='softmax' (as resnets.ResNet50() does) so that predict returns them")
+    outside = ~np.isfinite(preds) | (preds < 0) | (preds > 1)
+    if outside.any():
+        row, col = np.argwhere(outside)[0]
+        raise BadInput(f"predictions are not probabilities: row {row} holds {preds[row, col]:.4g} (class {col}), "
+                       f"outside [0, 1] (logits?); {fix}")
+    if multi_label:
+        return
+    sums = preds.sum(axis=1)
+    off = np.flatnonzero(np.abs(sums - 1) > SUM_TOLERANCE)
+    if off.size:
+        raise BadInput(f"predictions are not probabilities: row {off[0]} sums to {sums[off[0]]:.4g}, not 1; {fix}; "
+                       "for a sigmoid head's independent scores pass multi_label=True")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 
 from .blocks import BLOCKS, OPTION_NAMES, BasicBlock, Block, BlockOptions, Bottleneck, ResidualBlock
 from .calibration import scaled_softmax
+from .errors import BadInput
 from .layers import activation, activation_layer, anti_alias, conv2d, norm_layer
 
 Stem = Literal["imagenet", "cifar", "deep", "deep_tiered"]
@@ -53,6 +54,25 @@ def cifar_blocks(depth: int, layers_per_block: int = 2) -> tuple[int, int, int]:
         raise ValueError(f"a CIFAR ResNet of {layers_per_block}-conv blocks has depth {per_stage}n+2, got {depth}")
     n = (depth - 2) // per_stage
     return (n, n, n)
+
+
+def feature_take_indices(num_features: int, indices: int | Sequence[int] | None = None) -> tuple[list[int], int]:
+    """timm's rule for which of ``num_features`` feature maps to take: None all, an int the last n, a sequence those
+    indices (negative ones from the end); returns them and the largest."""
+    if indices is None:
+        indices = num_features
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= num_features:
+            raise BadInput(f"indices={indices} asks for the last {indices} feature maps, but there are 1 to "
+                           f"{num_features}")
+        take = list(range(num_features - indices, num_features))
+    else:
+        take = [num_features + i if i < 0 else i for i in indices]
+        bad = [i for i, t in zip(indices, take) if not 0 <= t < num_features]
+        if bad or not take:
+            raise BadInput(f"indices={indices!r}: feature indices lie in 0..{num_features - 1} (or -{num_features}..-1 "
+                           "from the end; 0 is the stem's map)")
+    return take, max(take)
 
 
 def make_stage(block: Block, in_ch: int, width: int, blocks: int, stride: int, *, down_last: bool = False,
@@ -208,9 +228,11 @@ class ResNet(nn.Module):
             self.bn_folds = (("conv1", "bn1"),)
         self.maxpool = _stem_pool(stem_pool, stem_ch, options)
 
-        reduction = (1 if stem == "cifar" else 2) * (2 if stem_pool else 1)
-        in_ch = self._add_stages(block, layers, widths, stem_ch, reduction, down_last, drop_path_rate, options,
-                                 block_channels)
+        stem_reduction = 1 if stem == "cifar" else 2
+        self.feature_info: list[dict] = [
+            {"module": "conv1" if self.preact else "bn1", "num_chs": stem_ch, "reduction": stem_reduction}]
+        in_ch = self._add_stages(block, layers, widths, stem_ch, stem_reduction * (2 if stem_pool else 1), down_last,
+                                 drop_path_rate, options, block_channels)
         self.num_features = in_ch
         if self.preact:
             self.norm = norm_layer(options.norm, in_ch, options.bn_eps)
@@ -224,11 +246,11 @@ class ResNet(nn.Module):
                     down_last: bool, drop_path_rate: float, options: BlockOptions,
                     block_channels: BlockChannels | None) -> int:
         """``layer1``, ``layer2``...: stride 2 from the second stage on (or, ``down_last``, in every stage but the
-        last), stochastic depth rising linearly over the blocks; returns the last stage's channels."""
+        last), stochastic depth rising linearly over the blocks, each stage's map in ``feature_info``; returns the
+        last stage's channels."""
         total = sum(layers)
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         self.stage_names: list[str] = []
-        self.feature_info: list[dict] = []
         for i, (blocks, width) in enumerate(zip(layers, widths)):
             stride = (2 if i < len(layers) - 1 else 1) if down_last else (1 if i == 0 else 2)
             reduction *= stride
@@ -262,6 +284,10 @@ class ResNet(nn.Module):
     # --- forward passes -------------------------------------------------------------
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self._stem_map(x))
+
+    def _stem_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem's map before its pool: feature 0 of :meth:`forward_intermediates`."""
         if x.ndim != 4:
             raise ValueError(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
@@ -270,9 +296,7 @@ class ResNet(nn.Module):
                 + ("; for NHWC input use x.permute(0, 3, 1, 2)" if x.shape[-1] == self.in_chans else "")
             )
         x = self.conv1(x)
-        if not self.preact:
-            x = F.relu(self.bn1(x))
-        return self.maxpool(x)
+        return x if self.preact else F.relu(self.bn1(x))
 
     def forward_post(self, x: torch.Tensor) -> torch.Tensor:
         """What follows the last stage before the head: the final norm + ReLU of pre-activation nets."""
@@ -285,23 +309,25 @@ class ResNet(nn.Module):
             x = getattr(self, name)(x)
         return self.forward_post(x)
 
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Stage outputs for detection/segmentation backbones.
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Feature maps for detection/segmentation backbones, as timm's ``forward_intermediates(...,
+        intermediates_only=True)``: the stem's map before its pool (index 0), then each stage's output (1..4 = C2..C5
+        for the ImageNet nets), as ``feature_info`` lists them.
 
-        ``indices`` are 1-based stage numbers (1..4 = C2..C5 for the ImageNet nets); the
-        default is every stage.  Stages after the last requested one are not run.  The last stage's
-        output is the map the head sees (after the final norm of pre-activation nets).
+        ``indices`` as timm's: None every map, an int the last n (``3``: C3..C5), a sequence those indices (negative
+        from the end); the maps come in network order. Stages after the last requested one are not run. The last
+        stage's output is the map the head sees (after the final norm of pre-activation nets).
         """
-        wanted = sorted(set(indices)) if indices is not None else list(range(1, len(self.stage_names) + 1))
-        if not wanted or wanted[0] < 1 or wanted[-1] > len(self.stage_names):
-            raise ValueError(f"stage indices must lie in 1..{len(self.stage_names)}, got {indices}")
-        outs = []
-        x = self.forward_stem(x)
-        for i, name in enumerate(self.stage_names[: wanted[-1]], start=1):
+        take, last = feature_take_indices(len(self.stage_names) + 1, indices)
+        x = self._stem_map(x)
+        outs = [x] if 0 in take else []
+        if last:
+            x = self.maxpool(x)
+        for i, name in enumerate(self.stage_names[:last], start=1):
             x = getattr(self, name)(x)
             if i == len(self.stage_names):
                 x = self.forward_post(x)
-            if i in wanted:
+            if i in take:
                 outs.append(x)
         return outs
 
@@ -348,13 +374,16 @@ class ResNet(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Pool | None = None) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` (0 removes it)."""
+        """Replace the classifier with a fresh one for ``num_classes`` (0 removes it); ``pretrained_cfg`` then says
+        so (its class names and metrics were the old head's)."""
         if global_pool is not None:
             self.global_pool = global_pool
         if num_classes and not self.global_pool:
             raise ValueError("a classifier needs global pooling; pass global_pool='avg' or 'max'")
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        if hasattr(self, "pretrained_cfg"):
+            self.pretrained_cfg = self.pretrained_cfg.with_new_head(num_classes)
 
     # --- Keras-like conveniences ----------------------------------------------------
 
@@ -367,6 +396,11 @@ class ResNet(nn.Module):
     @torch.inference_mode()
     def predict(self, x, batch_size: int | None = None, verbose: int | str = "auto") -> np.ndarray:
         """Keras-style prediction: NHWC numpy (as ``preprocess_input`` returns) or NCHW tensor in, numpy out.
+
+        Returns what the head gives, as Keras' ``predict`` does: probabilities from a head with
+        ``classifier_activation`` (``resnets.ResNet50()``'s default "softmax", as in Keras), logits from one without
+        (``create_model``'s and torchvision's default), features without a classifier. ``decode_predictions``
+        takes probabilities only: softmax logits first.
 
         ``batch_size``: images per forward pass (default None: 32, as Keras); ``verbose``: 0 silent, 1 a
         progress bar, ``"auto"`` (default) a bar when there is more than one batch, 2 none (Keras' one line
@@ -409,3 +443,68 @@ class ResNet(nn.Module):
         finally:
             self.train(was_training)
         return torch.cat(outs).numpy()
+
+
+class FeatureInfo:
+    """timm's ``FeatureInfo``: every feature map's channels, reduction and module, and which of them a
+    features-only model gives (``out_indices``); ``channels()``/``reduction()`` list those of its outputs, an index
+    (or list of them) picks maps by their place in the whole list."""
+
+    def __init__(self, info: list[dict], out_indices: Sequence[int]) -> None:
+        self.info = info
+        self.out_indices = tuple(out_indices)
+
+    def get(self, key: str, idx: int | Sequence[int] | None = None) -> Any:
+        if idx is None:
+            return [self.info[i][key] for i in self.out_indices]
+        if isinstance(idx, int):
+            return self.info[idx][key]
+        return [self.info[i][key] for i in idx]
+
+    def channels(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self.get("module", idx)
+
+    def __getitem__(self, item: int) -> dict:
+        return self.info[item]
+
+    def __len__(self) -> int:
+        return len(self.info)
+
+
+class FeatureResNet(ResNet):
+    """timm's ``features_only=True`` model: ``forward`` gives the feature maps of ``feature_info.out_indices``
+    (as :meth:`ResNet.forward_intermediates` numbers them: 0 the stem's, 1.. the stages'), and ``feature_info``
+    says their channels and reductions. Like timm's, it holds no head and no stage after the last map it gives, and
+    keeps the network's parameter names, so its state dict is a ResNet's (and timm's features model's) less those.
+    """
+
+    feature_info: FeatureInfo
+
+    @classmethod
+    def from_network(cls, net: ResNet, out_indices: int | Sequence[int] | None = None) -> FeatureResNet:
+        """``net`` itself made features-only (its modules stay; what follows the last wanted map goes)."""
+        take, last = feature_take_indices(len(net.feature_info), out_indices)
+        net.reset_classifier(0, "")
+        for name in net.stage_names[last:]:
+            setattr(net, name, nn.Sequential())  # empty, as timm prunes: no parameters, never run
+        if last < len(net.stage_names) and net.preact:
+            net.norm = nn.Identity()  # the final norm follows the last stage only
+        if last == 0:
+            net.maxpool = nn.Identity()
+        net.num_features = net.feature_info[last]["num_chs"]
+        net.__class__ = cls  # the same modules and names, a features-only forward
+        net.feature_info = FeatureInfo(net.feature_info, sorted(set(take)))
+        return net
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_intermediates(x, list(self.feature_info.out_indices))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last map this model gives (its stages end there)."""
+        return self.forward(x)[-1]

@@ -53,6 +53,13 @@ class Inference:
         return outputs
 
     @property
+    def multi_label(self) -> bool:
+        """Whether :meth:`probabilities` are each class's own (a sigmoid head) rather than a distribution over the
+        classes, as ``decode_predictions(multi_label=)`` asks."""
+        network = self.network if self.network is not None else self.model
+        return getattr(network, "classifier_activation", None) == "sigmoid"
+
+    @property
     def temperature(self) -> float:
         """The softmax temperature of the weights (:attr:`resnets.ResNet.temperature`; 1.0 when uncalibrated)."""
         return getattr(self.network if self.network is not None else self.model, "temperature", 1.0)

@@ -34,5 +34,6 @@ def predict_files(inf: Inference, paths: Sequence[Path], top: int = 5, batch_siz
         if not len(batch.indices):
             continue
         probs = inf.probabilities(run_model(inf.model, batch.images))
-        for index, answer in zip(batch.indices.tolist(), decode_predictions(probs, top, inf.classes)):
+        answers = decode_predictions(probs, top, inf.classes, multi_label=inf.multi_label)
+        for index, answer in zip(batch.indices.tolist(), answers):
             yield Prediction(all_paths[index], answer)

@@ -82,7 +82,9 @@ def _file_size(entry: WeightsEntry, cached: Path | None) -> str:
 
 def _by_accuracy(entry: WeightsEntry) -> tuple[bool, float]:
     """ImageNet-1k weights first, best top-1 first; then the rest (CIFAR-10, no published top-1) likewise."""
-    return entry.classes != "imagenet" or "top1" not in entry.metrics, -entry.metrics.get("top1", 0.0)
+    from ..classes import imagenet_names
+
+    return entry.classes != imagenet_names() or "top1" not in entry.metrics, -entry.metrics.get("top1", 0.0)
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -97,7 +97,8 @@ class ModelActor:
         """Top classes as ``predict_files`` names them (softmax unless the model ends in its own activation)."""
         answers = iter([])
         if len(outputs):
-            answers = iter(decode_predictions(self.inf.probabilities(outputs), self.top, self.inf.classes))
+            answers = iter(decode_predictions(self.inf.probabilities(outputs), self.top, self.inf.classes,
+                                                  multi_label=self.inf.multi_label))
         rows = [[{"id": i, "name": n, "probability": float(p)} for i, n, p in next(answers)] if ok else None
                 for ok in good]
         return pa.array(rows, PREDICTION_TYPE)

@@ -21,10 +21,10 @@ from typing import Any, Literal
 import torch
 
 from ..atomic import atomic_path
+from ..classes import class_names, imagenet_names
 from ..preprocess import CIFAR10, IMAGENET_TORCH, Preprocessing
 
 FileFormat = Literal["torch", "keras_h5", "safetensors"]
-Classes = str | tuple[str, ...]
 META_KEY = "resnets.weights_entry"  # safetensors metadata key holding a WeightsEntry as JSON
 # Keys of the trainer's metadata before it wrote entries (still read, so old run folders keep loading).
 _LEGACY_TRAIN_KEYS = ("model", "classes", "normalize")
@@ -51,7 +51,7 @@ class WeightsEntry:
     file_format: FileFormat
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     preprocessing: Preprocessing = IMAGENET_TORCH
-    classes: Classes = "imagenet"
+    classes: tuple[str, ...] = field(default_factory=imagenet_names)
     metrics: dict[str, float] = field(default_factory=dict)
     source: str = ""
     license: str = ""
@@ -67,6 +67,13 @@ class WeightsEntry:
         t = self.temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
             raise ValueError(f"temperature must be a positive finite number, got {t!r}")
+        object.__setattr__(self, "classes", class_names(self.classes))
+
+    def with_new_head(self, num_classes: int) -> WeightsEntry:
+        """This entry for the same weights under a fresh classifier of ``num_classes`` (0: none): the class names,
+        metrics and calibration were the old head's and no longer apply."""
+        return dataclasses.replace(self, model_kwargs={**self.model_kwargs, "num_classes": num_classes}, classes=(),
+                                   metrics={}, metrics_data="", temperature=1.0, calibration={})
 
     @property
     def filename(self) -> str:
@@ -81,9 +88,7 @@ class WeightsEntry:
     def num_classes(self) -> int:
         if "num_classes" in self.model_kwargs:
             return int(self.model_kwargs["num_classes"])
-        if isinstance(self.classes, tuple):
-            return len(self.classes)
-        return 10 if self.classes == "cifar10" else 1000
+        return len(self.classes)
 
     def to_json(self) -> str:
         """The entry as JSON, to travel inside a safetensors file's metadata."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from ..registry import model_builder
 from .checkpoint import SUFFIXES, Checkpoint, read_checkpoint, read_entry
 from .download import cached_file
 from .entry import WeightsEntry
-from .hub import hub_name, hub_weights
+from .hub import hub_name, hub_weights, timm_catalogue
 from .keras_h5 import keras_layer_name
 from .registry import WEIGHTS, get_weights
 
@@ -47,6 +48,22 @@ def resolve_weights(model: str | None, weights: str | os.PathLike) -> WeightsEnt
     raise FileNotFoundError(
         f"weights {str(weights)!r} are neither a registry name ('resnets weights list') nor an existing file"
     )
+
+
+def default_weights(model: str) -> str:
+    """What ``pretrained=True`` loads for ``model``, as timm loads a name's default tag: the registry's
+    ``"imagenet"`` weights for it, else its ``"cifar10"`` ones, else the ImageNet-1k checkpoint of timm's
+    catalogue with the best top-1 (an ``hf-hub:`` download)."""
+    for alias in ALIASES:
+        try:
+            return get_weights(alias, model).name
+        except ValueError:
+            continue
+    timm = [e for e in timm_catalogue().values() if e.model == model and e.num_classes == 1000]
+    if not timm:
+        raise BadInput(f"{model} has no published weights for pretrained=True to load: pass weights= a file "
+                       "(a trained model, a timm or torchvision checkpoint) or pretrained=False")
+    return max(timm, key=lambda e: e.metrics.get("top1", 0.0)).name
 
 
 def weights_file(
@@ -137,9 +154,10 @@ def create_with_weights(
 
     ``model_name`` may be None when the weights say their architecture (a registry name, or a file
     that records it or whose tensors show it); a name that contradicts them is an error naming both.
-    ``num_classes=0`` (Keras' ``include_top=False``) drops the file's classifier; other keyword
-    arguments go to the model and override the variant the weights imply.  The returned model's
-    ``pretrained_cfg`` is the :class:`WeightsEntry` describing the weights.
+    ``num_classes=0`` (Keras' ``include_top=False``) drops the file's classifier, and another class count
+    than the file's replaces it with a fresh one, with a warning (timm's rule); other keyword arguments go to the
+    model and override the variant the weights imply.  The returned model's ``pretrained_cfg`` is the
+    :class:`WeightsEntry` describing the weights (without class names or metrics under a new head).
     """
     path, entry = weights_file(model_name, weights, cache_dir, progress)
     ckpt = read_checkpoint(path, fold_bias=not kwargs.get("conv_bias", False))
@@ -163,13 +181,27 @@ def create_with_weights(
     except (TypeError, ValueError) as e:
         raise BadWeights(f"weights {described}: cannot build {model_name} with the architecture they record "
                          f"({model_kwargs}): {e}") from None
-    state_dict = ckpt.state_dict
-    if not model.num_classes:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+    state_dict, new_head = _with_model_head(model, ckpt.state_dict, described)
     check_fits(model, ckpt, state_dict, f"weights {described} do not fit {model_name}")
     broken = next((k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if broken is not None:
         raise BadWeights(f"weights {described}: {broken} holds NaN or infinite values (saved from a diverged run?)")
     model.load_state_dict(state_dict, strict=True)
-    model.pretrained_cfg = entry or entry_for_file(Path(path), model_name, ckpt, model_kwargs)
+    cfg = entry or entry_for_file(Path(path), model_name, ckpt, model_kwargs)
+    model.pretrained_cfg = cfg.with_new_head(model.num_classes) if new_head else cfg
     return model
+
+
+def _with_model_head(model: nn.Module, state_dict: dict[str, torch.Tensor],
+                     described: str) -> tuple[dict[str, torch.Tensor], bool]:
+    """``state_dict`` with the model's own fresh classifier in place of the weights' where their class counts
+    differ (timm's rule for ``num_classes=N``: a warning, then a new head to train), or without one for
+    ``num_classes=0``; and whether the head was replaced."""
+    if "fc.weight" not in state_dict or state_dict["fc.weight"].shape[0] == model.num_classes:
+        return state_dict, False
+    if model.num_classes:
+        warnings.warn(f"weights {described} have {state_dict['fc.weight'].shape[0]} classes, the model "
+                      f"num_classes={model.num_classes}: their classifier is dropped and a new one initialised",
+                      stacklevel=4)
+    body = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+    return {**body, **{k: v for k, v in model.state_dict().items() if k.startswith("fc.")}}, True
