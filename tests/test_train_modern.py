@@ -4,6 +4,7 @@ the EMA weights evaluated and saved, torchvision's warm-up schedule, distillatio
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from test_train_streaming import write_folder
 
 import resnets
 from resnets.cli import main
-from resnets.errors import BadInput
+from resnets.errors import MissingExtra, UnknownName
 from resnets.train import make_config, train
 from resnets.train.schedule import lr_at
 
@@ -146,7 +147,7 @@ def test_distillation_from_the_students_own_weights_has_no_soft_loss(cifar, teac
     assert hard["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-5) and hard["train_loss"] > 0.1
 
 
-def test_the_flags_reach_the_run_and_bad_values_name_them(cifar, tmp_path, capsys):
+def test_the_flags_reach_the_run_and_bad_values_name_them(cifar, tmp_path, capsys, monkeypatch):
     out = tmp_path / "cli"
     main(["train", "--data", str(cifar), "--out", str(out), "--epochs", "1", "--batch-size", "64", "--threads", "1",
           "--precision", "fp32", "--cache-dir", str(cifar / "cache"), "--no-progress", "--recipe", "cifar-modern",
@@ -158,6 +159,9 @@ def test_the_flags_reach_the_run_and_bad_values_name_them(cifar, tmp_path, capsy
     entry = resnets.create_model("resnet20", weights=out / "model.safetensors").pretrained_cfg
     assert (entry.preprocessing.resize_size, entry.preprocessing.crop_size) == (28, 28)
     assert main(["train", "--data", str(cifar), "--out", str(tmp_path / "x"), "--random-erase", "1.5"]) == 1
-    assert "error: --random-erase must be in [0, 1], got 1.5" in capsys.readouterr().err
-    with pytest.raises(BadInput, match=r"opt= must be one of sgd, adamw, lamb, lars, got 'rmsprop'"):
+    assert "error: --random-erase must be a number in [0, 1], got 1.5" in capsys.readouterr().err
+    with pytest.raises(UnknownName, match=r"opt must be one of sgd, adamw, lamb, lars, got 'rmsprop'"):
         train(tiny(cifar, tmp_path / "y", opt="rmsprop"))
+    monkeypatch.setitem(sys.modules, "timm", None)  # the train extra not installed: said before any work
+    with pytest.raises(MissingExtra, match=r'opt=\'lars\' is timm\'s optimizer: pip install "resnets\[train\]"'):
+        train(tiny(cifar, tmp_path / "z", opt="lars"))

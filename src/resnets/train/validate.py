@@ -37,9 +37,7 @@ def check_config(config: TrainConfig) -> None:
     for name, low, high in (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf), ("momentum", 0.0, 1.0),
                             ("gamma", 0.0, math.inf), ("label_smoothing", 0.0, 1.0), ("warmup_fraction", 0.0, 1.0),
                             ("warmup_until_error", 0.0, 1.0), ("eval_resize", 1.0, math.inf)):
-        value = getattr(config, name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-            raise BadInput(f"{name}= must be a number in [{low:g}, {high:g}], got {value!r}")
+        _within(config, name, low, high)
     if config.warmup_lr is not None and not config.warmup_lr > 0:
         raise BadInput(f"warmup_lr= must be positive (None: no warm-up), got {config.warmup_lr!r}")
     if not all(0.0 < m <= 1.0 for m in config.milestones):
@@ -57,6 +55,13 @@ def check_config(config: TrainConfig) -> None:
     check_components(config)
 
 
+def _within(config: TrainConfig, name: str, low: float, high: float) -> None:
+    """``config.name`` is a number in [``low``, ``high``]."""
+    value = getattr(config, name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+        raise BadInput(f"{name}= must be a number in [{low:g}, {high:g}], got {value!r}")
+
+
 def _at_least(config: TrainConfig, name: str, low: int) -> None:
     """``config.name`` is None or an integer >= ``low``."""
     value = getattr(config, name)
@@ -67,32 +72,29 @@ def _at_least(config: TrainConfig, name: str, low: int) -> None:
 
 def check_components(config: TrainConfig) -> None:
     """The modern-training options: choices, ranges, and the extra LAMB and LARS need."""
-    for name, value, choices in (("opt", config.opt, OPTIMIZERS), ("loss", config.loss, LOSSES),
-                                 ("lr_warmup_method", config.lr_warmup_method, LR_WARMUP_METHODS),
-                                 ("auto_augment", config.auto_augment, (None, *AUTO_AUGMENT))):
-        if value not in choices:
-            raise BadInput(f"{name}= must be one of {', '.join(c for c in choices if c)}, got {value!r}")
+    for name, choices in (("opt", OPTIMIZERS), ("loss", LOSSES), ("lr_warmup_method", LR_WARMUP_METHODS)):
+        if getattr(config, name) not in choices:
+            raise UnknownName(f"{name} must be one of {', '.join(choices)}, got {getattr(config, name)!r}")
+    if config.auto_augment is not None and config.auto_augment not in AUTO_AUGMENT:
+        raise UnknownName(f"auto_augment must be one of {', '.join(AUTO_AUGMENT)} (None: off), "
+                          f"got {config.auto_augment!r}")
     if config.opt in ("lamb", "lars") and importlib.util.find_spec("timm") is None:
         raise MissingExtra(f"opt={config.opt!r} is timm's optimizer: pip install \"resnets[train]\"")
     if config.bce_target_thresh is not None and config.loss != "bce":
         raise BadInput("bce_target_thresh= applies to loss='bce' only")
-    for name in ("random_erase", "distill_alpha", "lr_warmup_decay"):
-        if not 0.0 <= getattr(config, name) <= 1.0:
-            raise BadInput(f"{name}= must be in [0, 1], got {getattr(config, name)!r}")
-    for name in ("mixup_alpha", "cutmix_alpha", "lr_warmup_epochs", "ra_reps", "start_ramp"):
-        if getattr(config, name) < 0:
-            raise BadInput(f"{name}= must be >= 0 (0: off), got {getattr(config, name)!r}")
+    for name, low, high in (("random_erase", 0.0, 1.0), ("distill_alpha", 0.0, 1.0), ("lr_warmup_decay", 0.0, 1.0),
+                            ("mixup_alpha", 0.0, math.inf), ("cutmix_alpha", 0.0, math.inf),
+                            ("model_ema_decay", 0.0, 1.0)):
+        _within(config, name, low, high)
+    for name in ("lr_warmup_epochs", "ra_reps", "start_ramp"):
+        _at_least(config, name, 0)
     for name in ("model_ema_steps", "ra_magnitude", "augmix_severity", "res_step", "train_crop_size",
                  "val_resize_size", "val_crop_size", "min_res", "max_res", "end_ramp"):
+        _at_least(config, name, 1)
+    for name in ("clip_grad_norm", "distill_temperature", "bce_target_thresh"):
         value = getattr(config, name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise BadInput(f"{name}= must be a positive integer, got {value!r}")
-    for name in ("clip_grad_norm", "distill_temperature"):
-        value = getattr(config, name)
-        if value is not None and value <= 0:
-            raise BadInput(f"{name}= must be positive, got {value!r}")
-    if not 0.0 < config.model_ema_decay < 1.0:
-        raise BadInput(f"model_ema_decay= must be in (0, 1), got {config.model_ema_decay!r}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise BadInput(f"{name}= must be a positive number, got {value!r}")
     if config.min_res is None and (config.max_res is not None or config.end_ramp is not None):
         raise BadInput("max_res= and end_ramp= shape progressive resizing, which min_res= turns on")
     if config.normalize == "pixel" and (config.train_crop_size or config.val_crop_size or config.min_res):
