@@ -48,7 +48,8 @@ def main() -> None:
     from resnets.cpu import cpu_info
     from resnets.data.images import find_images
     from resnets.features import extract_features
-    from resnets.pipeline import file_batches, load_inference, run_model
+    from resnets.data.batches import file_batches
+    from resnets.pipeline import load_inference, run_model
 
     paths = find_images(args.images)
     files = [Path(tempfile.mkdtemp()) / f"{i}-{p.name}" for i in range(args.passes) for p in paths]

@@ -160,7 +160,8 @@ def main() -> None:
 
     from resnets.atomic import atomic_path
     from resnets.data.images import find_images
-    from resnets.pipeline import file_batches, load_inference
+    from resnets.data.batches import file_batches
+    from resnets.pipeline import load_inference
     from resnets.serve import ServeConfig, background_server, create_app
 
     paths = find_images(args.images)

@@ -24,7 +24,8 @@ from resnets.data.tensors import load_image_tensors
 from resnets.evaluate import evaluate
 from resnets.data.images import find_images
 from resnets.inference.export import exported_entry, run_exported
-from resnets.pipeline import Inference, file_batches, load_inference, run_model
+from resnets.data.batches import file_batches
+from resnets.pipeline import Inference, load_inference, run_model
 from resnets.preprocess import CIFAR10, Preprocessing
 from resnets.weights import read_checkpoint
 from resnets.train import make_config, train

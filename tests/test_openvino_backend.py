@@ -188,7 +188,7 @@ def photo_classifier(x: torch.Tensor) -> nn.Module:
 def photos() -> tuple[list[Path], torch.Tensor, nn.Module, torch.Tensor]:
     """The 100 photos (paths, decoded batch), their photo_classifier and its fp32 top-1: built once for
     every precision."""
-    from resnets.pipeline import file_batches
+    from resnets.data.batches import file_batches
     from resnets.preprocess import IMAGENET_TORCH
 
     paths = sorted(Path(SAMPLES).glob("*.JPEG"))
@@ -205,7 +205,7 @@ def photos() -> tuple[list[Path], torch.Tensor, nn.Module, torch.Tensor]:
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_resnet18_top1_agrees_with_fp32_on_the_imagenet_samples(precision: str, photos) -> None:
     needs_native(precision)
-    from resnets.pipeline import calibration_batches
+    from resnets.data.batches import calibration_batches
     from resnets.preprocess import IMAGENET_TORCH
 
     paths, x, model, expected = photos

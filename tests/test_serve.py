@@ -176,7 +176,7 @@ def test_features_and_explain_run_the_way_the_model_runs(inf: Inference, int8_in
     eager_extras asks for the eager fp32 network (equal to it)."""
     from resnets.explain import explain
     from resnets.serve.api import ServeApi
-    from resnets.serve.models import StageMap
+    from resnets.pipeline import StageMap
 
     served = int8_inf
     config = ServeConfig(max_batch=4, eager_extras=eager_extras)

@@ -8,7 +8,6 @@ so no plotting library is needed.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,6 @@ from PIL import Image, ImageDraw, ImageFont
 from .atomic import atomic_path
 from .classes import _id_name_pairs
 from .data.images import ImageLoadError, load_img
-from .errors import BadInput
 from .explain import explain
 from .pipeline import Inference
 from .preprocess import Preprocessing
@@ -138,32 +136,14 @@ def _save(img: Image.Image, path: Path) -> None:
         img.save(tmp, format="PNG")
 
 
-def eager_inference(inf: Inference) -> Inference:
-    """``inf`` itself when its model is the eager network; otherwise (compiled, quantised or another engine, which
-    have no gradients) the eager fp32 network it was made from, else the same weights reloaded eagerly in fp32,
-    as maps need the eager model's gradients."""
-    from .networks import ResNet
-    from .pipeline import load_inference
-
-    if isinstance(inf.model, ResNet):
-        return inf
-    if isinstance(inf.network, ResNet):
-        return dataclasses.replace(inf, model=inf.network, backend="eager", backend_reason="", precision="fp32",
-                                   calibration=None)
-    if inf.weights is None:
-        raise BadInput("maps need the eager model's gradients: with random weights use precision='fp32' and "
-                       "backend='torch'")
-    return load_inference(inf.name, inf.weights, device=inf.device)
-
-
 def explain_files(inf: Inference, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                   target: int | None = None, method: str = "gradcam", layer: int | None = None,
                   sheet: str | os.PathLike | None = None, batch_size: int = 32,
                   workers: int = 2) -> Iterator[ExplainedImage]:
     """Write ``out_dir/<stem>.png`` for each image (see :func:`explanation_panel`), and the contact sheet
     ``sheet`` of them all after the last; yields one result per file, bad files with their error.
-    An optimized ``inf`` is explained through its weights reloaded eagerly (:func:`eager_inference`)."""
-    inf = eager_inference(inf)
+    An optimized ``inf`` is explained through its eager network (:meth:`Inference.eager`)."""
+    inf = inf.eager()
     paths = [Path(p) for p in paths]
     out_dir = Path(out_dir)
     names = output_names(paths)

@@ -6,6 +6,7 @@ never pairs a checkpoint with the wrong input recipe.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .calibration import scaled_softmax
-from .data.images import ImageBatch, ImageFiles, collate_images
+from .data.batches import calibration_batches, file_batches
+from .data.images import ImageBatch
 from .device import model_device, resolve_device
 from .errors import BadInput, UnknownName
 from .preprocess import CIFAR10, IMAGENET_TORCH, Preprocessing
@@ -64,6 +66,25 @@ class Inference:
         """The softmax temperature of the weights (:attr:`resnets.ResNet.temperature`; 1.0 when uncalibrated)."""
         return getattr(self.network if self.network is not None else self.model, "temperature", 1.0)
 
+    def eager(self) -> Inference:
+        """This model as the eager fp32 network (gradients, exact outputs: what maps need): itself when it is one,
+        else the network it was made from, else (an :class:`Inference` made without it) its weights reloaded."""
+        if isinstance(self.model, ResNet):
+            return self
+        if isinstance(self.network, ResNet):
+            return dataclasses.replace(self, model=self.network, backend="eager", backend_reason="",
+                                       precision="fp32", calibration=None)
+        if self.weights is None:
+            raise BadInput("this needs the eager network, and a model with random weights cannot be reloaded: use "
+                           "precision='fp32' and backend='torch'")
+        return load_inference(self.name, self.weights, device=self.device)
+
+    def stage_map(self, stage: int, eager: bool = False) -> nn.Module:
+        """Stage ``stage``'s feature map (1-based; the last as the head sees it), where feature vectors and heat
+        maps start, run the way the model runs (:meth:`optimized`), or on the eager network with ``eager``."""
+        net = StageMap(self.eager().model, stage).eval()
+        return net if eager else self.optimized(net)
+
     def optimized(self, module: nn.Module) -> nn.Module:
         """``module`` (built from this model's eager network: a feature extractor, its first stages) run the way
         the model runs: the same precision, backend and int8 calibration; as it is where the model is eager."""
@@ -92,6 +113,17 @@ class Inference:
         min_side = (recipe.resize_size or recipe.crop_size) if self.fast_decode else None
         return file_batches(paths, recipe, batch_size, workers, pin_memory=self.device.type == "cuda",
                             min_side=min_side)
+
+
+class StageMap(nn.Module):
+    """The feature map of one stage of a :class:`ResNet` (1-based; the last as the head sees it)."""
+
+    def __init__(self, model: ResNet, stage: int) -> None:
+        super().__init__()
+        self.model, self.stage = model, stage
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_intermediates(x, [self.stage])[0]
 
 
 class StageFeatures(nn.Module):
@@ -173,36 +205,6 @@ def load_inference(
 def _network(module: nn.Module) -> ResNet:
     """The ResNet inside ``module`` (itself, or the network a :class:`StageFeatures`-like wrapper holds)."""
     return module if isinstance(module, ResNet) else next(m for m in module.modules() if isinstance(m, ResNet))
-
-
-CALIBRATION_IMAGES = 128
-
-
-def calibration_batches(images: Sequence[Path] | torch.Tensor, preprocessing: Preprocessing,
-                        count: int = CALIBRATION_IMAGES, batch_size: int = 32) -> list[torch.Tensor]:
-    """Up to ``count`` of the user's images, preprocessed, for int8 calibration (real data beats zeros)."""
-    if isinstance(images, torch.Tensor):
-        return [preprocessing(chunk) for chunk in images[:count].split(batch_size)]
-    batches = [batch.images for batch, _ in file_batches(list(images)[:count], preprocessing, batch_size, workers=0)]
-    return [b for b in batches if len(b)]
-
-
-def file_batches(
-    paths: Sequence[Path], preprocessing: Preprocessing, batch_size: int = 32, workers: int = 2,
-    pin_memory: bool = False, min_side: int | None = None,
-) -> Iterator[tuple[ImageBatch, Sequence[Path]]]:
-    """Decoded, preprocessed batches of ``paths``; bad files come back in ``batch.errors``, never dropped.
-
-    ``pin_memory`` (for a CUDA model): page-locked batches, copied to the GPU asynchronously.
-    ``min_side``: reduced-scale JPEG decoding (see :func:`resnets.load_img`).
-    """
-    dataset = ImageFiles(paths, preprocessing, min_side=min_side)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_images,
-        persistent_workers=False, prefetch_factor=4 if workers else None, pin_memory=pin_memory,
-    )
-    for batch in loader:
-        yield batch, dataset.paths
 
 
 @torch.inference_mode()

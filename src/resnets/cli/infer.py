@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import json
 import sys
-from pathlib import Path
 
 from ..choices import BACKENDS, FORMATS, PRECISIONS
 from .common import (
@@ -84,7 +83,8 @@ def run_export(args: argparse.Namespace) -> int:
     from ..data.images import find_images
     from ..errors import BadInput, ExportMismatch
     from ..inference.export import export_model
-    from ..pipeline import calibration_batches, load_inference
+    from ..data.batches import calibration_batches
+    from ..pipeline import load_inference
 
     inf = load_inference(*model_and_weights(args), progress=args.progress)
     calibration = None

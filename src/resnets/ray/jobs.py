@@ -32,7 +32,7 @@ from ..atomic import atomic_path
 from ..errors import BadInput
 from ..features import FeatureRun, check_meta, join_results, prepare_output, require_utf8
 from ..inference.table import precision as precision_entry
-from ..pipeline import CALIBRATION_IMAGES
+from ..data.batches import CALIBRATION_IMAGES
 from ..predict import Prediction
 from ..progress import progress_bar
 from .stages import map_features, map_predictions

@@ -18,22 +18,10 @@ import torch
 from torch import nn
 
 from ..explain import checked_layer, explain_map
-from ..factory import create_model
 from ..pipeline import Inference, StageFeatures, pool_map
 
 log = logging.getLogger("resnets.serve")
 CLASSIFY = "classify"
-
-
-class StageMap(nn.Module):
-    """The feature map of one stage (1-based; the last as the head sees it): where features and heat maps start."""
-
-    def __init__(self, model: nn.Module, stage: int) -> None:
-        super().__init__()
-        self.model, self.stage = model, stage
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_intermediates(x, [self.stage])[0]
 
 
 class Models:
@@ -44,7 +32,7 @@ class Models:
                  eager_extras: bool = False) -> None:
         self.inf, self.classifier = inf, classifier
         self.map_sizes, self.eager_extras = map_sizes, eager_extras
-        self._eager: nn.Module | None = inf.network or (inf.model if hasattr(inf.model, "stage_names") else None)
+        self._eager: nn.Module | None = None
         self._maps: dict[int, nn.Module] = {}
         self._extra: dict[tuple, nn.Module] = {}
         self._lock = threading.Lock()
@@ -54,12 +42,11 @@ class Models:
         return self.classifier if kind == CLASSIFY else self._extra[kind]
 
     def eager(self) -> nn.Module:
-        """The eager fp32 network (the one the served model was made from; loaded by name, blocking, for an
-        :class:`Inference` made without it)."""
+        """The eager fp32 network (:meth:`Inference.eager`: the one the served model was made from; reloaded,
+        blocking, for an :class:`Inference` made without it)."""
         with self._lock:
             if self._eager is None:
-                log.info("loading an eager fp32 %s for /v1/features and /v1/explain", self.inf.name)
-                self._eager = create_model(self.inf.name, weights=self.inf.weights).eval()
+                self._eager = self.inf.eager().model
             return self._eager
 
     def stage_map(self, stage: int) -> nn.Module:
@@ -68,16 +55,16 @@ class Models:
         model = self.eager()
         with self._lock:
             if stage not in self._maps:
-                net = StageMap(model, stage).eval()
-                if not self.eager_extras and self.inf.backend != "eager":
+                eager = self.eager_extras or self.inf.backend == "eager"
+                if not eager:
                     log.info("building stage %d of %s at %s on %s", stage, self.inf.name, self.inf.precision,
                              self.inf.backend)
-                    net = self.inf.optimized(net)
-                    if compiles_per_shape(net):  # static graphs at a few sizes, compiled here and now
-                        net = StaticBatches(net, self.map_sizes)
-                        size = self.inf.preprocessing.crop_size or model.input_size[-1]
-                        for n in self.map_sizes:
-                            net(torch.zeros(n, 3, size, size))
+                net = self.inf.stage_map(stage, eager=eager)
+                if compiles_per_shape(net):  # static graphs at a few sizes, compiled here and now
+                    net = StaticBatches(net, self.map_sizes)
+                    size = self.inf.preprocessing.crop_size or model.input_size[-1]
+                    for n in self.map_sizes:
+                        net(torch.zeros(n, 3, size, size))
                 self._maps[stage] = net
             return self._maps[stage]
 
