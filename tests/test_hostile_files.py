@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -254,7 +255,8 @@ def test_a_full_disk_under_features_names_the_output_and_keeps_the_work(tmp_path
     command = ["features", "--model", "resnet20", "--weights", "resnet20.cifar10", "--workers", "0", str(photos),
                "-o", str(out)]
     assert main(command) == 1
-    assert f"error: cannot write {out}: no space left on device (the previous {out.name} is kept" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"error: cannot write {out}: no space left on device (the previous {out.name} is kept" in err
     assert out.read_bytes() == PREVIOUS
     assert len(list((tmp_path / f"feats{suffix}.parts").glob("part-*.npz"))) == 1  # the work waits for a rerun
 
@@ -316,3 +318,64 @@ def test_a_full_disk_under_safetensors_writers_names_the_file(small_disk):
                                       r"\(nothing was written"):
         decode_split(images, lambda img: torch.from_numpy(np.array(img)).permute(2, 0, 1), "test",
                      cache_dir=small_disk / "cache")
+
+
+# --- one writer per output ---------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def other_process() -> Iterator:
+    """``other_process(lock)``: a second process holding ``lock`` as a running job does (its pid returned) until
+    the test ends."""
+    started: list[subprocess.Popen] = []
+
+    def hold(lock: Path) -> int:
+        code = ("import pathlib, sys\nfrom resnets.locks import exclusive\n"
+                "with exclusive(pathlib.Path(sys.argv[1]), 'busy'):\n    print('held', flush=True)\n    sys.stdin.read()")
+        child = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+        started.append(child)
+        assert child.stdout.readline() == "held\n"
+        return child.pid
+
+    yield hold
+    for child in started:
+        child.communicate(timeout=30)  # closing stdin lets it go
+
+
+def test_a_second_features_job_on_one_output_fails_at_once_naming_the_first(tmp_path, other_process, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(photos / "a.png")
+    out = tmp_path / "feats.npz"
+    pid = other_process(tmp_path / "feats.npz.lock")
+    command = ["features", "--model", "resnet20", "--weights", "resnet20.cifar10", "--workers", "0", str(photos),
+               "-o", str(out)]
+    assert main(command) == 1
+    assert (f"error: another features job is writing {out} right now; let it finish, or give this one another output "
+            f"({out}.lock is held by process {pid})") in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "feats.npz.parts").exists()  # no work done
+
+
+def test_the_training_lock_names_the_process_that_holds_it(tmp_path, other_process):
+    from resnets.errors import BadInput
+    from resnets.train.run_folder import run_folder
+
+    pid = other_process(tmp_path / "run" / ".lock")
+    with pytest.raises(BadInput, match=re.escape(f"another 'resnets train' is writing to {tmp_path / 'run'} right now;"
+                                                 f" give this run another out= folder ({tmp_path / 'run' / '.lock'} "
+                                                 f"is held by process {pid})")):
+        with run_folder(tmp_path / "run", resume=False, is_main=True):
+            pass
+
+
+def test_a_features_job_releases_its_output(tmp_path):
+    """The lock goes with the job: a rerun works, and no lock file is left beside the output."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(photos / "a.png")
+    out = tmp_path / "feats.npy"
+    command = ["features", "--model", "resnet20", "--weights", "resnet20.cifar10", "--workers", "0", str(photos),
+               "-o", str(out)]
+    assert main(command) == 0 and main(command) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feats.npy", "feats.npy.paths.jsonl", "photos"]

@@ -17,8 +17,8 @@ LAYERS: list[tuple[str, set[str]]] = [  # top to bottom; a name is a top-level m
     ("weights", {"weights"}),
     ("architectures", {"registry", "networks", "blocks", "layers"}),
     ("data", {"data"}),
-    ("basics", {"preprocess", "classes", "device", "atomic", "cache", "summary", "choices", "quiet", "progress",
-                "errors", "colour", "cpu", "calibration"}),
+    ("basics", {"preprocess", "classes", "device", "atomic", "locks", "cache", "summary", "choices", "quiet",
+                "progress", "errors", "colour", "cpu", "calibration"}),
 ]
 RANK = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
 

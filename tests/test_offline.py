@@ -55,7 +55,8 @@ def test_a_catalogue_download_from_an_unreachable_host_fails_at_once(tmp_path, c
     error, seconds = timed(lambda: cached_file(entry, tmp_path, progress=False))
     reason = "its name does not resolve" if host == UNRESOLVABLE else "no connection (Connection refused)"
     assert seconds < 2
-    assert f"could not download {url}: cannot reach {host.format(port=closed_port).split(':')[0]}: {reason}" in str(error)
+    name = host.format(port=closed_port).split(":")[0]
+    assert f"could not download {url}: cannot reach {name}: {reason}" in str(error)
     assert OFFLINE_HINT in str(error)
     assert not list(tmp_path.glob("*.part"))
 

@@ -9,17 +9,19 @@ string per line, so no file name (newlines, undecodable bytes) can shift the row
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_path
+from .locks import exclusive
 from .pipeline import Inference, run_model
 from .progress import progress_bar
 
@@ -108,43 +110,43 @@ def extract_features(
     ``shard_size`` files or ``shard_seconds`` seconds, whichever comes first.
     """
     out = Path(out)
-    parts = prepare_output(out)
-    keys = [str(p) for p in paths]
-    check_names(keys, out)
-    check_meta(parts, {"job": job or {}, "files": len(keys)})
-    done, errors = _read_parts(parts)
-    resumed = len(done) + len(errors)
-    todo = [Path(k) for k in keys if k not in done and k not in errors]
+    with held_output(out) as parts:
+        keys = [str(p) for p in paths]
+        check_names(keys, out)
+        check_meta(parts, {"job": job or {}, "files": len(keys)})
+        done, errors = _read_parts(parts)
+        resumed = len(done) + len(errors)
+        todo = [Path(k) for k in keys if k not in done and k not in errors]
 
-    number = len(list(parts.glob("part-*.npz")))
-    dim = next(iter(done.values())).shape[0] if done else 0
-    shard_paths: list[str] = []
-    shard_feats: list[np.ndarray] = []
-    shard_errors: list[tuple[str, str]] = []
-    bar = progress_bar(len(keys), "features", progress, unit="img", initial=resumed)
-    last_write = time.monotonic()
-    for batch, all_paths in inf.batches(todo, batch_size, workers):
-        shard_errors += [(str(all_paths[i]), e) for i, e in batch.errors]
-        if len(batch.indices):
-            feats = run_model(inf.model, batch.images).numpy()
-            dim = feats.shape[1]
-            shard_paths += [str(all_paths[i]) for i in batch.indices.tolist()]
-            shard_feats += list(feats)
-        bar.update(len(batch.indices) + len(batch.errors))
-        due = time.monotonic() - last_write >= shard_seconds
-        if len(shard_paths) + len(shard_errors) >= shard_size or (due and (shard_paths or shard_errors)):
-            last_write = time.monotonic()
+        number = len(list(parts.glob("part-*.npz")))
+        dim = next(iter(done.values())).shape[0] if done else 0
+        shard_paths: list[str] = []
+        shard_feats: list[np.ndarray] = []
+        shard_errors: list[tuple[str, str]] = []
+        bar = progress_bar(len(keys), "features", progress, unit="img", initial=resumed)
+        last_write = time.monotonic()
+        for batch, all_paths in inf.batches(todo, batch_size, workers):
+            shard_errors += [(str(all_paths[i]), e) for i, e in batch.errors]
+            if len(batch.indices):
+                feats = run_model(inf.model, batch.images).numpy()
+                dim = feats.shape[1]
+                shard_paths += [str(all_paths[i]) for i in batch.indices.tolist()]
+                shard_feats += list(feats)
+            bar.update(len(batch.indices) + len(batch.errors))
+            due = time.monotonic() - last_write >= shard_seconds
+            if len(shard_paths) + len(shard_errors) >= shard_size or (due and (shard_paths or shard_errors)):
+                last_write = time.monotonic()
+                _write_shard(parts, number, shard_paths, shard_feats, shard_errors, dim)
+                done.update(zip(shard_paths, shard_feats))
+                errors.update(shard_errors)
+                number, shard_paths, shard_feats, shard_errors = number + 1, [], [], []
+        bar.close()
+        if shard_paths or shard_errors:
             _write_shard(parts, number, shard_paths, shard_feats, shard_errors, dim)
             done.update(zip(shard_paths, shard_feats))
             errors.update(shard_errors)
-            number, shard_paths, shard_feats, shard_errors = number + 1, [], [], []
-    bar.close()
-    if shard_paths or shard_errors:
-        _write_shard(parts, number, shard_paths, shard_feats, shard_errors, dim)
-        done.update(zip(shard_paths, shard_feats))
-        errors.update(shard_errors)
 
-    return join_results(out, keys, done, errors, parts, resumed)
+        return join_results(out, keys, done, errors, parts, resumed)
 
 
 def check_names(keys: Sequence[str], out: Path) -> None:
@@ -160,6 +162,16 @@ def require_utf8(keys: Sequence[str], why: str) -> None:
             key.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError(f"{key!r}: this file name is not valid UTF-8 and {why}") from None
+
+
+@contextlib.contextmanager
+def held_output(out: Path) -> Iterator[Path]:
+    """:func:`prepare_output`'s ``OUT.parts`` for a job that alone writes ``out`` while it runs (``OUT.lock``): a
+    second job on the same output fails at once naming the first's process, instead of doing all the work again."""
+    parts = prepare_output(out)
+    with exclusive(out.with_name(out.name + ".lock"), f"another features job is writing {out} right now; let it "
+                                                      "finish, or give this one another output"):
+        yield parts
 
 
 def prepare_output(out: Path) -> Path:

@@ -30,7 +30,7 @@ import ray.data
 
 from ..atomic import atomic_path
 from ..errors import BadInput
-from ..features import FeatureRun, check_meta, join_results, prepare_output, require_utf8
+from ..features import FeatureRun, check_meta, held_output, join_results, require_utf8
 from ..inference.table import precision as precision_entry
 from ..data.batches import CALIBRATION_IMAGES
 from ..predict import Prediction
@@ -229,31 +229,31 @@ def extract_features(
     ``weights`` at the same location; None starts Ray on this machine for the job.
     """
     out = Path(out)
-    parts = prepare_output(out)
-    keys = [str(p) for p in paths]
-    if not keys:
-        raise ValueError("no image files to extract features from")
-    require_utf8(keys, "cannot go through Ray Data; rename it, or use the local engine")
-    shard_size = _shard_size(shard_size)
-    job = {"engine": "ray", "model": model, "weights": None if weights is None else str(weights),
-           "precision": precision, "backend": backend, "pooling": pooling, "layer": layer}
-    check_meta(parts, {"job": job, "files": len(keys), "shard_size": shard_size, "list_sha256": _list_hash(keys)})
-    resumed = sum(pq.ParquetFile(p).metadata.num_rows for p in parts.glob("chunk-*.parquet"))
-    with connected(address):
-        plan = _plan(device, actors)
+    with held_output(out) as parts:
+        keys = [str(p) for p in paths]
+        if not keys:
+            raise ValueError("no image files to extract features from")
+        require_utf8(keys, "cannot go through Ray Data; rename it, or use the local engine")
+        shard_size = _shard_size(shard_size)
+        job = {"engine": "ray", "model": model, "weights": None if weights is None else str(weights),
+               "precision": precision, "backend": backend, "pooling": pooling, "layer": layer}
+        check_meta(parts, {"job": job, "files": len(keys), "shard_size": shard_size, "list_sha256": _list_hash(keys)})
+        resumed = sum(pq.ParquetFile(p).metadata.num_rows for p in parts.glob("chunk-*.parquet"))
+        with connected(address):
+            plan = _plan(device, actors)
 
-        def stage(ds: ray.data.Dataset) -> ray.data.Dataset:
-            return map_features(ds, weights, model, pooling=pooling, layer=layer, precision=precision,
-                                device=plan.device, backend=backend, batch_size=batch_size, actors=actors,
-                                actor_cpus=plan.actor_cpus, actor_gpus=plan.actor_gpus,
-                                calibration=_calibration(keys, precision))
+            def stage(ds: ray.data.Dataset) -> ray.data.Dataset:
+                return map_features(ds, weights, model, pooling=pooling, layer=layer, precision=precision,
+                                    device=plan.device, backend=backend, batch_size=batch_size, actors=actors,
+                                    actor_cpus=plan.actor_cpus, actor_gpus=plan.actor_gpus,
+                                    calibration=_calibration(keys, precision))
 
-        bar = progress_bar(len(keys), "features", progress, unit="img", initial=resumed)
-        for _ in _run_chunks(stage, keys, parts, shard_size, bar):
-            pass
-        bar.close()
-    done, errors = _read_feature_shards(parts)
-    return join_results(out, keys, done, errors, parts, resumed)
+            bar = progress_bar(len(keys), "features", progress, unit="img", initial=resumed)
+            for _ in _run_chunks(stage, keys, parts, shard_size, bar):
+                pass
+            bar.close()
+        done, errors = _read_feature_shards(parts)
+        return join_results(out, keys, done, errors, parts, resumed)
 
 
 def _read_predictions(shard: Path) -> Iterator[Prediction]:

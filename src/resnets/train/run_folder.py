@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 from collections.abc import Iterator
 from pathlib import Path
+
+from ..locks import exclusive
 
 
 @contextlib.contextmanager
@@ -17,14 +18,6 @@ def run_folder(out: Path, resume: bool, is_main: bool) -> Iterator[None]:
     if not resume and ((out / "last.pt").exists() or (out / "metrics.jsonl").exists()):
         raise ValueError(f"{out} already holds a training run (last.pt, metrics): continue it with resume=True, "
                          "or give a new out= folder")
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"another 'resnets train' is writing to {out} right now; give this run "
-                             "another out= folder") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive(out / ".lock", f"another 'resnets train' is writing to {out} right now; give this run another "
+                                  "out= folder"):
+        yield

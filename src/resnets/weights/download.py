@@ -30,8 +30,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,12 +39,8 @@ from tqdm.auto import tqdm
 
 from ..atomic import disk_full, honour_umask, is_disk_full, remove_orphans
 from ..cache import cache_root, writable_dir
+from ..locks import LOCKING, acquire, release, waiting
 from .registry import WeightsEntry, list_weights
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; concurrent downloads then fail their hash check
-    fcntl = None
 
 CHUNK = 1 << 20
 TIMEOUT_ENV, RETRIES_ENV = "RESNETS_DOWNLOAD_TIMEOUT", "RESNETS_DOWNLOAD_RETRIES"
@@ -180,60 +174,10 @@ def verify_file(entry: WeightsEntry, path: Path) -> None:
         _check_digests(entry, hashers, str(path))
 
 
-# --- locks: one download per file across processes -------------------------------------------------
-
-
-def _acquire(path: Path, wait: bool, on_wait: Callable[[], None] | None = None) -> int | None:
-    """An exclusive ``flock`` on the lock file ``path`` (its descriptor), or None if busy and not ``wait``.
-
-    Lock files are deleted on release, so a lock taken on a file that was meanwhile deleted (or replaced)
-    is dropped and taken again on the current one.
-    """
-    while True:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # flock needs no write access: shared caches
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not wait:
-                    os.close(fd)
-                    return None
-                if on_wait is not None:
-                    on_wait()
-                    on_wait = None
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            held, current = os.fstat(fd), os.stat(path)
-            if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
-                return fd
-        except FileNotFoundError:  # deleted by its previous holder: take the next one
-            pass
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-
-
-def _release(path: Path, fd: int) -> None:
-    path.unlink(missing_ok=True)  # while still held, so no one can lock the old file after us
-    os.close(fd)
-
-
-@contextmanager
-def _locked(path: Path, on_wait: Callable[[], None]) -> Iterator[None]:
-    if fcntl is None:
-        yield
-        return
-    fd = _acquire(path, wait=True, on_wait=on_wait)
-    try:
-        yield
-    finally:
-        _release(path, fd)
-
-
 def _remove_stale(directory: Path) -> None:
     """Delete what killed processes left: temporary files, and partial downloads or locks nobody holds."""
     remove_orphans(directory, STALE_AFTER_S)
-    if fcntl is None:
+    if not LOCKING:
         return
     cutoff = time.time() - STALE_AFTER_S
     for p in directory.iterdir():
@@ -246,10 +190,10 @@ def _remove_stale(directory: Path) -> None:
             continue
         target = p.with_name(p.name.rsplit(".", 1)[0])
         lock = target.with_name(target.name + LOCK)
-        fd = _acquire(lock, wait=False)
+        fd = acquire(lock, wait=False)
         if fd is not None:  # no download of that file is running
             target.with_name(target.name + PART).unlink(missing_ok=True)
-            _release(lock, fd)
+            release(lock, fd)
 
 
 # --- the transfer ----------------------------------------------------------------------------------
@@ -394,7 +338,7 @@ def download(
             print(f"{dest.name}: waiting for another process downloading it into {dest.parent}", file=sys.stderr)
 
     try:
-        with _locked(dest.with_name(dest.name + LOCK), on_wait=say_waiting):
+        with waiting(dest.with_name(dest.name + LOCK), on_wait=say_waiting):
             if dest.is_file():  # another process has just downloaded it
                 verify_file(entry, dest)
                 return dest
