@@ -34,7 +34,7 @@ class ExportMismatch(ResnetsError, RuntimeError):
 
 class DiskFull(ResnetsError, OSError):
     """A file could not be written for lack of space (or quota) on its disk; the message names the file, and the
-    previous version of it is kept (HTTP 507). Built as ``DiskFull(errno.ENOSPC, message, filename)``."""
+    previous version of it is kept. Built as ``DiskFull(errno.ENOSPC, message, filename)``."""
 
     def __str__(self) -> str:  # the message alone, not OSError's "[Errno 28] message: 'filename'"
         return str(self.strerror)
