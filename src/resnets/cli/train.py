@@ -214,12 +214,15 @@ def _experiment_options(p: argparse.ArgumentParser) -> None:
                    help="comma-separated CIFAR depths 6n+2 that have a plain twin: "
                         f"{', '.join(map(str, _cifar_depths()))} (default: 20,56)")
     p.add_argument("--preset", choices=tuple(PRESETS), default="quick",
-                   help="quick: < 45 min on a 2-core CPU; paper: the full section 4.2 schedule (GPU; its estimated "
-                        "time is printed first) (default: quick)")
+                   help="tiny: the plain-net half only (a training subset for a few epochs, a test subset), for a "
+                        "short CPU budget; quick: both halves (every training image, 7 epochs); paper: the full "
+                        "section 4.2 schedule, for a GPU. The estimated time is printed first (default: quick)")
     p.add_argument("--out", default="runs/degradation",
                    help="folder for the runs, the CSV and the PNG (default: runs/degradation)")
     p.add_argument("--epochs", type=int, help="length of each run in epochs " + d("epochs"))
     p.add_argument("--train-subset", type=int, help="train on a random subset of this size " + d("train_subset"))
+    p.add_argument("--test-subset", type=int,
+                   help="evaluate after each epoch on a random test subset of this size " + d("test_subset"))
     p.add_argument("--precision", choices=TRAIN_PRECISIONS, help="training arithmetic " + d("precision"))
     p.add_argument("--seed", type=int, help="seed of every net's run " + d("seed"))
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, one per core)")
@@ -281,7 +284,8 @@ def run_experiment(args: argparse.Namespace) -> int:
                          f"choose from {', '.join(map(str, valid))}")
     with train_flags():
         csv_path, png = run_degradation(args.data, args.out, depths, args.preset, epochs=args.epochs,
-                                        train_subset=args.train_subset, precision=args.precision, seed=args.seed,
+                                        train_subset=args.train_subset, test_subset=args.test_subset,
+                                        precision=args.precision, seed=args.seed,
                                         threads=args.threads, device=args.device, progress=args.progress,
                                         cache_dir=args.cache_dir)
     print(f"{csv_path}\n{png}")

@@ -137,7 +137,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
     # A short modern schedule for CPU budgets: one-cycle (linear warm-up, linear decay to 0), Nesterov,
     # label smoothing, weight decay 5e-4, bf16 where the device computes it natively (else fp32: emulated bf16 is
-    # slower); sized for ResNet-20 in under 30 min on a 2-core CPU.
+    # slower); sized for ResNet-20 on a CPU (its times: README).
     "fast-cifar": dict(
         epochs=30, max_steps=None, batch_size=128, lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
         schedule="onecycle", warmup_fraction=0.15, label_smoothing=0.1, normalize="channel", precision="auto",
