@@ -317,8 +317,8 @@ def test_experiment_resumes_only_nets_with_a_checkpoint(tmp_path, monkeypatch):
         raise StopIteration
 
     monkeypatch.setattr(experiment, "train", fake_train)
-    monkeypatch.setattr(experiment, "estimate_seconds", lambda config, images: 0.0)
-    monkeypatch.setattr(experiment, "_train_images", lambda config: 0)
+    monkeypatch.setattr(experiment, "estimate_seconds", lambda config, images, evaluated: 0.0)
+    monkeypatch.setattr(experiment, "_split_sizes", lambda config: (0, 0, 0))
     with pytest.raises(StopIteration):
         experiment.run_degradation("data", tmp_path, [20])
     (tmp_path / "plain20").mkdir()
