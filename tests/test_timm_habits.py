@@ -108,6 +108,11 @@ def test_features_only_of_other_families_and_its_argument_checks():
     with torch.no_grad():
         torch.testing.assert_close(last.eval()(X)[0], full.forward_features(X))
         torch.testing.assert_close(first.eval()(X), full.forward_intermediates(X, (1, 2)))
+    maps = first.predict(X.permute(0, 2, 3, 1).numpy(), batch_size=1, verbose=0)  # a list, as Keras' multi-output
+    assert [m.shape for m in maps] == [(2, 64, 16, 16), (2, 128, 8, 8)]
+    lines = []
+    first.summary(input_size=(3, 64, 64), print_fn=lines.append)
+    assert "-> output [(1, 64, 16, 16), (1, 128, 8, 8)]" in lines[0]
     with pytest.raises(BadInput, match="features_only=True too"):
         resnets.create_model("resnet18", out_indices=(1, 2))
     with pytest.raises(BadInput, match="drop num_classes=10"):

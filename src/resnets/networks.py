@@ -394,13 +394,14 @@ class ResNet(nn.Module):
         return summarize(self, input_size or self.input_size, print_fn=print_fn, depth=depth)
 
     @torch.inference_mode()
-    def predict(self, x, batch_size: int | None = None, verbose: int | str = "auto") -> np.ndarray:
+    def predict(self, x, batch_size: int | None = None, verbose: int | str = "auto") -> np.ndarray | list[np.ndarray]:
         """Keras-style prediction: NHWC numpy (as ``preprocess_input`` returns) or NCHW tensor in, numpy out.
 
         Returns what the head gives, as Keras' ``predict`` does: probabilities from a head with
         ``classifier_activation`` (``resnets.ResNet50()``'s default "softmax", as in Keras), logits from one without
-        (``create_model``'s and torchvision's default), features without a classifier. ``decode_predictions``
-        takes probabilities only: softmax logits first.
+        (``create_model``'s and torchvision's default), features without a classifier, and a list of arrays from a
+        features-only model (as Keras' multi-output models). ``decode_predictions`` takes probabilities only:
+        softmax logits first.
 
         ``batch_size``: images per forward pass (default None: 32, as Keras); ``verbose``: 0 silent, 1 a
         progress bar, ``"auto"`` (default) a bar when there is more than one batch, 2 none (Keras' one line
@@ -438,11 +439,13 @@ class ResNet(nn.Module):
             param = next(self.parameters())
             with progress_bar(len(chunks), "predict", show, unit="batch") as bar:
                 for chunk in chunks:
-                    outs.append(self(chunk.to(param.device, param.dtype)).float().cpu())
+                    out = self(chunk.to(param.device, param.dtype))
+                    outs.append([o.float().cpu() for o in out] if isinstance(out, list) else [out.float().cpu()])
                     bar.update(1)
         finally:
             self.train(was_training)
-        return torch.cat(outs).numpy()
+        arrays = [torch.cat(parts).numpy() for parts in zip(*outs)]
+        return arrays if isinstance(out, list) else arrays[0]
 
 
 class FeatureInfo:

@@ -118,12 +118,13 @@ def summarize(
     result.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     result.statistics = _statistics(model)
     if print_fn is not None:
-        print_fn(format_summary(result, type(model).__name__, tuple(out.shape)))
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else [tuple(o.shape) for o in out]
+        print_fn(format_summary(result, type(model).__name__, shape))
     return result
 
 
-def format_summary(s: Summary, title: str, output_shape: tuple[int, ...]) -> str:
-    """The Keras-style table of :func:`summarize`."""
+def format_summary(s: Summary, title: str, output_shape: tuple[int, ...] | list[tuple[int, ...]]) -> str:
+    """The Keras-style table of :func:`summarize` (a features-only model's output: one shape per map)."""
     header = ("Layer (type)", "Output Shape", "Param #")
     body = [(f"{r.name} ({r.kind})", str(r.output_shape), f"{r.params:,}") for r in s.rows]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(3)]
