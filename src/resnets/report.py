@@ -198,8 +198,8 @@ def _reliability_png(rel: Reliability) -> bytes:
     top.bar(lo[full], rel.accuracy.numpy()[full], width=width, align="edge", color="tab:blue", edgecolor="black",
             label="accuracy")
     gap_lo = torch.minimum(rel.accuracy, rel.confidence).numpy()[full]
-    top.bar(lo[full], rel.gaps.numpy()[full], bottom=gap_lo, width=width, align="edge", color="tab:red", alpha=0.3,
-            edgecolor="tab:red", hatch="//", label="gap to the mean confidence")
+    top.bar(lo[full], rel.gaps.numpy()[full], bottom=gap_lo, width=width, align="edge", facecolor="none",
+            edgecolor="tab:red", hatch="///", label="gap to the bin's mean confidence")
     top.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
