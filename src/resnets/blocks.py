@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from .errors import BadInput, UnknownName
 from .layers import AntiAlias, Attention, ConvKind, Norm, activation, anti_alias, attention, conv2d, norm_layer
 
 Shortcut = Literal["A", "B", "C", "P"]
@@ -63,13 +64,13 @@ class BlockOptions:
 
     def __post_init__(self) -> None:
         if self.shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {', '.join(map(repr, SHORTCUTS))}, got {self.shortcut!r}")
+            raise UnknownName(f"shortcut must be one of {', '.join(map(repr, SHORTCUTS))}, got {self.shortcut!r}")
         if self.groups < 1 or self.base_width < 1:
-            raise ValueError(f"groups and base_width must be positive, got {self.groups} and {self.base_width}")
+            raise BadInput(f"groups and base_width must be positive, got {self.groups} and {self.base_width}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+            raise BadInput(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.reduce_first < 1 or self.down_kernel < 1 or self.down_kernel % 2 == 0:
-            raise ValueError(f"reduce_first must be positive and down_kernel odd, got {self.reduce_first} and "
+            raise BadInput(f"reduce_first must be positive and down_kernel odd, got {self.reduce_first} and "
                              f"{self.down_kernel}")
 
 
@@ -87,7 +88,7 @@ class PadShortcut(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
         super().__init__()
         if out_ch < in_ch:
-            raise ValueError(f"option A cannot reduce channels ({in_ch} -> {out_ch})")
+            raise BadInput(f"option A cannot reduce channels ({in_ch} -> {out_ch})")
         self.stride = stride
         self.pad_front = (out_ch - in_ch) // 2
         self.pad_back = out_ch - in_ch - self.pad_front
@@ -139,7 +140,7 @@ def make_shortcut(
     if option in ("B", "P") and same_shape:
         return None
     if option not in SHORTCUTS:
-        raise ValueError(f"shortcut must be one of {', '.join(map(repr, SHORTCUTS))}, got {option!r}")
+        raise UnknownName(f"shortcut must be one of {', '.join(map(repr, SHORTCUTS))}, got {option!r}")
     return _projection(in_ch, out_ch, stride, bias, bn_eps, norm, conv, avg_down, preact, down_kernel)
 
 
@@ -197,7 +198,7 @@ def bottleneck_width(width: int, o: BlockOptions) -> int:
 
 def _check_basic(o: BlockOptions, kind: str) -> None:
     if o.groups != 1 or o.base_width != 64:
-        raise ValueError(f"{kind} blocks have no groups or base width (got groups={o.groups}, "
+        raise BadInput(f"{kind} blocks have no groups or base width (got groups={o.groups}, "
                          f"base_width={o.base_width}); use a bottleneck block, or wider stage widths")
 
 
@@ -205,7 +206,7 @@ def _strided_conv(o: BlockOptions, channels: int, stride: int) -> tuple[int, nn.
     """The stride of a post-activation block's strided conv and the anti-aliasing pool after it (``aa``: the conv
     runs at stride 1); EvoNorm, a norm with its own activation, is built for pre-activation blocks only."""
     if o.norm == "evonorm":
-        raise ValueError("norm='evonorm' is built for pre-activation blocks (timm's resnetv2_50d_evos)")
+        raise BadInput("norm='evonorm' is built for pre-activation blocks (timm's resnetv2_50d_evos)")
     if o.aa is None or stride == 1:
         return stride, None
     return 1, anti_alias(o.aa, channels, stride)
@@ -213,7 +214,7 @@ def _strided_conv(o: BlockOptions, channels: int, stride: int) -> tuple[int, nn.
 
 def _check_preact(o: BlockOptions) -> None:
     if o.aa is not None or o.reduce_first != 1:
-        raise ValueError("aa and reduce_first are built for post-activation blocks (timm's resnet.py nets)")
+        raise BadInput("aa and reduce_first are built for post-activation blocks (timm's resnet.py nets)")
 
 
 class BasicBlock(ResidualBlock):
@@ -383,10 +384,10 @@ def convolutional_block(block: Block, in_ch: int, width: int, stride: int = 2, *
     """
     kwargs.setdefault("shortcut", "B")
     if kwargs["shortcut"] == "A":
-        raise ValueError("a convolutional block has a projection shortcut; use shortcut='B' or 'C'")
+        raise BadInput("a convolutional block has a projection shortcut; use shortcut='B' or 'C'")
     out = block(in_ch, width, stride, **kwargs)
     if out.downsample is None:
-        raise ValueError(
+        raise BadInput(
             f"in_ch={in_ch}, width={width}, stride={stride} keeps the shape; use identity_block instead"
         )
     return out

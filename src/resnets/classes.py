@@ -13,7 +13,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from .errors import BadInput, UnknownName
+from .errors import BadInput, JobFailed, UnknownName
 
 #: CIFAR-10 in label order (alphabetical, the official order).
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -30,7 +30,7 @@ def _imagenet_table() -> tuple[tuple[str, str], ...]:
     text = resources.files("resnets").joinpath("assets", "imagenet_classes.tsv").read_text(encoding="utf-8")
     rows = tuple(tuple(line.split("\t")) for line in text.splitlines() if line)
     if len(rows) != 1000 or any(len(row) != 2 for row in rows):
-        raise RuntimeError("resnets/assets/imagenet_classes.tsv is damaged: expected 1000 'wnid<TAB>name' lines")
+        raise JobFailed("resnets/assets/imagenet_classes.tsv is damaged: expected 1000 'wnid<TAB>name' lines")
     return rows
 
 
@@ -60,7 +60,7 @@ def _id_name_pairs(classes: ClassList) -> tuple[str, list[tuple[str, str]]]:
     if classes == "cifar10" or given == CIFAR10_CLASSES:
         return "CIFAR-10", [(str(i), name) for i, name in enumerate(CIFAR10_CLASSES)]
     if isinstance(classes, str):
-        raise ValueError(f"unknown class list {classes!r}: use 'imagenet', 'cifar10' or a sequence of names")
+        raise UnknownName(f"unknown class list {classes!r}: use 'imagenet', 'cifar10' or a sequence of names")
     pairs = [(str(i), c) if isinstance(c, str) else (str(c[0]), str(c[1])) for i, c in enumerate(classes)]
     return "the given", pairs
 
@@ -103,14 +103,14 @@ def folder_class_indices(folder_classes: Sequence[str], model_classes: ClassList
         return [lookup[c] for c in folder_classes]
     if any(c in lookup for c in folder_classes):
         missing = [c for c in folder_classes if c not in lookup]
-        raise ValueError(f"class folders {missing[:5]} are not among the model's classes")
+        raise BadInput(f"class folders {missing[:5]} are not among the model's classes")
     if len(folder_classes) > len(names):
-        raise ValueError(f"the data has {len(folder_classes)} classes but the model only {len(names)}")
+        raise BadInput(f"the data has {len(folder_classes)} classes but the model only {len(names)}")
     if not by_position:
         def shown(items: list[str]) -> str:
             return ", ".join(items[:10]) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
 
-        raise ValueError(f"none of the data's class folders ({shown(list(folder_classes))}) is one of the model's "
+        raise BadInput(f"none of the data's class folders ({shown(list(folder_classes))}) is one of the model's "
                          f"classes ({shown([a[-1] for a in names])}); to take them in sorted order as the model's "
                          "classes 0, 1, ... pass --by-position (by_position=True)")
     return list(range(len(folder_classes)))
@@ -133,13 +133,13 @@ def decode_predictions(preds: np.ndarray | torch.Tensor, top: int = 5, classes: 
         preds = preds.detach().to("cpu", torch.float64).numpy()
     preds = np.asarray(preds, dtype=np.float64)
     if preds.ndim != 2:
-        raise ValueError(f"decode_predictions expects predictions of shape (N, C), got shape {preds.shape}")
+        raise BadInput(f"decode_predictions expects predictions of shape (N, C), got shape {preds.shape}")
     label, pairs = _id_name_pairs(classes)
     if preds.shape[1] != len(pairs):
-        raise ValueError(f"predictions have {preds.shape[1]} classes (shape {preds.shape}) but {label} class "
+        raise BadInput(f"predictions have {preds.shape[1]} classes (shape {preds.shape}) but {label} class "
                          f"list has {len(pairs)}: pass the model's classes=")
     if top < 1:
-        raise ValueError(f"top must be at least 1, got {top}")
+        raise BadInput(f"top must be at least 1, got {top}")
     _check_probabilities(preds, multi_label)
     order = np.argsort(-preds, axis=1, kind="stable")[:, :top]
     return [[(*pairs[i], float(row[i])) for i in idx] for row, idx in zip(preds, order)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import BadInput
 from .choices import DEVICE_PATTERN
 
 
@@ -16,17 +17,17 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``auto`` (or ``None``) is ``cuda`` when a GPU is visible, else ``cpu``; a named GPU must exist."""
     name = "auto" if device is None else str(device)
     if not DEVICE_PATTERN.fullmatch(name):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+        raise BadInput(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name}: no CUDA GPU is available to torch {torch.__version__} "
+            raise BadInput(f"device {name}: no CUDA GPU is available to torch {torch.__version__} "
                              "(torch.cuda.is_available() is False); use --device cpu")
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:
-            raise ValueError(f"device {name}: only {count} CUDA GPU(s) visible (cuda:0..cuda:{count - 1})")
+            raise BadInput(f"device {name}: only {count} CUDA GPU(s) visible (cuda:0..cuda:{count - 1})")
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
     return dev

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import BadInput
 from .atomic import atomic_path
 from .classes import _id_name_pairs
 from .data.images import ImageLoadError, load_img
@@ -94,7 +95,7 @@ def explanation_panel(view: Image.Image, heat: np.ndarray, title: str, subtitle:
 def contact_sheet(panels: Sequence[Image.Image], columns: int | None = None) -> Image.Image:
     """The panels on a white grid, about square (``columns`` by default ceil(sqrt(n)))."""
     if not panels:
-        raise ValueError("a contact sheet needs at least one panel")
+        raise BadInput("a contact sheet needs at least one panel")
     columns = columns or math.ceil(math.sqrt(len(panels)))
     rows = math.ceil(len(panels) / columns)
     cell_w, cell_h = max(p.width for p in panels), max(p.height for p in panels)
@@ -150,7 +151,7 @@ def explain_files(inf: Inference, paths: Sequence[str | os.PathLike], out_dir: s
     label, pairs = _id_name_pairs(inf.classes)
     num_classes = getattr(inf.model, "num_classes", len(pairs))
     if num_classes != len(pairs):
-        raise ValueError(f"the model has {num_classes} classes but {label} class list has {len(pairs)}")
+        raise BadInput(f"the model has {num_classes} classes but {label} class list has {len(pairs)}")
     panels = []
     for batch, all_paths in inf.batches(paths, batch_size, workers):
         for index, message in batch.errors:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from .errors import BadInput
 from .networks import ResNet
 from .factory import create_model
 from .weights.hub import is_hub_name
@@ -33,15 +34,15 @@ def _check_input_shape(input_shape: Sequence[int] | None) -> tuple[int, int, int
         return None
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3:
-        raise ValueError(f"input_shape must have 3 entries, (H, W, 3) or (3, H, W); got {input_shape}")
+        raise BadInput(f"input_shape must have 3 entries, (H, W, 3) or (3, H, W); got {input_shape}")
     if shape[-1] == 3:
         h, w = shape[:2]
     elif shape[0] == 3:
         h, w = shape[1:]
     else:
-        raise ValueError(f"the input must have 3 channels; received input_shape={input_shape}")
+        raise BadInput(f"the input must have 3 channels; received input_shape={input_shape}")
     if h < 32 or w < 32:
-        raise ValueError(f"input size must be at least 32x32; received input_shape={input_shape}")
+        raise BadInput(f"input size must be at least 32x32; received input_shape={input_shape}")
     return (3, h, w)
 
 
@@ -60,7 +61,7 @@ def _tensor_shape(input_tensor: torch.Tensor | np.ndarray | None) -> tuple[int, 
         )
     shape = tuple(input_tensor.shape)
     if len(shape) not in (3, 4):
-        raise ValueError(f"input_tensor must be an image (3 dims) or a batch of them (4 dims), got shape {shape}")
+        raise BadInput(f"input_tensor must be an image (3 dims) or a batch of them (4 dims), got shape {shape}")
     return shape[-3:]
 
 
@@ -87,18 +88,18 @@ def keras_resnet(
     shape = _check_input_shape(input_shape)  # before any download
     from_tensor = _check_input_shape(_tensor_shape(input_tensor))
     if shape is not None and from_tensor is not None and shape != from_tensor:
-        raise ValueError(f"input_tensor's shape {tuple(input_tensor.shape)} contradicts input_shape={input_shape}")
+        raise BadInput(f"input_tensor's shape {tuple(input_tensor.shape)} contradicts input_shape={input_shape}")
     shape = shape or from_tensor
     if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be None, 'avg' or 'max'; received pooling={pooling!r}")
+        raise BadInput(f"pooling must be None, 'avg' or 'max'; received pooling={pooling!r}")
     if weights == "imagenet" and include_top and classes != 1000:
-        raise ValueError(
+        raise BadInput(
             "if using weights='imagenet' with include_top=True, classes should be 1000; "
             f"received classes={classes}"
         )
     if (isinstance(weights, str) and weights != "imagenet" and "." not in weights and not is_hub_name(weights)
             and not os.path.exists(weights)):
-        raise ValueError(
+        raise BadInput(
             "weights must be None (random initialization), 'imagenet' (pre-training on ImageNet), "
             f"a registry name, an hf-hub:ORG/NAME repo or the path to a weights file; received weights={weights!r}"
         )

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import BadInput, UnknownName
+
 Norm = Literal["batch", "group", "evonorm"]
 ConvKind = Literal["plain", "std"]
 Attention = Literal["se", "eca"]
@@ -54,11 +56,11 @@ def norm_layer(kind: Norm, channels: int, eps: float = 1e-5) -> nn.Module:
     """BatchNorm (the paper's), GroupNorm with 32 groups (Wu & He 2018; timm's ``_gn`` nets, BiT), or
     EvoNorm-S0 over 32 groups (timm's ``_evos`` nets)."""
     if kind not in NORMS:
-        raise ValueError(f"norm must be one of {', '.join(map(repr, NORMS))}, got {kind!r}")
+        raise UnknownName(f"norm must be one of {', '.join(map(repr, NORMS))}, got {kind!r}")
     if kind == "batch":
         return nn.BatchNorm2d(channels, eps=eps)
     if channels % GROUPNORM_GROUPS:
-        raise ValueError(f"norm={kind!r} needs channel counts divisible by {GROUPNORM_GROUPS}, got {channels}")
+        raise BadInput(f"norm={kind!r} needs channel counts divisible by {GROUPNORM_GROUPS}, got {channels}")
     if kind == "group":
         return nn.GroupNorm(GROUPNORM_GROUPS, channels, eps=eps)
     return EvoNormS0(channels, eps)
@@ -102,7 +104,7 @@ def conv2d(kind: ConvKind, in_ch: int, out_ch: int, kernel: int, stride: int = 1
            bias: bool = False) -> nn.Conv2d:
     """A ``kernel`` x ``kernel`` convolution with symmetric ``kernel // 2`` padding."""
     if kind not in CONVS:
-        raise ValueError(f"conv must be one of {', '.join(map(repr, CONVS))}, got {kind!r}")
+        raise UnknownName(f"conv must be one of {', '.join(map(repr, CONVS))}, got {kind!r}")
     cls = StdConv2d if kind == "std" else nn.Conv2d
     return cls(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=bias)
 
@@ -129,7 +131,7 @@ def anti_alias(kind: AntiAlias, channels: int, stride: int = 2) -> nn.Module:
         return nn.AvgPool2d(stride)
     if kind == "blur":
         return BlurPool2d(channels, stride)
-    raise ValueError(f"aa must be None or one of {', '.join(map(repr, ANTI_ALIASES))}, got {kind!r}")
+    raise UnknownName(f"aa must be None or one of {', '.join(map(repr, ANTI_ALIASES))}, got {kind!r}")
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -180,4 +182,4 @@ def attention(kind: Attention | None, channels: int, rd_ratio: float = 1 / 16,
         return SqueezeExcite(channels, rd_ratio)
     if kind == "eca":
         return EfficientChannelAttention(nominal_channels or channels)
-    raise ValueError(f"attn must be None or one of {', '.join(map(repr, ATTENTIONS))}, got {kind!r}")
+    raise UnknownName(f"attn must be None or one of {', '.join(map(repr, ATTENTIONS))}, got {kind!r}")

@@ -21,7 +21,7 @@ from torch import nn
 
 from .blocks import BLOCKS, OPTION_NAMES, BasicBlock, Block, BlockOptions, Bottleneck, ResidualBlock
 from .calibration import scaled_softmax
-from .errors import BadInput
+from .errors import BadInput, UnknownName
 from .layers import activation, activation_layer, anti_alias, conv2d, norm_layer
 
 Stem = Literal["imagenet", "cifar", "deep", "deep_tiered"]
@@ -51,7 +51,7 @@ def cifar_blocks(depth: int, layers_per_block: int = 2) -> tuple[int, int, int]:
     """Blocks per stage of the CIFAR network of ``depth`` layers: 6n+2 (basic blocks) or 9n+2 (bottlenecks)."""
     per_stage = 3 * layers_per_block
     if (depth - 2) % per_stage:
-        raise ValueError(f"a CIFAR ResNet of {layers_per_block}-conv blocks has depth {per_stage}n+2, got {depth}")
+        raise BadInput(f"a CIFAR ResNet of {layers_per_block}-conv blocks has depth {per_stage}n+2, got {depth}")
     n = (depth - 2) // per_stage
     return (n, n, n)
 
@@ -114,7 +114,7 @@ def _stem_pool(kind: str, channels: int, o: BlockOptions) -> nn.Module:
     strided conv, or nothing. Anti-aliased (``aa``, as timm): a 2x2 average pool instead of the max-pool, or
     a stride-1 max-pool then a blur pool; the conv at stride 1, then the pool."""
     if kind == "max_zero_pad" and o.aa:
-        raise ValueError("aa is not built with stem_pool='max_zero_pad'; use 'max' or 'conv'")
+        raise BadInput("aa is not built with stem_pool='max_zero_pad'; use 'max' or 'conv'")
     if kind == "max":
         if o.aa == "avg":
             return nn.AvgPool2d(2)
@@ -135,29 +135,29 @@ def _check_arguments(block, layers, widths, stem, stem_pool, num_classes, global
     """ResNet's argument checks, Keras-style messages; returns the block class, its options and the stem pool."""
     if isinstance(block, str):
         if block not in BLOCKS:
-            raise ValueError(f"block must be one of {', '.join(map(repr, BLOCKS))}, got {block!r}")
+            raise UnknownName(f"block must be one of {', '.join(map(repr, BLOCKS))}, got {block!r}")
         block = BLOCKS[block]
     unknown = sorted(set(block_options) - OPTION_NAMES)
     if unknown:
         raise TypeError(f"ResNet got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; the block "
                         f"options are {', '.join(sorted(OPTION_NAMES))}")
     if len(layers) != len(widths):
-        raise ValueError(f"{len(layers)} stage depths given for {len(widths)} stage widths")
+        raise BadInput(f"{len(layers)} stage depths given for {len(widths)} stage widths")
     if stem not in STEMS:
-        raise ValueError(f"stem must be one of {', '.join(map(repr, STEMS))}, got {stem!r}")
+        raise UnknownName(f"stem must be one of {', '.join(map(repr, STEMS))}, got {stem!r}")
     stem_pool = ("" if stem == "cifar" else "max") if stem_pool is None else stem_pool
     if stem_pool not in STEM_POOLS:
-        raise ValueError(f"stem_pool must be one of {', '.join(map(repr, STEM_POOLS))}, got {stem_pool!r}")
+        raise UnknownName(f"stem_pool must be one of {', '.join(map(repr, STEM_POOLS))}, got {stem_pool!r}")
     if global_pool not in ("avg", "max", ""):
-        raise ValueError(f"global_pool must be 'avg', 'max' or '', got {global_pool!r}")
+        raise BadInput(f"global_pool must be 'avg', 'max' or '', got {global_pool!r}")
     if num_classes and not global_pool:
-        raise ValueError("a classifier needs global pooling; pass num_classes=0 for the feature map")
+        raise BadInput("a classifier needs global pooling; pass num_classes=0 for the feature map")
     if classifier_activation not in (None, "softmax", "sigmoid"):
-        raise ValueError(f"classifier_activation must be None, 'softmax' or 'sigmoid', got {classifier_activation!r}")
+        raise BadInput(f"classifier_activation must be None, 'softmax' or 'sigmoid', got {classifier_activation!r}")
     if not 0.0 <= drop_rate < 1.0:
-        raise ValueError(f"drop_rate (Keras' dropout_rate) must lie in [0, 1), got {drop_rate}")
+        raise BadInput(f"drop_rate (Keras' dropout_rate) must lie in [0, 1), got {drop_rate}")
     if not 0.0 <= drop_path_rate < 1.0:
-        raise ValueError(f"drop_path_rate must lie in [0, 1), got {drop_path_rate}")
+        raise BadInput(f"drop_path_rate must lie in [0, 1), got {drop_path_rate}")
     return block, BlockOptions(**block_options), stem_pool
 
 
@@ -167,13 +167,13 @@ def _check_block_channels(block: Block, layers: Sequence[int], block_channels: B
     if block_channels is None:
         return
     if block is not Bottleneck:
-        raise ValueError("block_channels is built for post-activation bottlenecks (timm's pruned nets)")
+        raise BadInput("block_channels is built for post-activation bottlenecks (timm's pruned nets)")
     if [len(stage) for stage in block_channels] != list(layers):
-        raise ValueError(f"block_channels must give a (first, inner, out) triple per block {tuple(layers)}, got "
+        raise BadInput(f"block_channels must give a (first, inner, out) triple per block {tuple(layers)}, got "
                          f"{[len(stage) for stage in block_channels]} blocks")
     for i, stage in enumerate(block_channels):
         if any(len(c) != 3 for c in stage) or len({c[2] for c in stage}) != 1:
-            raise ValueError(f"block_channels of stage {i + 1}: (first, inner, out) triples with one out width, "
+            raise BadInput(f"block_channels of stage {i + 1}: (first, inner, out) triples with one out width, "
                              f"got {list(stage)}")
 
 
@@ -289,9 +289,9 @@ class ResNet(nn.Module):
     def _stem_map(self, x: torch.Tensor) -> torch.Tensor:
         """The stem's map before its pool: feature 0 of :meth:`forward_intermediates`."""
         if x.ndim != 4:
-            raise ValueError(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
+            raise BadInput(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
-            raise ValueError(
+            raise BadInput(
                 f"expected {self.in_chans} input channels (NCHW), got shape {tuple(x.shape)}"
                 + ("; for NHWC input use x.permute(0, 3, 1, 2)" if x.shape[-1] == self.in_chans else "")
             )
@@ -379,7 +379,7 @@ class ResNet(nn.Module):
         if global_pool is not None:
             self.global_pool = global_pool
         if num_classes and not self.global_pool:
-            raise ValueError("a classifier needs global pooling; pass global_pool='avg' or 'max'")
+            raise BadInput("a classifier needs global pooling; pass global_pool='avg' or 'max'")
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         if hasattr(self, "pretrained_cfg"):
@@ -413,15 +413,15 @@ class ResNet(nn.Module):
                             f"{os.fspath(x)!r}: load files with resnets.load_img + preprocess_input, or run "
                             "'resnets predict PATH' for files and folders")
         if verbose not in (0, 1, 2, "auto"):
-            raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+            raise BadInput(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         batch_size = 32 if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            raise BadInput(f"batch_size must be a positive int, got {batch_size!r}")
         if isinstance(x, np.ndarray):
             if x.ndim == 3:
                 x = x[None]
             if x.ndim != 4:
-                raise ValueError(f"expected a batch of images, got array of shape {x.shape}")
+                raise BadInput(f"expected a batch of images, got array of shape {x.shape}")
             channels = self.in_chans
             if x.shape[-1] == channels and x.shape[1] != channels:
                 x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import BadInput, UnknownName
 from .colour import to_rgb
 
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
@@ -41,19 +42,19 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError(f"mean and std need 3 values each, got mean={self.mean} std={self.std}")
+            raise BadInput(f"mean and std need 3 values each, got mean={self.mean} std={self.std}")
         if any(s == 0 for s in self.std):
-            raise ValueError(f"std must not contain 0, got {self.std}")
+            raise BadInput(f"std must not contain 0, got {self.std}")
         if self.channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
+            raise UnknownName(f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}")
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation {self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
+            raise UnknownName(f"interpolation {self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
         for field in ("resize_size", "crop_size"):
             value = getattr(self, field)
             if value is not None and value < 1:
-                raise ValueError(f"{field} must be a positive int or None, got {value}")
+                raise BadInput(f"{field} must be a positive int or None, got {value}")
         if self.pixel_mean is not None and (self.crop_size is None or len(self.pixel_mean) != 3 * self.crop_size**2):
-            raise ValueError(f"pixel_mean needs crop_size and 3 * crop_size**2 values, got {len(self.pixel_mean)} "
+            raise BadInput(f"pixel_mean needs crop_size and 3 * crop_size**2 values, got {len(self.pixel_mean)} "
                              f"values for crop_size {self.crop_size}")
 
     def __call__(self, img: Image.Image | torch.Tensor) -> torch.Tensor:
@@ -67,7 +68,7 @@ class Preprocessing:
         a floating input keeps its dtype.
         """
         if x.ndim not in (3, 4) or x.shape[-3] != 3:
-            raise ValueError(f"expected an RGB image tensor of shape (3, H, W) or (N, 3, H, W), got {tuple(x.shape)}")
+            raise BadInput(f"expected an RGB image tensor of shape (3, H, W) or (N, 3, H, W), got {tuple(x.shape)}")
         if self.channel_order == "BGR":
             x = x.flip(-3)
         dtype = x.dtype if x.is_floating_point() else torch.float32
@@ -78,7 +79,7 @@ class Preprocessing:
         if self.pixel_mean is not None:
             size = self.crop_size
             if tuple(x.shape[-2:]) != (size, size):
-                raise ValueError(f"this recipe subtracts a {size}x{size} per-pixel mean; got images of "
+                raise BadInput(f"this recipe subtracts a {size}x{size} per-pixel mean; got images of "
                                  f"{tuple(x.shape[-2:])}")
             pixels = torch.tensor(self.pixel_mean, dtype=dtype, device=x.device).view(3, size, size)
             out = out - pixels / torch.tensor(self.std, dtype=dtype, device=x.device).view(3, 1, 1)
@@ -128,13 +129,13 @@ def preprocess_input(x: np.ndarray | torch.Tensor, mode: str = "caffe") -> np.nd
     ImageNet mean/std). Float input keeps its dtype; integer input becomes float32.
     """
     if mode not in KERAS_MODES:
-        raise ValueError(f"mode must be one of {', '.join(KERAS_MODES)}, got {mode!r}")
+        raise UnknownName(f"mode must be one of {', '.join(KERAS_MODES)}, got {mode!r}")
     recipe = KERAS_MODES[mode]
     if isinstance(x, torch.Tensor):
         return recipe.normalize(x)
     array = np.asarray(x)
     if array.ndim not in (3, 4) or array.shape[-1] != 3:
-        raise ValueError(f"expected channels-last RGB pixels of shape (H, W, 3) or (N, H, W, 3), got {array.shape}")
+        raise BadInput(f"expected channels-last RGB pixels of shape (H, W, 3) or (N, H, W, 3), got {array.shape}")
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32)
     channels_first = torch.from_numpy(np.ascontiguousarray(array)).movedim(-1, -3)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from .errors import UnknownName
+from .errors import BadInput, UnknownName
 
 from .networks import CIFAR_WIDTHS, IMAGENET_WIDTHS, ResNet, cifar_blocks
 
@@ -25,7 +25,7 @@ def register_model(fn: Callable[..., nn.Module], name: str | None = None) -> Cal
     """Add an architecture builder under ``name`` (default: its function name); a taken name is an error."""
     name = name or fn.__name__
     if name in _MODELS:
-        raise ValueError(f"a model called {name!r} is already registered")
+        raise BadInput(f"a model called {name!r} is already registered")
     _MODELS[name] = fn
     return fn
 
@@ -89,7 +89,7 @@ def _wide_cifar(depth: int, k: int) -> dict:
     """Wide ResNet-depth-k (Zagoruyko & Komodakis 2016): (depth - 4) / 6 pre-activation basic blocks per stage,
     16k/32k/64k channels after a 16-channel stem; ``dropout=`` between the convs."""
     if (depth - 4) % 6:
-        raise ValueError(f"a Wide ResNet has depth 6n+4, got {depth}")
+        raise BadInput(f"a Wide ResNet has depth 6n+4, got {depth}")
     n = (depth - 4) // 6
     return dict(_CIFAR, block="preact_basic", layers=(n, n, n), widths=(16 * k, 32 * k, 64 * k), stem_width=16)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .errors import BadInput
+
 
 @dataclass
 class SummaryRow:
@@ -74,7 +76,7 @@ def summarize(
     """
     input_size = tuple(int(s) for s in input_size)
     if len(input_size) != 3:
-        raise ValueError(f"input_size must be (C, H, W), got {input_size}")
+        raise BadInput(f"input_size must be (C, H, W), got {input_size}")
     result = Summary(input_size=input_size)
     shown = {
         name: m

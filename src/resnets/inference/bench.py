@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ..errors import BadInput
 from ..cpu import cpu_info
 from ..device import model_device
 
@@ -148,7 +149,7 @@ def end_to_end(
 
     paths = find_images(folder)
     if len(paths) < 2 * batch_size:
-        raise ValueError(f"{folder}: {len(paths)} images, need at least {2 * batch_size} for batch {batch_size}")
+        raise BadInput(f"{folder}: {len(paths)} images, need at least {2 * batch_size} for batch {batch_size}")
     recipe = dataclasses.replace(IMAGENET_TORCH, resize_size=round(input_size * 256 / 224), crop_size=input_size)
     passes = max(1, math.ceil((min_batches + 1) * batch_size / len(paths)))
     files = ImageFiles(paths * passes, recipe, min_side=recipe.resize_size if fast_decode else None)

@@ -181,5 +181,5 @@ def max_abs_diff(path: str | os.PathLike, fmt: str, reference: nn.Module, x: tor
         expected = reference.eval()(x).float()
     got = run_exported(path, x, fmt)
     if got.shape != expected.shape:
-        raise ValueError(f"{path}: output shape {tuple(got.shape)} differs from eager {tuple(expected.shape)}")
+        raise ExportMismatch(f"{path}: output shape {tuple(got.shape)} differs from eager {tuple(expected.shape)}")
     return (got - expected).abs().max().item(), expected.abs().max().item()

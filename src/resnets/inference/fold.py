@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..errors import BadInput
 from ..layers import StdConv2d
 
 
@@ -36,7 +37,7 @@ def _fold_pair(parent: nn.Module, conv_name: str, bn_name: str) -> bool:
         return False
     last = conv[-1] if isinstance(conv, nn.Sequential) else conv
     if last.out_channels != bn.num_features:
-        raise ValueError(
+        raise BadInput(
             f"cannot fold {bn_name} ({bn.num_features} features) into {conv_name} ({last.out_channels} channels)"
         )
     setattr(parent, conv_name, _fold_into(conv, bn))
@@ -53,7 +54,7 @@ def fold_batchnorm(model: nn.Module) -> int:
     stems).  The model must be in eval mode, where BatchNorm uses its running statistics.
     """
     if model.training:
-        raise ValueError("fold_batchnorm needs an eval-mode model (call model.eval() first)")
+        raise BadInput("fold_batchnorm needs an eval-mode model (call model.eval() first)")
     folded = 0
     for parent in list(model.modules()):
         if isinstance(parent, nn.Sequential):

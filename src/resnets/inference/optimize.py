@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..errors import BadInput
 from ..device import model_device
 from ..quiet import quiet_third_party
 from .prepare import DTYPES, Precision, int8_calibration, prepare
@@ -53,7 +54,7 @@ class InferenceModel(nn.Module):
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
-            raise ValueError(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
+            raise BadInput(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
         source = x.device
         x = x.to(self.device, dtype=self.dtype, memory_format=torch.channels_last, non_blocking=True)
         if not self.compiled:
@@ -132,7 +133,7 @@ def optimize(
     foreign = [name for name, value in options.items() if value and name not in entry.options]
     if foreign:
         owners = [b.name for b in BACKENDS.values() if set(foreign) <= set(b.options)]
-        raise ValueError(f"{' and '.join(n + '=' for n in foreign)} apply to backend={owners[0]!r}; {backend} "
+        raise BadInput(f"{' and '.join(n + '=' for n in foreign)} apply to backend={owners[0]!r}; {backend} "
                          "optimises the graph itself (leave them unset)")
     kept = {name: value for name, value in options.items() if name in entry.options}
     return entry.load().build(model, precision, _example_batch(model, example_inputs), calibration,
@@ -151,14 +152,14 @@ def build(
     """The torch backend of :func:`optimize`: the prepared network, compiled by inductor unless ``compile=False``."""
     compile = True if compile is None else compile
     if precision == "int8" and not compile:
-        raise ValueError("int8 needs compile=True: only inductor lowers the quantized graph to int8 kernels")
+        raise BadInput("int8 needs compile=True: only inductor lowers the quantized graph to int8 kernels")
     on_cuda = model_device(model).type == "cuda"
     # CUDA graphs pay most at small batches, where launching ~100 kernels one by one costs as much
     # as running them; a replay is never slower than those launches, so they stay on at large
     # batches too.  Their price is memory: each new batch size records a graph and keeps its buffers.
     cuda_graphs = (compile and on_cuda) if cuda_graphs is None else cuda_graphs
     if cuda_graphs and not (compile and on_cuda):
-        raise ValueError("cuda_graphs needs compile=True and a model on a CUDA device "
+        raise BadInput("cuda_graphs needs compile=True and a model on a CUDA device "
                          f"(the model is on {model_device(model)})")
     if PRECISIONS[precision].needs_calibration:  # here, so that its warning names optimize()'s caller
         calibration = int8_calibration(calibration, example, calibrate_on_example)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import BadInput
 from .export import _require_onnx, export_onnx
 from .prepare import int8_calibration, numpy_batch, prepare
 from .table import PRECISIONS
@@ -95,7 +96,7 @@ def _quantize(fp32: Path, out: Path, calibration: Iterable[torch.Tensor]) -> Non
 
     batches = list(calibration)
     if not batches:
-        raise ValueError("int8 calibration got no batches")
+        raise BadInput("int8 calibration got no batches")
     with _root_log_filter(_NoPreprocessAdvice()):
         quantize_static(fp32, out, _Batches(batches, "images"), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)

@@ -40,7 +40,7 @@ from torch import nn
 
 from ..atomic import honour_umask
 from ..cache import cache_root, writable_dir
-from ..errors import MissingExtra
+from ..errors import BadInput, MissingExtra
 from ..quiet import debug_enabled, quiet_third_party
 from .prepare import int8_calibration, numpy_batch, prepare
 from .table import PRECISIONS
@@ -288,7 +288,7 @@ def build(model: nn.Module, precision: str, example: torch.Tensor,
     """
     _require(precision)
     if PRECISION_HINTS[precision] == "bf16" and "BF16" not in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        raise ValueError("the openvino backend runs bf16 only on CPUs with native bf16 (AVX512-BF16 or AMX); "
+        raise BadInput("the openvino backend runs bf16 only on CPUs with native bf16 (AVX512-BF16 or AMX); "
                          "this one has none (use fp32 or int8, or backend='torch')")
     net = prepare(model, "fp32", example)
     folder = _model_dir(model_key(net, tuple(example.shape[1:])))
@@ -296,7 +296,7 @@ def build(model: nn.Module, precision: str, example: torch.Tensor,
     if PRECISIONS[precision].needs_calibration:
         batches = list(int8_calibration(calibration, example, calibrate_on_example))
         if not batches:
-            raise ValueError("int8 calibration got no batches")
+            raise BadInput("int8 calibration got no batches")
         path = _quantize(fp32, batches, folder)
     return OVModel(path, precision)
 

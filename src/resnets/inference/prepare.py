@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import BadInput
 from ..device import model_device
 from .fold import fold_batchnorm, freeze_standardized_convs
 from .quantize import quantize_int8
@@ -31,9 +32,9 @@ DTYPES = {name: p.dtype for name, p in PRECISIONS.items()}
 def numpy_batch(x: torch.Tensor, engine: str) -> np.ndarray:
     """An NCHW float batch as the contiguous float32 array a CPU engine (onnxruntime, OpenVINO) takes."""
     if x.ndim != 4:
-        raise ValueError(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
+        raise BadInput(f"expected an NCHW batch (4 dims), got shape {tuple(x.shape)}")
     if x.device.type != "cpu":
-        raise ValueError(f"the {engine} backend runs on the CPU; the input is on {x.device}")
+        raise BadInput(f"the {engine} backend runs on the CPU; the input is on {x.device}")
     return x.detach().to(torch.float32).contiguous().numpy()
 
 
@@ -69,7 +70,7 @@ def int8_calibration(
     if calibration is not None:
         return calibration
     if not calibrate_on_example:
-        raise ValueError("int8 needs calibration images (calibration=) or example_inputs to calibrate on")
+        raise BadInput("int8 needs calibration images (calibration=) or example_inputs to calibrate on")
     warnings.warn("int8: calibrating on the example inputs; pass calibration= with real images for better "
                   "accuracy", stacklevel=4)
     return [example]

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..errors import MissingExtra
+from ..errors import BadInput, MissingExtra
 from ..quiet import quiet_third_party
 from .graph import export_dynamic_batch
 
@@ -45,5 +45,5 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor], example
             prepared(batch.to(example.dtype).contiguous(memory_format=torch.channels_last))
             seen += 1
     if not seen:
-        raise ValueError("int8 calibration got no batches")
+        raise BadInput("int8 calibration got no batches")
     return convert_pt2e(prepared)

@@ -19,6 +19,7 @@ from types import ModuleType
 
 import torch
 
+from ..errors import BadInput, UnknownName
 from ..cpu import cpu_info
 
 #: The device types of :class:`Precision` and :class:`Backend` entries, as error messages name them.
@@ -150,14 +151,14 @@ FASTEST: dict[str, Measured] = {
 def precision(name: str) -> Precision:
     """The entry of precision ``name``; a ValueError listing the choices otherwise."""
     if name not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+        raise UnknownName(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
     return PRECISIONS[name]
 
 
 def backend(name: str) -> Backend:
     """The entry of backend ``name``; a ValueError listing the choices otherwise."""
     if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+        raise UnknownName(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     return BACKENDS[name]
 
 
@@ -166,7 +167,7 @@ def check_device(name: str, device: torch.device | str) -> None:
     entry, device = precision(name), torch.device(device)
     if device.type not in entry.devices:
         where = " or ".join(DEVICE_WORDS.get(d, d) for d in entry.devices)
-        raise ValueError(f"precision {name} needs {where} (the model is on {device})"
+        raise BadInput(f"precision {name} needs {where} (the model is on {device})"
                          + (f"; {entry.elsewhere}" if entry.elsewhere else ""))
 
 
@@ -176,11 +177,11 @@ def check(backend_name: str, precision_name: str, device: torch.device | str) ->
     precision(precision_name)
     if precision_name not in entry.precisions:
         others = [b for b in PRECISIONS[precision_name].backends if b != backend_name]
-        raise ValueError(f"the {backend_name} backend runs {' and '.join(entry.precisions)}, not {precision_name!r} "
+        raise BadInput(f"the {backend_name} backend runs {' and '.join(entry.precisions)}, not {precision_name!r} "
                          f"(use backend={others[0]!r} for it)")
     if device.type not in entry.devices:
         where = " or ".join(DEVICE_WORDS.get(d, d) for d in entry.devices)
-        raise ValueError(f"the {backend_name} backend runs on {where}; the model is on {device} (move it to "
+        raise BadInput(f"the {backend_name} backend runs on {where}; the model is on {device} (move it to "
                          f"{where}, --device {' or '.join(entry.devices)} on the command line, or use backend='torch')")
     check_device(precision_name, device)
     return entry

@@ -11,6 +11,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from ..errors import BadWeights
 from .checkpoint import read_checkpoint
 from .entry import WeightsEntry, save_safetensors
 from .loading import create_with_weights, entry_for_file, weights_file
@@ -46,5 +47,5 @@ def convert_to_safetensors(
             create_with_weights(model, written)
         except (ValueError, OSError) as e:
             written.unlink(missing_ok=True)
-            raise ValueError(f"{src}: the converted file would not load, so it was not kept: {e}") from None
+            raise BadWeights(f"{src}: the converted file would not load, so it was not kept: {e}") from None
     return written, entry

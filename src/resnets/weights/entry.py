@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..errors import BadInput, BadWeights
 from ..atomic import atomic_path
 from ..classes import class_names, imagenet_names
 from ..preprocess import CIFAR10, IMAGENET_TORCH, Preprocessing
@@ -66,7 +67,7 @@ class WeightsEntry:
     def __post_init__(self) -> None:
         t = self.temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-            raise ValueError(f"temperature must be a positive finite number, got {t!r}")
+            raise BadInput(f"temperature must be a positive finite number, got {t!r}")
         object.__setattr__(self, "classes", class_names(self.classes))
 
     def with_new_head(self, num_classes: int) -> WeightsEntry:
@@ -81,7 +82,7 @@ class WeightsEntry:
         if self.asset:
             return self.asset
         if not self.url:
-            raise ValueError(f"weights {self.name!r} have neither a URL nor a packaged file")
+            raise BadWeights(f"weights {self.name!r} have neither a URL nor a packaged file")
         return self.url.rsplit("/", 1)[-1]
 
     @property
@@ -100,16 +101,16 @@ class WeightsEntry:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"metadata is not valid JSON: {e}") from None
+            raise BadWeights(f"metadata is not valid JSON: {e}") from None
         if not isinstance(d, dict):
-            raise ValueError(f"metadata should be a JSON object, found {type(d).__name__}")
+            raise BadWeights(f"metadata should be a JSON object, found {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown field(s) {', '.join(unknown)} (written by a newer resnets?)")
+            raise BadWeights(f"unknown field(s) {', '.join(unknown)} (written by a newer resnets?)")
         missing = [f for f in ("name", "model", "preprocessing", "classes") if f not in d]
         if missing:
-            raise ValueError(f"missing field(s) {', '.join(missing)}")
+            raise BadWeights(f"missing field(s) {', '.join(missing)}")
         d.setdefault("url", None)
         d.setdefault("sha256", None)
         d.setdefault("file_format", "safetensors")
@@ -117,12 +118,12 @@ class WeightsEntry:
             p = d.pop("preprocessing")
             pre = Preprocessing(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})
         except (TypeError, ValueError, AttributeError) as e:
-            raise ValueError(f"field 'preprocessing' is malformed: {e}") from None
+            raise BadWeights(f"field 'preprocessing' is malformed: {e}") from None
         classes = d.pop("classes")
         if not isinstance(classes, str) and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
-            raise ValueError("field 'classes' must be 'imagenet', 'cifar10' or a list of names")
+            raise BadWeights("field 'classes' must be 'imagenet', 'cifar10' or a list of names")
         if not all(isinstance(d.get(k, {}), dict) for k in ("model_kwargs", "metrics", "calibration")):
-            raise ValueError("fields 'model_kwargs', 'metrics' and 'calibration' must be JSON objects")
+            raise BadWeights("fields 'model_kwargs', 'metrics' and 'calibration' must be JSON objects")
         return cls(**d, preprocessing=pre, classes=classes if isinstance(classes, str) else tuple(classes))
 
 
@@ -134,7 +135,7 @@ def entry_from_metadata(meta: dict[str, str], path: Path) -> WeightsEntry | None
         if all(k in meta for k in _LEGACY_TRAIN_KEYS):
             return _legacy_train_entry(meta, path)
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: damaged resnets metadata: {e}") from None
+        raise BadWeights(f"{path}: damaged resnets metadata: {e}") from None
     return None
 
 
@@ -143,7 +144,7 @@ def _legacy_train_entry(meta: dict[str, str], path: Path) -> WeightsEntry:
     values = {k: json.loads(v) if k not in ("model", "recipe", "normalize", "eval_split") else v
               for k, v in meta.items()}
     if values["normalize"] != "channel":
-        raise ValueError("this old training file used per-pixel mean normalisation, which it did not record; "
+        raise BadWeights("this old training file used per-pixel mean normalisation, which it did not record; "
                          "retrain, or load it with create_model and preprocess by hand")
     preprocessing = dataclasses.replace(CIFAR10, mean=tuple(values["mean"]), std=tuple(values["std"]))
     classes = tuple(values["classes"])

@@ -13,6 +13,8 @@ import mmap
 import os
 from pathlib import Path
 
+from ..errors import BadWeights
+
 _SIGNATURE = b"GCOL\x01\x00\x00\x00"  # magic, version 1, three reserved bytes
 _HEADER = 16  # signature + collection size; each object's header has the same size
 _MIN_COLLECTION = 4096  # libhdf5 never writes a smaller collection
@@ -35,7 +37,7 @@ def _check_collection(data: bytes | mmap.mmap, start: int, end: int) -> None:
         size = int.from_bytes(data[p + 8: p + 16], "little")
         step = size if index == 0 else _HEADER + (size + 7) // 8 * 8
         if step == 0 or p + step > end:
-            raise ValueError(f"damaged HDF5 global heap at byte {start}: object {index} at byte {p} has size {size}")
+            raise BadWeights(f"damaged HDF5 global heap at byte {start}: object {index} at byte {p} has size {size}")
         p += step
 
 

@@ -85,7 +85,7 @@ def _legacy_layers(group) -> Iterator[tuple[str, list[np.ndarray]]]:
     """
     for layer_name in _attr_list(group, "layer_names"):
         if layer_name not in group:
-            raise ValueError(f"layer {layer_name!r} is listed in 'layer_names' but has no group")
+            raise BadWeights(f"layer {layer_name!r} is listed in 'layer_names' but has no group")
         layer = group[layer_name]
         if weight_names := _attr_list(layer, "weight_names"):
             yield layer_name, [layer[w][()] for w in weight_names]
@@ -98,7 +98,7 @@ def _keras3_layers(group) -> list[tuple[str, list[np.ndarray]]]:
     def visit(path: str, obj) -> None:
         if path.rsplit("/", 1)[-1] == "vars" and len(obj):
             if "name" not in obj.attrs:
-                raise ValueError(f"layer group {obj.name!r} has no 'name' attribute (saved by an older Keras 3); "
+                raise BadWeights(f"layer group {obj.name!r} has no 'name' attribute (saved by an older Keras 3); "
                                  "re-save it with a recent Keras, or as a legacy .h5 file")
             found.append((str(obj.attrs["name"]), [obj[k][()] for k in sorted(obj, key=int)]))
 
@@ -115,12 +115,12 @@ def _read_layers(h5) -> dict[str, list[np.ndarray]]:
     elif "layers" in h5 and hasattr(h5["layers"], "visititems"):
         layers = _keras3_layers(h5["layers"])
     else:
-        raise ValueError("not a Keras weights file (no 'layer_names' attribute, 'model_weights' group "
+        raise BadWeights("not a Keras weights file (no 'layer_names' attribute, 'model_weights' group "
                          "or Keras 3 'layers' group)")
     out: dict[str, list[np.ndarray]] = {}
     for name, weights in layers:
         if name in out:
-            raise ValueError(f"layer {name!r} appears twice")
+            raise BadWeights(f"layer {name!r} appears twice")
         out[name] = weights
     return out
 
@@ -134,12 +134,12 @@ def _open_h5(path: Path):
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             if "model.weights.h5" not in zf.namelist():
-                raise ValueError("a zip archive without model.weights.h5 is not a .keras model")
+                raise BadWeights("a zip archive without model.weights.h5 is not a .keras model")
             data = zf.read("model.weights.h5")
             check_global_heaps(data)
             return h5py.File(io.BytesIO(data), "r")
     if not h5py.is_hdf5(path):
-        raise ValueError("not an HDF5 file")
+        raise BadWeights("not an HDF5 file")
     check_hdf5_file(path)
     return h5py.File(path, "r")
 
@@ -227,7 +227,7 @@ def _translate(layer: str, module: str, weights: list[np.ndarray], zero_bias: bo
     kind = _kind(module)
     expected = {"conv": (1, 2), "fc": (2,), "bn": (4,)}[kind]
     if len(weights) not in expected:
-        raise ValueError(f"layer {layer!r}: expected {' or '.join(map(str, expected))} weights for a {kind} layer, "
+        raise BadWeights(f"layer {layer!r}: expected {' or '.join(map(str, expected))} weights for a {kind} layer, "
                          f"found {len(weights)} with shapes {[w.shape for w in weights]}")
     if kind == "bn":
         names = ("weight", "bias", "running_mean", "running_var")
@@ -236,7 +236,7 @@ def _translate(layer: str, module: str, weights: list[np.ndarray], zero_bias: bo
         }
     kernel, ndim = weights[0], 2 if kind == "fc" else 4
     if kernel.ndim != ndim or any(w.shape != (kernel.shape[-1],) for w in weights[1:]):
-        raise ValueError(f"layer {layer!r}: unexpected shapes {[w.shape for w in weights]} for a {kind} layer "
+        raise BadWeights(f"layer {layer!r}: unexpected shapes {[w.shape for w in weights]} for a {kind} layer "
                          f"(kernel {'(in, out)' if ndim == 2 else '(H, W, in, out)'} and bias (out,))")
     out = {f"{module}.weight": _to_tensor(kernel.T if ndim == 2 else kernel.transpose(3, 2, 0, 1))}
     if len(weights) == 2:
@@ -254,7 +254,7 @@ def _infer_depth(modules: set[str]) -> int:
     for depth, (block, layers) in IMAGENET_DEPTHS.items():
         if block is Bottleneck and tuple(layers) == blocks:
             return depth
-    raise ValueError(f"blocks per stage {blocks} match no bottleneck ResNet (50: (3, 4, 6, 3), "
+    raise BadWeights(f"blocks per stage {blocks} match no bottleneck ResNet (50: (3, 4, 6, 3), "
                      "101: (3, 4, 23, 3), 152: (3, 8, 36, 3))")
 
 
@@ -289,13 +289,13 @@ def read_keras_h5(path: str | os.PathLike, fold_bias: bool = True) -> KerasCheck
             module = _v2_module_name(layer) if v2 else _module_name(layer)
             if module is None:
                 family = "ResNet50V2/101V2/152V2" if v2 else "v1 ResNet50/101/152"
-                raise ValueError(f"layer {layer!r} is not part of a Keras {family} (custom heads are not supported)")
+                raise BadWeights(f"layer {layer!r} is not part of a Keras {family} (custom heads are not supported)")
             if module in keras_name:
-                raise ValueError(f"layers {keras_name[module]!r} and {layer!r} both map to {module}")
+                raise BadWeights(f"layers {keras_name[module]!r} and {layer!r} both map to {module}")
             keras_name[module] = layer
             state |= _translate(layer, module, weights, zero_bias=not v2)
         if "conv1" not in keras_name:
-            raise ValueError("missing layer 'conv1_conv' (or 'conv1'): not a ResNet weights file")
+            raise BadWeights("missing layer 'conv1_conv' (or 'conv1'): not a ResNet weights file")
         depth = _infer_depth(set(keras_name))
         num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 0
         if v2:  # the registry's resnetNv2 is Keras' layout; only the head varies

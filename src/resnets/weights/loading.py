@@ -39,7 +39,7 @@ def resolve_weights(model: str | None, weights: str | os.PathLike) -> WeightsEnt
     if path.is_file():
         return path
     if path.exists():
-        raise ValueError(f"weights {str(weights)!r}: not a regular file")
+        raise BadInput(f"weights {str(weights)!r}: not a regular file")
     if isinstance(weights, str) and os.sep not in weights and path.suffix.lower() not in SUFFIXES:
         close = difflib.get_close_matches(weights, [*ALIASES, *WEIGHTS], n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}? " if close else ""

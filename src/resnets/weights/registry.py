@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..errors import BadInput, UnknownName
 from ..preprocess import CIFAR10, IMAGENET_CAFFE, IMAGENET_TF, IMAGENET_TORCH
 from .entry import WeightsEntry
 
@@ -335,7 +336,7 @@ def _index(entries: tuple[WeightsEntry, ...]) -> dict[str, WeightsEntry]:
     index: dict[str, WeightsEntry] = {}
     for e in entries:
         if e.name in index:
-            raise ValueError(f"weights {e.name!r} are catalogued twice")
+            raise BadInput(f"weights {e.name!r} are catalogued twice")
         index[e.name] = e
     return index
 
@@ -355,19 +356,19 @@ def get_weights(name: str, model: str | None = None) -> WeightsEntry:
     """The entry called ``name``; ``"imagenet"``/``"cifar10"`` pick ``model``'s default entry."""
     if name in _DEFAULT_TAGS:
         if model is None:
-            raise ValueError(f"weights={name!r} needs a model name to choose from")
+            raise BadInput(f"weights={name!r} needs a model name to choose from")
         for tag in _DEFAULT_TAGS[name]:
             if f"{model}.{tag}" in WEIGHTS:
                 return WEIGHTS[f"{model}.{tag}"]
         have = ", ".join(e.name for e in list_weights(model)) or "none"
-        raise ValueError(f"{model} has no {name} weights; weights available for {model}: {have}")
+        raise UnknownName(f"{model} has no {name} weights; weights available for {model}: {have}")
     try:
         entry = WEIGHTS[name]
     except KeyError:
         close = [n for n in WEIGHTS if n.split(".")[0] == name.split(".")[0]] or sorted(WEIGHTS)
-        raise ValueError(f"unknown weights {name!r}; available: {', '.join(close)}") from None
+        raise UnknownName(f"unknown weights {name!r}; available: {', '.join(close)}") from None
     if model is not None and entry.model != model:
-        raise ValueError(f"weights {name!r} are for {entry.model}, not {model}")
+        raise BadInput(f"weights {name!r} are for {entry.model}, not {model}")
     return entry
 
 

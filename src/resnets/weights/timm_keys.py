@@ -15,6 +15,7 @@ import re
 
 import torch
 
+from ..errors import BadWeights
 from ..registry import list_models
 
 _STAGE = re.compile(r"stages\.(\d+)\.blocks\.(\d+)\.(.+)")
@@ -57,7 +58,7 @@ def from_timm_resnetv2(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.T
     for key, tensor in state_dict.items():
         new = _rename(key, avg_down)
         if new is None:
-            raise ValueError(
+            raise BadWeights(
                 f"tensors named as timm's ResNetV2 names them (stem.conv, stages.*.blocks.*), but {key} "
                 f"{tuple(tensor.shape)} has no counterpart in resnets' networks (of timm's resnetv2.py, only the "
                 "pre-activation resnetv2_18 ... resnetv2_152, their deep-stem 'd' forms and the BiT resnetv2_*_bit "
