@@ -175,12 +175,12 @@ def test_features_and_explain_run_the_way_the_model_runs(inf: Inference, int8_in
     """An int8 model's features and heat maps come from its int8 stages (close to eager, not equal), unless
     eager_extras asks for the eager fp32 network (equal to it)."""
     from resnets.explain import explain
-    from resnets.serve.api import ServeApi
     from resnets.pipeline import StageMap
+    from resnets.serve.repository import Served
 
     served = int8_inf
     config = ServeConfig(max_batch=4, eager_extras=eager_extras)
-    models = ServeApi(served, config, Metrics()).models
+    models = Served("resnet20", served, config, Metrics()).models
     assert isinstance(models.stage_map(3), StageMap) == eager_extras
     x = inf.preprocessing(load_img(CAT))[None]
     with torch.inference_mode():

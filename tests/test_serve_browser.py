@@ -67,3 +67,30 @@ def test_upload_through_the_page_shows_the_cli_answer() -> None:
                 page.screenshot(path=str(ROOT / "docs" / "serve.png"), full_page=True)
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_the_page_lists_the_models_and_asks_the_chosen_one() -> None:
+    """With two models served, the page offers both and sends the photo to the one chosen (?model=NAME)."""
+    from resnets.pipeline import Inference
+    from resnets.preprocess import Preprocessing
+
+    inf = load_inference("resnet20", "resnet20.cifar10", device="cpu")
+    recipe = Preprocessing(inf.preprocessing.mean, inf.preprocessing.std)  # the photo at its own size
+    wide = Inference(inf.model, recipe, inf.classes, "resnet20-any-size", inf.weights)
+    with serving({"cifar": inf, "wide": wide}, ServeConfig()) as port, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page()
+            asked: list[str] = []
+            page.on("request", lambda r: asked.append(r.url) if "/v1/predict" in r.url else None)
+            page.goto(f"http://127.0.0.1:{port}/")
+            sync_api.expect(page.locator("#models option")).to_have_count(2)
+            sync_api.expect(page.locator("#model")).to_contain_text("resnet20 ·")
+            page.select_option("#models", "wide")
+            sync_api.expect(page.locator("#model")).to_contain_text("resnet20-any-size")
+            page.set_input_files("#file", str(CAT))
+            page.wait_for_selector("body[data-state=done]", timeout=20_000)
+            assert asked == [f"http://127.0.0.1:{port}/v1/predict?top=5&model=wide"]
+        finally:
+            browser.close()

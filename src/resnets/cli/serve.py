@@ -1,8 +1,9 @@
-"""``resnets serve``: a model behind HTTP, with dynamic batching (see :mod:`resnets.serve`)."""
+"""``resnets serve``: models behind HTTP, with dynamic batching (see :mod:`resnets.serve`)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -10,7 +11,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..serve.config import ServeConfig
+from ..serve.config import MODEL_NAME, ServeConfig, check_name, served_name
 from .common import (
     UsageError, add_model_options, add_precision_options, model_and_weights, say_what_runs, with_flags,
 )
@@ -26,13 +27,32 @@ API_KEY_VARIABLE = "RESNETS_API_KEY"
 log = logging.getLogger("resnets.serve")
 
 
+#: The options given once for every model, or once per --weights.
+PER_MODEL = ("weights", "model", "precision", "backend")
+
+
+class PerModel(argparse.Action):
+    """An option that may be repeated: the values given, in order (the default until one is given)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: str,
+                 option_string: str | None = None) -> None:
+        given = getattr(namespace, self.dest)
+        setattr(namespace, self.dest, (given if isinstance(given, list) else []) + [values])
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve a model over HTTP (dynamic batching, web page, metrics)",
-                       description="Serve a model over HTTP: POST /v1/predict, /v1/features and /v1/explain, a web "
-                                   "page at /, /healthz, /readyz, /metrics, /docs. The model and weights options "
-                                   "are predict's; it runs on the CPU. Needs pip install 'resnets[serve]'.")
+    p = sub.add_parser("serve", help="serve models over HTTP (dynamic batching, web page, metrics, KServe/Triton)",
+                       description="Serve models over HTTP: POST /v1/predict, /v1/features and /v1/explain, the Open "
+                                   "Inference Protocol (KServe V2, Triton) under /v2, a web page at /, /healthz, "
+                                   "/readyz, /metrics, /docs. The model and weights options are predict's; repeat "
+                                   "--weights [NAME=]WEIGHTS to serve several models (named by their weights unless "
+                                   "NAME= says), each with its own --model, --precision and --backend when those are "
+                                   "given once per --weights (once: for all). It runs on the CPU. Needs pip install "
+                                   "'resnets[serve]'.")
+    p.register("action", None, PerModel)  # the model options below may repeat, one per model
     add_model_options(p)
     add_precision_options(p, int8_calibrates_on_inputs=False)
+    p.register("action", None, argparse._StoreAction)
     p.add_argument("--eager-extras", action="store_true", default=DEFAULTS.eager_extras,
                    help="run /v1/features and /v1/explain on the eager fp32 network, exact as 'resnets features' "
                         "and 'resnets explain' (default: the way the model runs, --precision and --backend)")
@@ -104,35 +124,69 @@ def api_key(args: argparse.Namespace) -> str | None:
     return key
 
 
+def model_options(args: argparse.Namespace) -> list[tuple[str, argparse.Namespace]]:
+    """Each model the options name: its name (NAME= of --weights NAME=WEIGHTS, else from the weights) and its
+    own options (--weights, and --model, --precision and --backend: given once for all, or once per --weights)."""
+    listed = {dest: getattr(args, dest) if isinstance(getattr(args, dest), list) else [getattr(args, dest)]
+              for dest in PER_MODEL}
+    count = len(listed["weights"])
+    for dest, values in listed.items():
+        if len(values) not in (1, count):
+            raise UsageError(f"give --{dest} once, or once per --weights ({count}), not {len(values)} times")
+    models: list[tuple[str, argparse.Namespace]] = []
+    for i in range(count):
+        one = argparse.Namespace(**{**vars(args), **{dest: values[i % len(values)] for dest, values in listed.items()}})
+        name, equals, weights = one.weights.partition("=")
+        if equals and MODEL_NAME.fullmatch(name) and not Path(one.weights).exists():
+            one.weights = weights
+        else:
+            network, weights = model_and_weights(one)
+            name = served_name(weights, network)
+        try:
+            check_name(name)
+        except ValueError as e:
+            raise UsageError(f"--weights {one.weights}: {e}") from None
+        if name in (n for n, _ in models):
+            raise UsageError(f"two models named {name!r}: name them with --weights NAME=WEIGHTS")
+        models.append((name, one))
+    return models
+
+
 def serve_config(args: argparse.Namespace) -> ServeConfig:
     """The server's configuration from the parsed options; usage errors name the flags."""
     from ..inference.table import precision
 
-    entry = precision(args.precision)
-    if "cpu" not in entry.devices:
-        raise UsageError(f"--precision {args.precision} does not run on the CPU, where resnets serve runs"
-                         + (f" ({entry.elsewhere})" if entry.elsewhere else ""))
-    if entry.needs_calibration and not args.calibration:
-        raise UsageError(f"--precision {args.precision} needs --calibration DIR: images like the ones the service "
-                         "will see")
+    models = model_options(args)
+    for _, one in models:
+        entry = precision(one.precision)
+        if "cpu" not in entry.devices:
+            raise UsageError(f"--precision {one.precision} does not run on the CPU, where resnets serve runs"
+                             + (f" ({entry.elsewhere})" if entry.elsewhere else ""))
+        if entry.needs_calibration and not args.calibration:
+            raise UsageError(f"--precision {one.precision} needs --calibration DIR: images like the ones the "
+                             "service will see")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must lie in 0..65535, got {args.port}")
     names = [name for name in vars(DEFAULTS) if name != "api_key"]
+    first = models[0][1]  # the precision and backend of ServeConfig: the first model's
     try:
-        return ServeConfig(**{name: getattr(args, name) for name in names}, api_key=api_key(args))
+        return ServeConfig(**{name: getattr(first, name) for name in names}, api_key=api_key(args))
     except ValueError as e:
         raise UsageError(with_flags(str(e), names)) from None
 
 
 def load_served(args: argparse.Namespace) -> Inference:
-    """The :class:`~resnets.pipeline.Inference` to serve: the network the weights name unless --model says,
-    as every command decides it."""
+    """The :class:`~resnets.pipeline.Inference` of one model's options (one --weights): the network the weights
+    name unless --model says, as every command decides it."""
     from ..data.images import find_images
     from ..pipeline import load_inference
 
-    calibration = find_images(args.calibration) if args.calibration else None
-    return load_inference(*model_and_weights(args), args.precision, calibration=calibration, device="cpu",
-                          backend=args.backend)
+    ((_, one),) = model_options(args)
+    calibration = find_images(one.calibration) if one.calibration else None
+    inf = load_inference(*model_and_weights(one), one.precision, calibration=calibration, device="cpu",
+                         backend=one.backend)
+    say_what_runs(one, inf)
+    return inf
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -148,10 +202,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK:
         log.warning("binding %s: the service is reachable from other machines%s", args.host,
                     "" if config.api_key else " without an API key")
-    inf = load_served(args)
-    say_what_runs(args, inf)
-    log.info("serving %s", inf.describe())
-    app = create_app(inf, config)
+    app = create_app({name: functools.partial(load_served, one) for name, one in model_options(args)}, config)
     # uvicorn drains on SIGTERM, then raises SIGTERM again under the handler it found; this one makes
     # that a normal return, so a drained server exits 0 as service managers expect.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: log.info("stopped by SIGTERM"))

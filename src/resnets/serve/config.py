@@ -5,7 +5,9 @@ Torch- and FastAPI-free, so the command line reads its defaults from here before
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from ..errors import BadInput
 
@@ -58,3 +60,30 @@ class ServeConfig:
 
 #: The limits that must be above zero.
 POSITIVE = ("max_upload_mb", "header_timeout", "keep_alive", "body_timeout", "min_upload_rate", "decode_memory_mb")
+
+
+#: The names a model may be served under (one segment of a URL path).
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: The weights that name no model of their own: the aliases and random weights.
+UNNAMED_WEIGHTS = ("", "none", "imagenet", "cifar10")
+
+
+def served_name(weights: str | None, network: str | None) -> str:
+    """The name a model is served under when none is given: its weights' registry or Hub name, or their file's
+    stem; the network's name for the aliases (``imagenet``, ``cifar10``) and random weights."""
+    name = "" if weights is None else str(weights)
+    if name.startswith("hf-hub:"):
+        name = name.removeprefix("hf-hub:").split("@")[0].rsplit("/", 1)[-1]
+    elif "/" in name or "\\" in name or Path(name).suffix in (".safetensors", ".pt", ".pth", ".h5"):
+        name = Path(name).stem
+    if name.lower() in UNNAMED_WEIGHTS:
+        name = network or ""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name).lstrip("._-") or "model"
+
+
+def check_name(name: str) -> str:
+    """``name`` if a model may be served under it, else BadInput naming the rule."""
+    if not MODEL_NAME.fullmatch(name):
+        raise BadInput(f"a model name is letters, digits, '.', '_' and '-', starting with a letter or digit; got "
+                       f"{name!r}")
+    return name

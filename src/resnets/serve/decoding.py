@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -45,11 +46,20 @@ def decode(data: bytes, inf: Inference, view: bool = False) -> Decoded:
     return Decoded(inf.preprocessing(photo), panel_view(photo, inf.preprocessing) if view else None)
 
 
+def decode_pixels(pixels: np.ndarray, inf: Inference) -> Decoded:
+    """RGB pixels (height, width, 3 of uint8: the Open Inference Protocol's ``pixels`` input) as the network's
+    input: the weights' recipe on them, as on a decoded photo of those pixels."""
+    return Decoded(inf.preprocessing(Image.fromarray(np.ascontiguousarray(pixels))), None)
+
+
 #: Bytes of memory per pixel that decoding an image and converting it to 8-bit RGB take at their peak, an upper
 #: bound (the README's Serving says how it was measured): opaque 8-bit modes (JPEG, RGB, grey, palette PNGs), and
 #: the others (transparency, 16- and 32-bit, float), which ``colour.to_rgb`` converts through several copies.
 BYTES_PER_PIXEL, BYTES_PER_PIXEL_WIDE = 10, 32
 OPAQUE_8BIT = frozenset({"1", "L", "P", "RGB", "RGBX", "YCbCr", "CMYK", "LAB", "HSV"})
+#: Bytes of memory per byte of JSON that parsing an inference request's JSON takes at its peak, an upper bound
+#: (Python objects for every number and list; the README's Serving says how it was measured).
+JSON_BYTES_PER_BYTE = 26
 
 
 def decoding_bytes(data: bytes) -> int:

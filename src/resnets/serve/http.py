@@ -3,12 +3,15 @@ request metrics.
 
 Errors are answered by type: :class:`ApiError` as it says; the package's :class:`~resnets.errors.BadInput`
 (and :class:`~resnets.errors.UnknownName`) 422, :class:`~resnets.errors.MissingExtra` 501, anything else 500.
+Under ``/v2`` (the Open Inference Protocol) the body is the protocol's ``{"error": message}``, a
+:class:`~resnets.serve.oip.OipError` has its own status and a bad input is 400.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,9 +27,12 @@ from starlette.requests import ClientDisconnect
 from ..errors import BadInput, MissingExtra
 from .config import ServeConfig
 from .metrics import Metrics
+from .oip import OipError
 
 KNOWN_PATHS = ("/v1/predict", "/v1/features", "/v1/explain", "/healthz", "/readyz", "/metrics", "/", "/docs",
-               "/openapi.json")
+               "/openapi.json", "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models", "/v2/repository/index")
+#: The Open Inference Protocol's per-model paths, counted by their template (not one series per model name).
+V2_MODEL_PATH = re.compile(r"/v2/(models|repository/models)/[^/]+(/versions/[^/]+)?(/[a-z]+)?")
 IMAGE_BODY = {
     "requestBody": {
         "required": True,
@@ -54,6 +60,23 @@ class ClientGone(Exception):
 
 def error_response(status: int, code: str, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def is_v2(request: Request) -> bool:
+    """Whether the request is the Open Inference Protocol's (errors as ``{"error": message}``)."""
+    return request.url.path == "/v2" or request.url.path.startswith("/v2/")
+
+
+def endpoint_of(path: str) -> str:
+    """The endpoint a path counts under in the metrics: the path itself if known, else its template."""
+    if path in KNOWN_PATHS:
+        return path
+    if path.startswith("/static/"):
+        return "/static"
+    found = V2_MODEL_PATH.fullmatch(path)
+    if found:
+        return f"/v2/{found[1]}/{{name}}{'/versions/{version}' if found[2] else ''}{found[3] or ''}"
+    return "other"
 
 
 class Uploads:
@@ -153,36 +176,48 @@ def check_key(request: Request, key: str | None) -> None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error answered as JSON ``{"error", "detail"}``, its status chosen by its type."""
+    """Every error answered as JSON ``{"error", "detail"}`` (``{"error"}`` under ``/v2``), its status chosen by
+    its type."""
+
+    def answer(request: Request, status: int, code: str, detail: Any,
+               headers: dict[str, str] | None = None) -> JSONResponse:
+        if is_v2(request):
+            return JSONResponse({"error": str(detail)}, status_code=status, headers=headers)
+        return error_response(status, code, detail, headers)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
-        return error_response(e.status, e.code, e.detail, e.headers)
+        return answer(request, e.status, e.code, e.detail, e.headers)
+
+    @app.exception_handler(OipError)
+    async def protocol_error(request: Request, e: OipError) -> JSONResponse:
+        return answer(request, e.status, "bad_request", e.message)
 
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, e: BadInput) -> JSONResponse:
-        return error_response(422, "bad_parameter", str(e))
+        return answer(request, 400 if is_v2(request) else 422, "bad_parameter", str(e))
 
     @app.exception_handler(MissingExtra)
     async def missing_extra(request: Request, e: MissingExtra) -> JSONResponse:
-        return error_response(501, "not_installed", str(e))
+        return answer(request, 501, "not_installed", str(e))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        return error_response(e.status_code, "http_error", e.detail, getattr(e, "headers", None))
+        return answer(request, e.status_code, "http_error", e.detail, getattr(e, "headers", None))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, e: Exception) -> JSONResponse:  # logged by Starlette as well
-        return error_response(500, "internal_error", f"{type(e).__name__}: {e}")
+        return answer(request, 500, "internal_error", f"{type(e).__name__}: {e}")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        return error_response(422, "bad_parameter", problems)
+        return answer(request, 400 if is_v2(request) else 422, "bad_parameter", problems)
 
 
 class RequestMetrics:
-    """ASGI middleware counting responses by endpoint and status, and timing the ``/v1`` ones."""
+    """ASGI middleware counting responses by endpoint and status, and timing the inference ones (``/v1``,
+    ``/v2/.../infer``)."""
 
     def __init__(self, app: Callable, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -192,7 +227,7 @@ class RequestMetrics:
             return await self.app(scope, receive, send)
         start, status = time.perf_counter(), 500
         path = scope["path"]
-        endpoint = path if path in KNOWN_PATHS else "/static" if path.startswith("/static/") else "other"
+        endpoint = endpoint_of(path)
 
         async def watch(message: dict) -> None:
             nonlocal status
@@ -204,5 +239,5 @@ class RequestMetrics:
             await self.app(scope, receive, watch)
         finally:
             self.metrics.requests.inc(1, endpoint, str(status))
-            if path.startswith("/v1/"):
+            if path.startswith("/v1/") or endpoint.endswith("/infer"):
                 self.metrics.latency.observe(time.perf_counter() - start)

@@ -105,7 +105,8 @@ class Metrics:
                                 ("endpoint", "status"))
         self.batch_size = Histogram("resnets_batch_size", "inputs per model call",
                                     (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128))
-        self.latency = Histogram("resnets_request_latency_seconds", "time from request to response, /v1 endpoints",
+        self.latency = Histogram("resnets_request_latency_seconds",
+                                 "time from request to response, /v1 and /v2 inference",
                                  (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1, 2.5, 5, 10))
         self.cancelled = Counter("resnets_cancelled_total",
                                  "queued inputs dropped before their model call because the client went away")

@@ -1,4 +1,5 @@
-// The resnets serve page: send the chosen photo to /v1/predict and draw its top-5 classes as bars.
+// The resnets serve page: send the chosen photo to /v1/predict and draw its top-5 classes as bars; with several
+// models served, a list chooses the one to ask (?model=NAME).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -62,10 +63,10 @@ async function classify(file) {
   if (preview.src) URL.revokeObjectURL(preview.src);
   preview.src = URL.createObjectURL(file);
   try {
-    const answer = await post("/v1/predict?top=5", file);
+    const answer = await post("/v1/predict?top=5" + chosen("&"), file);
     render(await answer.json());
     if ($("heatmap").checked) {
-      const picture = await post("/v1/explain", file);
+      const picture = await post("/v1/explain" + chosen("?"), file);
       URL.revokeObjectURL(preview.src);
       preview.src = URL.createObjectURL(await picture.blob());
       preview.alt = "the photo with the heat map of " + decodeURIComponent(picture.headers.get("X-Class-Name"));
@@ -78,17 +79,38 @@ async function classify(file) {
   }
 }
 
+let served = {};  // name -> what /readyz says of it
+
+function chosen(separator) {
+  const name = $("models").value;
+  return name ? separator + "model=" + encodeURIComponent(name) : "";
+}
+
+function describe(info) {
+  $("model").textContent = `${info.model} · weights ${info.weights || "random"} · ${info.precision} · ${info.backend}`;
+}
+
 async function describeModel() {
   try {
     const response = await fetch("/readyz");
     const info = await response.json();
-    $("model").textContent = response.ok
-      ? `${info.model} · weights ${info.weights || "random"} · ${info.precision} · ${info.backend}`
-      : "model not ready: " + info.detail;
+    if (!response.ok) {
+      $("model").textContent = "model not ready: " + info.detail;
+      return;
+    }
+    served = info.models || {};
+    const names = Object.keys(served);
+    if (names.length > 1) {
+      $("models").replaceChildren(...names.map((name) => new Option(name, name)));
+      $("choose").hidden = false;
+    }
+    describe(names.length ? served[names[0]] : info);
   } catch (e) {
     $("model").textContent = "server unreachable";
   }
 }
+
+$("models").addEventListener("change", () => describe(served[$("models").value]));
 
 $("file").addEventListener("change", (e) => classify(e.target.files[0]));
 const drop = $("drop");
