@@ -203,6 +203,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..inference.table import precision
 
     _check_sizes(args)
+    if args.wrong < 0:
+        raise UsageError("--wrong must be >= 0")
     if precision(args.precision).needs_calibration and not args.calibration:
         raise UsageError(f"--precision {args.precision} needs --calibration DIR: images to calibrate on, "
                          "not from the test set")
@@ -210,8 +212,6 @@ def run_eval(args: argparse.Namespace) -> int:
     inf = load_inference(*model_and_weights(args), args.precision, calibration=calibration, device=args.device,
                          backend=args.backend, fast_decode=args.fast_decode, progress=args.progress)
     say_what_runs(args, inf)
-    if args.wrong < 0:
-        raise UsageError("--wrong must be >= 0")
     with flags_in_errors(("report", "wrong")):
         acc = evaluate(inf, args.data, args.batch_size, args.workers, progress=args.progress,
                        by_position=args.by_position, tta=args.tta, report=args.report, wrong=args.wrong)
