@@ -1,6 +1,6 @@
 """Training components against their references: torchvision's transforms used directly and its classification
-reference's code (RASampler, set_weight_decay, the EMA and its decay, the warm-up schedulers), timm's losses and
-optimizers, FFCV's resolution schedule."""
+reference's code (RASampler, set_weight_decay, the EMA and its decay), timm's losses and optimizers, FFCV's resolution
+schedule."""
 
 from __future__ import annotations
 
@@ -28,125 +28,58 @@ from resnets.train.repeated import repeated_order, repeated_steps
 BILINEAR = v2.InterpolationMode.BILINEAR
 
 
-# --- references, copied from their sources (not importable from an installed package) ------------------------
+# --- references, restated from their sources (not importable from an installed package) ----------------------
 
-class RASampler(torch.utils.data.Sampler):
-    """torchvision references/classification/sampler.py, verbatim but for the distributed defaults."""
-
-    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, repetitions=3):
-        self.dataset = dataset
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.epoch = 0
-        self.num_samples = int(math.ceil(len(self.dataset) * float(repetitions) / self.num_replicas))
-        self.total_size = self.num_samples * self.num_replicas
-        self.num_selected_samples = int(math.floor(len(self.dataset) // 256 * 256 / self.num_replicas))
-        self.shuffle = shuffle
-        self.seed = seed
-        self.repetitions = repetitions
-
-    def __iter__(self):
-        if self.shuffle:
-            # Deterministically shuffle based on epoch
-            g = torch.Generator()
-            g.manual_seed(self.seed + self.epoch)
-            indices = torch.randperm(len(self.dataset), generator=g).tolist()
-        else:
-            indices = list(range(len(self.dataset)))
-
-        # Add extra samples to make it evenly divisible
-        indices = [ele for ele in indices for i in range(self.repetitions)]
-        indices += indices[: (self.total_size - len(indices))]
-        assert len(indices) == self.total_size
-
-        # Subsample
-        indices = indices[self.rank : self.total_size : self.num_replicas]
-        assert len(indices) == self.num_samples
-
-        return iter(indices[: self.num_selected_samples])
+def rasampler(n: int, num_replicas: int, rank: int, seed: int, repetitions: int) -> list[int]:
+    """torchvision references/classification/sampler.py ``RASampler``'s indices for one replica, restated: the
+    epoch's permutation (generator seeded ``seed + epoch``), each index ``repetitions`` times in a row, padded from
+    its start to a multiple of the replicas, every ``num_replicas``-th from ``rank``, the first
+    ``floor(n // 256 * 256 / num_replicas)`` kept."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    repeated = [i for i in perm for _ in range(repetitions)]
+    total = math.ceil(n * repetitions / num_replicas) * num_replicas
+    padded = (repeated * 2)[:total]
+    return padded[rank:total:num_replicas][: int(math.floor(n // 256 * 256 / num_replicas))]
 
 
-def set_weight_decay(model, weight_decay, norm_weight_decay=None, norm_classes=None, custom_keys_weight_decay=None):
-    """torchvision references/classification/utils.py, verbatim."""
-    if not norm_classes:
-        norm_classes = [
-            torch.nn.modules.batchnorm._BatchNorm,
-            torch.nn.LayerNorm,
-            torch.nn.GroupNorm,
-            torch.nn.modules.instancenorm._InstanceNorm,
-            torch.nn.LocalResponseNorm,
-        ]
-    norm_classes = tuple(norm_classes)
+def torchvision_weight_decay_groups(model, weight_decay, norm_weight_decay=None, bias_weight_decay=None):
+    """torchvision references/classification/utils.py ``set_weight_decay`` with train.py's ``bias`` custom key,
+    restated: depth first over ``named_children``, each module's own trainable parameters: one named ``bias`` to the
+    bias group when that decay is given, else a normalisation module's (its five classes) to the norm group when
+    that one is, else to the others; non-empty groups in the order others, norm, bias."""
+    norm_classes = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
+                    nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
+    groups = {"other": [], "norm": [], "bias": []}
 
-    params = {
-        "other": [],
-        "norm": [],
-    }
-    params_weight_decay = {
-        "other": weight_decay,
-        "norm": norm_weight_decay,
-    }
-    custom_keys = []
-    if custom_keys_weight_decay is not None:
-        for key, weight_decay in custom_keys_weight_decay:
-            params[key] = []
-            params_weight_decay[key] = weight_decay
-            custom_keys.append(key)
-
-    def _add_params(module, prefix=""):
+    def visit(module):
         for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            is_custom_key = False
-            for key in custom_keys:
-                target_name = f"{prefix}.{name}" if prefix != "" and "." in key else name
-                if key == target_name:
-                    params[key].append(p)
-                    is_custom_key = True
-                    break
-            if not is_custom_key:
-                if norm_weight_decay is not None and isinstance(module, norm_classes):
-                    params["norm"].append(p)
-                else:
-                    params["other"].append(p)
+            if p.requires_grad:
+                key = ("bias" if bias_weight_decay is not None and name == "bias" else
+                       "norm" if norm_weight_decay is not None and isinstance(module, norm_classes) else "other")
+                groups[key].append(p)
+        for _, child in module.named_children():
+            visit(child)
 
-        for child_name, child_module in module.named_children():
-            child_prefix = f"{prefix}.{child_name}" if prefix != "" else child_name
-            _add_params(child_module, prefix=child_prefix)
-
-    _add_params(model)
-
-    param_groups = []
-    for key in params:
-        if len(params[key]) > 0:
-            param_groups.append({"params": params[key], "weight_decay": params_weight_decay[key]})
-    return param_groups
+    visit(model)
+    decays = {"other": weight_decay, "norm": norm_weight_decay, "bias": bias_weight_decay}
+    return [{"params": ps, "weight_decay": decays[k]} for k, ps in groups.items() if ps]
 
 
-class ExponentialMovingAverage(torch.optim.swa_utils.AveragedModel):
-    """torchvision references/classification/utils.py, verbatim."""
-
-    def __init__(self, model, decay, device="cpu"):
-        def ema_avg(avg_model_param, model_param, num_averaged):
-            return decay * avg_model_param + (1 - decay) * model_param
-
-        super().__init__(model, device, ema_avg, use_buffers=True)
+def torchvision_ema(model, decay):
+    """torchvision references/classification/utils.py ``ExponentialMovingAverage``: an ``AveragedModel`` of the
+    buffers too, averaging each tensor by ``decay * average + (1 - decay) * current``."""
+    return torch.optim.swa_utils.AveragedModel(model, "cpu", lambda avg, p, n: decay * avg + (1 - decay) * p,
+                                               use_buffers=True)
 
 
 def ffcv_get_resolution(epoch, min_res, max_res, end_ramp, start_ramp):
-    """FFCV examples/imagenet-example train_imagenet.py ``get_resolution``, verbatim but for the decorators."""
-    assert min_res <= max_res
-
+    """FFCV's ImageNet example (train_imagenet.py) ``get_resolution``, restated: min_res up to start_ramp, max_res
+    from end_ramp, between them the linear interpolation rounded (numpy, half to even) to a multiple of 32."""
     if epoch <= start_ramp:
         return min_res
-
     if epoch >= end_ramp:
         return max_res
-
-    # otherwise, linearly interpolate to the nearest multiple of 32
-    interp = np.interp([epoch], [start_ramp, end_ramp], [min_res, max_res])
-    final_res = int(np.round(interp[0] / 32)) * 32
-    return final_res
+    return int(np.round(np.interp([epoch], [start_ramp, end_ramp], [min_res, max_res])[0] / 32)) * 32
 
 
 # --- mixing and the losses ------------------------------------------------------------------------------------
@@ -263,7 +196,7 @@ def test_ema_is_torchvisions_exponential_moving_average_with_its_decay_adjustmen
     alpha = min(1.0, (1.0 - decay) * adjust)
     assert adjusted_decay(decay, ema_steps, batch_size, epochs) == pytest.approx(1.0 - alpha, abs=0)
     ours = make_ema(model, adjusted_decay(decay, ema_steps, batch_size, epochs))
-    reference = ExponentialMovingAverage(model, decay=1.0 - alpha)
+    reference = torchvision_ema(model, decay=1.0 - alpha)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     for epoch in range(epochs):
         for i in range(5):
@@ -288,8 +221,7 @@ def test_ema_is_torchvisions_exponential_moving_average_with_its_decay_adjustmen
 def test_parameter_groups_are_torchvisions_set_weight_decay(norm, bias):
     model = resnets.create_model("resnet20")
     model.fc.weight.requires_grad_(False)
-    custom = [("bias", bias)] if bias is not None else None
-    reference = set_weight_decay(model, 5e-4, norm_weight_decay=norm, custom_keys_weight_decay=custom)
+    reference = torchvision_weight_decay_groups(model, 5e-4, norm, bias)
     ours = param_groups(model, 5e-4, norm, bias)
     assert [g["weight_decay"] for g in ours] == [g["weight_decay"] for g in reference]
     assert [[id(p) for p in g["params"]] for g in ours] == [[id(p) for p in g["params"]] for g in reference]
@@ -330,8 +262,7 @@ def test_repeated_augmentation_gives_each_process_torchvisions_rasampler_indices
     steps = repeated_steps(n, world, batch)
     assert len(order) == steps * batch
     for rank in range(world):
-        sampler = RASampler(range(n), num_replicas=world, rank=rank, seed=42, repetitions=reps)
-        expected = list(sampler)[: steps * local]
+        expected = rasampler(n, num_replicas=world, rank=rank, seed=42, repetitions=reps)[: steps * local]
         mine = torch.cat([order[k * batch:(k + 1) * batch][rank * local:(rank + 1) * local] for k in range(steps)])
         assert mine.tolist() == expected
     with pytest.raises(ValueError, match="fewer than one batch"):
