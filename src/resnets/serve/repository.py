@@ -106,8 +106,7 @@ class Repository:
     def get(self, name: str | None) -> Served:
         """The model ``name`` (None: the first), 404 if there is no such model and 503 while it is unloaded."""
         name = self.default if name is None else name
-        if name not in self.sources:
-            raise ApiError(404, "unknown_model", f"no model named {name!r} (models: {', '.join(self.sources)})")
+        self._known(name)
         served = self.loaded.get(name)
         if served is None:
             raise ApiError(503, "model_unavailable", f"model {name!r} is not loaded (POST "
@@ -121,12 +120,14 @@ class Repository:
     async def stop(self) -> None:
         await asyncio.gather(*(served.stop() for served in self.loaded.values()))
 
+    def _known(self, name: str) -> None:
+        if name not in self.sources:
+            raise ApiError(404, "unknown_model", f"no model named {name!r} (models: {', '.join(self.sources)})")
+
     async def load(self, name: str) -> None:
         """(Re)load model ``name``: built and warmed up off the event loop, then swapped in for the old copy,
         which finishes what it has queued. 400 naming the cause if it fails (the old copy, if any, serves on)."""
-        if name not in self.sources:
-            raise ApiError(404, "unknown_model", f"no model named {name!r} in the repository (models: "
-                                                 f"{', '.join(self.sources)})")
+        self._known(name)
         async with self._locks[name]:
             try:
                 served = await asyncio.to_thread(self._build, name)
@@ -146,8 +147,9 @@ class Repository:
                 await old.stop()
 
     async def unload(self, name: str) -> None:
-        """Stop serving model ``name``; what it has queued is answered first."""
-        self.get(name)  # 404, or 503 if it is not loaded
+        """Stop serving model ``name`` (404 if there is no such model; nothing to do if it is not loaded); what it
+        has queued is answered first."""
+        self._known(name)
         async with self._locks[name]:
             served = self.loaded.pop(name, None)
             if served is not None:
