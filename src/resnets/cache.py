@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import ResnetsError
+
 CACHE_ENV = "RESNETS_CACHE"
 
 
-class CacheDirError(OSError):
+class CacheDirError(ResnetsError, OSError):
     """A cache folder that cannot be created or written; the message says how to move the cache."""
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .errors import BadInput, JobFailed
+
 #: Equal-width confidence bins of ECE, MCE and the reliability diagram (Guo et al.'s 15).
 N_BINS = 15
 #: Where a probability that underflowed to 0 is clamped for ``-log p`` (the smallest normal float32: -log = 87.3).
@@ -29,10 +31,10 @@ def scaled_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tens
 
 def _check(probs: torch.Tensor, labels: torch.Tensor) -> None:
     if probs.ndim != 2 or labels.ndim != 1 or len(probs) != len(labels):
-        raise ValueError(f"probs must be (N, C) and labels (N,), got shapes {tuple(probs.shape)} and "
+        raise BadInput(f"probs must be (N, C) and labels (N,), got shapes {tuple(probs.shape)} and "
                          f"{tuple(labels.shape)}")
     if not len(labels):
-        raise ValueError("no samples: calibration needs at least one labelled prediction")
+        raise BadInput("no samples: calibration needs at least one labelled prediction")
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS)
     scikit-learn's ``calibration_curve``; torchmetrics agrees except for a confidence exactly on an edge)."""
     _check(probs, labels)
     if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        raise BadInput(f"n_bins must be >= 1, got {n_bins}")
     confidence, predicted = probs.max(dim=1)
     confidence = confidence.double()
     right = (predicted == labels.to(predicted.device)).double()
@@ -114,10 +116,10 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     """
     _check(logits, labels)
     if not torch.isfinite(logits).all():
-        raise ValueError("logits hold NaN or infinite values: no temperature fits them")
+        raise BadInput("logits hold NaN or infinite values: no temperature fits them")
     z, y = logits.detach().double(), labels.to(logits.device).long()
     if bool((z.argmax(1) == y).all()):
-        raise ValueError("every held-out prediction is right, so the NLL falls without end as T -> 0: hold out "
+        raise BadInput("every held-out prediction is right, so the NLL falls without end as T -> 0: hold out "
                          "more images (some the model gets wrong)")
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-12,
@@ -133,5 +135,5 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
         opt.step(closure)
     t = float(log_t.detach().exp())
     if not (MIN_TEMPERATURE <= t <= MAX_TEMPERATURE):  # NaN included
-        raise ValueError(f"the temperature fit ran off to T = {t:.3g}: are these the labels of these logits?")
+        raise JobFailed(f"the temperature fit ran off to T = {t:.3g}: are these the labels of these logits?")
     return t

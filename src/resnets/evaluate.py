@@ -17,7 +17,7 @@ from .calibration import N_BINS, ece, fit_temperature, nll, scaled_softmax
 from .choices import TTA
 from .classes import class_aliases, folder_class_indices
 from .data.source import ImageList, ImageRef, read_split
-from .errors import BadInput, BadWeights
+from .errors import BadInput, BadWeights, UnknownName
 from .pipeline import Inference, run_model
 from .progress import progress_bar
 from .report import WRONG, Evaluated, check_plot_extra, write_report
@@ -60,7 +60,7 @@ def _topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
 
 def _check_tta(tta: str) -> None:
     if tta not in TTA:
-        raise ValueError(f"tta must be one of {', '.join(TTA)}, got {tta!r}")
+        raise UnknownName(f"tta must be one of {', '.join(TTA)}, got {tta!r}")
 
 
 def predict_scores(inf: Inference, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
@@ -97,7 +97,7 @@ def _score(inf: Inference, images: ImageList, labels: torch.Tensor, run: Callabl
         bar.update(len(batch.indices) + len(batch.errors))
     bar.close()
     if not rows:
-        raise ValueError(f"{images.origin}: no image could be evaluated ({len(errors)} unreadable)")
+        raise BadInput(f"{images.origin}: no image could be evaluated ({len(errors)} unreadable)")
     index = torch.cat(kept)
     return _Scored(torch.cat(rows), labels[index], [images.images[i] for i in index.tolist()], errors)
 

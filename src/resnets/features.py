@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import BadInput, MissingExtra
 from .atomic import atomic_path
 from .locks import exclusive
 from .pipeline import Inference, run_model
@@ -49,7 +50,7 @@ def check_meta(parts: Path, meta: dict) -> None:
         old = json.loads(file.read_text())
         if old != meta:
             changed = sorted(k for k in meta if old.get(k) != meta[k])
-            raise ValueError(f"{parts} holds partial results of a different job (differs in {', '.join(changed)}); "
+            raise BadInput(f"{parts} holds partial results of a different job (differs in {', '.join(changed)}); "
                              "rerun with the same options, or delete it to start over")
     else:
         parts.mkdir(parents=True, exist_ok=True)
@@ -161,7 +162,7 @@ def require_utf8(keys: Sequence[str], why: str) -> None:
         try:
             key.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(f"{key!r}: this file name is not valid UTF-8 and {why}") from None
+            raise BadInput(f"{key!r}: this file name is not valid UTF-8 and {why}") from None
 
 
 @contextlib.contextmanager
@@ -177,12 +178,12 @@ def held_output(out: Path) -> Iterator[Path]:
 def prepare_output(out: Path) -> Path:
     """Check that ``out`` is a format we write (before any work is done) and return its ``OUT.parts`` folder."""
     if out.suffix not in FORMATS:
-        raise ValueError(f"output {out} must end in one of {', '.join(FORMATS)}")
+        raise BadInput(f"output {out} must end in one of {', '.join(FORMATS)}")
     if out.suffix == ".parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise ValueError("writing .parquet needs pyarrow (pip install pyarrow); or use .npz or .npy") from None
+            raise MissingExtra("writing .parquet needs pyarrow: pip install 'resnets[parquet]'; or use .npz or .npy") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     return out.with_name(out.name + ".parts")
 
@@ -201,7 +202,7 @@ def join_results(out: Path, keys: Sequence[str], done: dict[str, np.ndarray], er
     else:
         error_file.unlink(missing_ok=True)
     if not good:
-        raise ValueError(f"none of the {len(keys)} images could be read; their errors are in {error_file}")
+        raise BadInput(f"none of the {len(keys)} images could be read; their errors are in {error_file}")
     features = np.stack([done[k] for k in good]).astype(np.float32)
     _write_output(out, good, features)
     shutil.rmtree(parts)

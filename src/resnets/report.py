@@ -29,7 +29,7 @@ from .calibration import N_BINS, Reliability, brier, nll, reliability
 from .choices import REPORT_WRONG as WRONG
 from .data.images import ImageLoadError
 from .data.source import ImageRef, load_image
-from .errors import MissingExtra
+from .errors import BadInput, MissingExtra
 
 PICTURES = {"confusion_matrix": "confusion_matrix.png", "reliability": "reliability.png",
             "confidently_wrong": "confidently_wrong.png"}
@@ -119,7 +119,7 @@ def write_report(out: str | os.PathLike, ev: Evaluated, summary: dict[str, Any],
     written first in both files."""
     check_plot_extra()
     if wrong < 0:
-        raise ValueError(f"wrong must be >= 0, got {wrong}")
+        raise BadInput(f"wrong must be >= 0, got {wrong}")
     out = Path(out)
     numbers = report_numbers(ev, wrong)
     pictures = {

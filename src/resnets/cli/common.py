@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 
 from ..choices import BACKEND_CHOICES, DEVICE_PATTERN, PRECISIONS
+from ..errors import BadInput
 
 #: What ``--weights`` means when not given, the same for every command that loads a model.
 DEFAULT_WEIGHTS = "imagenet"
@@ -25,7 +26,7 @@ DEVICE_HELP = "auto (cuda if a GPU is available, else cpu), cpu, cuda or cuda:N 
 WEIGHTS_CACHE_HELP = "weights cache (default: $RESNETS_CACHE, else ~/.cache/resnets)"
 
 
-class UsageError(Exception):
+class UsageError(BadInput):
     """Bad command-line usage found after parsing; exits with status 2 like argparse."""
 
 

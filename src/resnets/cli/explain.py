@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import BadInput
 from ..choices import METHODS
 from .common import UsageError, add_device_option, add_model_options, model_and_weights
 
@@ -64,7 +65,7 @@ def run_explain(args: argparse.Namespace) -> int:
         raise UsageError("--batch-size must be >= 1 and --workers >= 0")
     paths = find_images(args.inputs)
     if not paths:
-        raise ValueError(f"no image files found in {' '.join(args.inputs)}")
+        raise BadInput(f"no image files found in {' '.join(args.inputs)}")
     model, weights = model_and_weights(args)
     inf = load_inference(model, weights, device=args.device)
     from ..classes import class_index

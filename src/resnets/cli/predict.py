@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..errors import BadInput
 from ..choices import REPORT_WRONG, TTA
 from .common import (
     UsageError, add_device_option, add_model_options, add_precision_options, add_progress_option, model_and_weights,
@@ -129,7 +130,7 @@ def _images(args: argparse.Namespace) -> list:
     _check_sizes(args)
     paths = find_images(args.inputs)
     if not paths:
-        raise ValueError(f"no image files found in {' '.join(args.inputs)}")
+        raise BadInput(f"no image files found in {' '.join(args.inputs)}")
     return paths
 
 

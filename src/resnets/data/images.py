@@ -35,7 +35,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..colour import flatten, to_8bit, to_rgb
-from ..errors import BadInput
+from ..errors import BadInput, UnknownName
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
@@ -121,7 +121,7 @@ def _resize(img: Image.Image, target_size: tuple[int, int], interpolation: str,
             keep_aspect_ratio: bool) -> Image.Image:
     """Keras' resize: to (height, width) exactly, optionally center-cropping to the target's aspect ratio."""
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation {interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
+        raise UnknownName(f"interpolation {interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
     height, width = (int(v) for v in target_size)
     if img.size == (width, height):
         return img
@@ -152,7 +152,7 @@ def load_img(path: PathOrFile, target_size: tuple[int, int] | None = None, color
     if isinstance(target_size, str):
         raise TypeError(f"target_size must be (height, width), got {target_size!r}; pass color_mode= by keyword")
     if color_mode not in COLOR_MODES:
-        raise ValueError(f"color_mode {color_mode!r} is not one of {', '.join(COLOR_MODES)}")
+        raise UnknownName(f"color_mode {color_mode!r} is not one of {', '.join(COLOR_MODES)}")
     img = _open_and_decode(path, min_side)
     try:
         img = _convert(img, color_mode)
@@ -166,12 +166,12 @@ def load_img(path: PathOrFile, target_size: tuple[int, int] | None = None, color
 def img_to_array(img: Image.Image, data_format: str = "channels_last", dtype: str | np.dtype = "float32") -> np.ndarray:
     """Pixels of ``img`` as a 3-D array, HWC (or CHW with ``data_format="channels_first"``), as Keras does."""
     if data_format not in ("channels_last", "channels_first"):
-        raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
+        raise BadInput(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
     x = np.asarray(img, dtype=dtype)
     if x.ndim == 2:
         x = x[:, :, None]
     elif x.ndim != 3:
-        raise ValueError(f"unsupported image shape {x.shape} (PIL mode {img.mode})")
+        raise BadInput(f"unsupported image shape {x.shape} (PIL mode {img.mode})")
     return x.transpose(2, 0, 1) if data_format == "channels_first" else x
 
 
@@ -182,10 +182,10 @@ def array_to_img(x: np.ndarray, data_format: str = "channels_last", scale: bool 
     With ``scale`` the values are stretched to 0..255 (min to 0, max to 255) first.
     """
     if data_format not in ("channels_last", "channels_first"):
-        raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
+        raise BadInput(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
     x = np.array(x, dtype=dtype)
     if x.ndim != 3:
-        raise ValueError(f"expected a single image of rank 3, got an array of shape {x.shape}")
+        raise BadInput(f"expected a single image of rank 3, got an array of shape {x.shape}")
     if data_format == "channels_first":
         x = x.transpose(1, 2, 0)
     if scale:
@@ -200,7 +200,7 @@ def array_to_img(x: np.ndarray, data_format: str = "channels_last", scale: bool 
         if x.max() > 255:
             return Image.fromarray(x[:, :, 0].astype(np.int32))
         return Image.fromarray(x[:, :, 0].astype(np.uint8))
-    raise ValueError(f"unsupported number of channels {channels} in an array of shape {x.shape}")
+    raise BadInput(f"unsupported number of channels {channels} in an array of shape {x.shape}")
 
 
 def find_images(paths_or_dirs: str | os.PathLike | Iterable[str | os.PathLike], recursive: bool = True) -> list[Path]:
@@ -377,6 +377,6 @@ def collate_images(samples: Sequence[ImageSample]) -> ImageBatch:
         return ImageBatch(torch.empty(0), indices, errors)
     shapes = {tuple(s.image.shape) for s in good}
     if len(shapes) > 1:
-        raise ValueError(f"images in one batch differ in shape {sorted(shapes)}: use a transform with a fixed "
+        raise BadInput(f"images in one batch differ in shape {sorted(shapes)}: use a transform with a fixed "
                          "crop size, or batch_size=1")
     return ImageBatch(torch.stack([s.image for s in good]), indices, errors)

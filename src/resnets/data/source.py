@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import BadInput, UnknownName
 from .images import IMAGE_EXTENSIONS, ImageLoadError, find_images, load_img
 
 SPLIT_ALIASES = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}
@@ -119,7 +120,7 @@ class ImageList:
         """``(held out, rest)``: ``count`` images drawn by ``seed`` (the last ``count`` of a seeded permutation, as
         ``resnets train --val-split`` holds them out) and the others."""
         if not 0 < count < len(self):
-            raise ValueError(f"{self.origin}: cannot hold out {count} of its {len(self)} images")
+            raise BadInput(f"{self.origin}: cannot hold out {count} of its {len(self)} images")
         perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         return self.subset(perm[-count:]), self.subset(perm[:-count])
 
@@ -137,7 +138,7 @@ def labels_by_name(labels: torch.Tensor, own: Sequence[str], classes: Sequence[s
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted({own[i] for i in labels.unique().tolist()} - index.keys())
     if unknown:
-        raise ValueError(f"class {', '.join(map(repr, unknown))} is not among the training split's classes "
+        raise BadInput(f"class {', '.join(map(repr, unknown))} is not among the training split's classes "
                          f"({', '.join(classes)})")
     return torch.tensor([index.get(name, -1) for name in own], dtype=torch.long)[labels]
 
@@ -148,7 +149,7 @@ def split_source(path: Path, split: str, flat: bool = False) -> Path:
     ``flat``: a folder of class folders with no split folder is itself the split (evaluation).
     """
     if split not in SPLIT_ALIASES:
-        raise ValueError(f"split must be one of {sorted(SPLIT_ALIASES)}, got {split!r}")
+        raise UnknownName(f"split must be one of {sorted(SPLIT_ALIASES)}, got {split!r}")
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"data source not found: {path}")
@@ -221,7 +222,7 @@ def _tar_entries(origin: Path, split: str) -> Iterator[tuple[str, ImageRef]]:
                     ref = TarMember(str(origin), member.name, member.offset_data, member.size)
                 yield parts[-2], ref
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise ValueError(f"{origin}: damaged or truncated tar archive: {e}") from None
+        raise BadInput(f"{origin}: damaged or truncated tar archive: {e}") from None
 
 
 def _is_cifar_python_archive(path: Path) -> bool:
@@ -231,7 +232,7 @@ def _is_cifar_python_archive(path: Path) -> bool:
         with tarfile.open(path) as tar:
             return any(Path(m.name).name == "data_batch_1" for m in tar.getmembers())
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise ValueError(f"{path}: damaged or truncated tar archive: {e}") from None
+        raise BadInput(f"{path}: damaged or truncated tar archive: {e}") from None
 
 
 def _read_cifar_python(origin: Path, split: str) -> ImageList:
@@ -276,7 +277,7 @@ class _ArraysOnly(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing {module}.{name}: CIFAR batches hold only arrays, lists and bytes")
+            raise BadInput(f"refusing {module}.{name}: CIFAR batches hold only arrays, lists and bytes")
         return super().find_class(module.replace("numpy.core.", "numpy._core.") if module.startswith("numpy") else module,
                                   name)
 
@@ -286,4 +287,4 @@ def _unpickle(blob: bytes, where: str) -> dict:
     try:
         return _ArraysOnly(io.BytesIO(blob), encoding="bytes").load()
     except Exception as e:
-        raise ValueError(f"{where}: not a CIFAR python batch: {e}") from e
+        raise BadInput(f"{where}: not a CIFAR python batch: {e}") from e

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..errors import BadInput
 from ..atomic import atomic_path
 from ..cache import cache_root
 from ..preprocess import resize_crop
@@ -81,7 +82,7 @@ def decode_split(
             chunks.append(batch.images)
             kept.append(batch.indices)
     if not chunks:
-        raise ValueError(f"{images.origin}: no readable image among {len(images)} files")
+        raise BadInput(f"{images.origin}: no readable image among {len(images)} files")
     index = torch.cat(kept)
     pixels = torch.cat(chunks)
     _write_cache(cache_file, pixels, index, images.origin)

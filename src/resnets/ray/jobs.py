@@ -29,7 +29,7 @@ import ray
 import ray.data
 
 from ..atomic import atomic_path
-from ..errors import BadInput
+from ..errors import BadInput, JobFailed
 from ..features import FeatureRun, check_meta, held_output, join_results, require_utf8
 from ..inference.table import precision as precision_entry
 from ..data.batches import CALIBRATION_IMAGES
@@ -100,7 +100,7 @@ def _plan(device: str, actors: int) -> _Plan:
         raise BadInput(f"device='{device}': the Ray cluster has no GPU (use device='cpu' or device='auto')")
     gpu = device.startswith("cuda") or (device == "auto" and gpus > 0)
     if actors >= cpus:
-        raise ValueError(f"{actors} model actor(s) take {actors} of the Ray cluster's {cpus:g} CPUs and leave none "
+        raise BadInput(f"{actors} model actor(s) take {actors} of the Ray cluster's {cpus:g} CPUs and leave none "
                          f"to decode images on; use actors={max(1, int(cpus) - 1)} or a larger cluster")
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     print(f"ray: {nodes} node(s), {cpus:g} CPUs, {gpus:g} GPUs; {actors} model actor(s) on "
@@ -121,7 +121,7 @@ def _shard_size(size: int | None) -> int:
     """``size``, or :data:`SHARD_SIZE` for None (read at call time)."""
     size = SHARD_SIZE if size is None else size
     if size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {size}")
+        raise BadInput(f"shard_size must be >= 1, got {size}")
     return size
 
 
@@ -163,7 +163,7 @@ def _run_chunks(stage: Callable[[ray.data.Dataset], ray.data.Dataset], keys: Seq
                 yield chunk
     if pending:
         lost = sum(bounds[c][1] - bounds[c][0] - len(seen[c]) for c in pending)
-        raise RuntimeError(f"Ray finished without {lost} of the files of chunk(s) {sorted(pending)}; nothing of "
+        raise JobFailed(f"Ray finished without {lost} of the files of chunk(s) {sorted(pending)}; nothing of "
                            "them was written, rerun to redo them")
 
 
@@ -175,7 +175,7 @@ def _write_shard(shard: Path, tables: list[pa.Table], keys: Sequence[str]) -> No
     table = table.take(pa.array(first))  # a row delivered twice (a retried task) is kept once
     absolute = table.column("path").to_pylist()
     if absolute != [os.path.abspath(k) for k in keys]:
-        raise RuntimeError(f"Ray returned rows for {shard.name} whose paths are not those of the file list")
+        raise JobFailed(f"Ray returned rows for {shard.name} whose paths are not those of the file list")
     errors = [e if e is None or not e.startswith(a + ": ") else k + e[len(a):]
               for a, k, e in zip(absolute, keys, table.column("error").to_pylist())]
     table = table.set_column(table.column_names.index("path"), "path", pa.array(list(keys), pa.string()))
@@ -232,7 +232,7 @@ def extract_features(
     with held_output(out) as parts:
         keys = [str(p) for p in paths]
         if not keys:
-            raise ValueError("no image files to extract features from")
+            raise BadInput("no image files to extract features from")
         require_utf8(keys, "cannot go through Ray Data; rename it, or use the local engine")
         shard_size = _shard_size(shard_size)
         job = {"engine": "ray", "model": model, "weights": None if weights is None else str(weights),

@@ -22,6 +22,7 @@ import ray.data
 import torch
 from PIL import Image
 
+from ..errors import BadInput
 from ..classes import decode_predictions
 from ..data.images import ImageFiles, ImageLoadError, ImageSample, collate_images, load_img
 from ..pipeline import load_inference, run_model
@@ -53,7 +54,7 @@ def decode_batch(batch: pa.Table, preprocessing: Preprocessing, path_column: str
     """``batch`` plus the preprocessed pixels of each row's image, or its error (a Ray task)."""
     for name in (output_column, ERROR_COLUMN):
         if name in batch.column_names:
-            raise ValueError(f"the dataset already has a column {name!r}, which resnets.ray would overwrite; "
+            raise BadInput(f"the dataset already has a column {name!r}, which resnets.ray would overwrite; "
                              "rename it first")
     paths = [str(p) for p in batch.column(path_column).to_pylist()]
     items = paths if bytes_column is None else [
@@ -118,7 +119,7 @@ def _map(ds: ray.data.Dataset, task: str, top: int, weights: str | os.PathLike |
          actors: int, actor_cpus: float, actor_gpus: float, path_column: str, bytes_column: str | None,
          calibration: Sequence[str | os.PathLike] | None) -> ray.data.Dataset:
     if batch_size < 1 or actors < 1:
-        raise ValueError(f"batch_size and actors must be >= 1, got {batch_size} and {actors}")
+        raise BadInput(f"batch_size and actors must be >= 1, got {batch_size} and {actors}")
     # Loaded here once in fp32 for the recipe (and to fail early on bad weights); each actor loads its own.
     local = load_inference(model, weights, "fp32", features=features, device="cpu", progress=False)
     decoded = ds.map_batches(
@@ -194,6 +195,6 @@ def map_predictions(
     """``ds`` with a ``predictions`` column (the ``top`` classes as ``{id, name, probability}``, best
     first, as ``resnets predict --json`` gives them) and an ``error`` column; see :func:`map_features`."""
     if top < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
+        raise BadInput(f"top must be >= 1, got {top}")
     return _map(ds, "predict", top, weights, model, None, precision, device, backend, batch_size, actors,
                 actor_cpus, actor_gpus, path_column, bytes_column, calibration)

@@ -37,6 +37,7 @@ from typing import Any
 import torch.hub
 from tqdm.auto import tqdm
 
+from ..errors import BadInput, JobFailed
 from ..atomic import disk_full, honour_umask, is_disk_full, remove_orphans
 from ..cache import cache_root, writable_dir
 from ..locks import LOCKING, acquire, release, waiting
@@ -54,7 +55,7 @@ STALE_AFTER_S = 24 * 3600.0  # partial and temporary files untouched this long a
 PART, LOCK = ".part", ".lock"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(JobFailed):
     """A weights file could not be fetched."""
 
 
@@ -127,9 +128,9 @@ def _setting(env: str, value: float | None, default: float, kind: type, minimum:
         try:
             value = kind(text)
         except ValueError:
-            raise ValueError(f"{env}={text!r} is not a {kind.__name__}") from None
+            raise BadInput(f"{env}={text!r} is not a {kind.__name__}") from None
     if not value >= minimum:
-        raise ValueError(f"{env} (or the argument) must be at least {minimum}, got {value}")
+        raise BadInput(f"{env} (or the argument) must be at least {minimum}, got {value}")
     return kind(value)
 
 
