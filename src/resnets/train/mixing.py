@@ -5,7 +5,7 @@ per batch (``RandomChoice``), on the normalised batch, pairing each image with i
 share of the batch; cross-entropy on the mixed targets (with label smoothing on top). ``loss="bce"`` is timm's
 ``BinaryCrossEntropy``: the targets smoothed, optionally made 0/1 above ``bce_target_thresh``, then a sigmoid
 binary cross-entropy per class. The transforms draw from torch's global generator, so a step runs them under a
-seed drawn from the trainer's checkpointed generator (:func:`~resnets.train.policies.seeded`'s rule).
+seed drawn from the trainer's checkpointed generator (as :func:`~resnets.train.policies.seeded` does).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from ..choices import LOSSES
+from .policies import kept_rng, reseed
 
 
 def batch_mixing(mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> v2.Transform | None:
@@ -30,9 +31,8 @@ def batch_mixing(mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> v
 def mix(mixing: v2.Transform, images: torch.Tensor, labels: torch.Tensor, seed: int
         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixed images and their (N, classes) soft targets, drawn under ``seed``; torch's global RNG is kept."""
-    devices = [images.device] if images.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with kept_rng(images.device):
+        reseed(seed, images.device)
         return mixing(images, labels)
 
 

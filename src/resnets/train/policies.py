@@ -10,7 +10,8 @@ the same in a cached and a streamed run, on any number of processes, and after a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -41,16 +42,31 @@ def draw_seeds(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randint(0, SEED_LIMIT, (n,), generator=generator)
 
 
+@contextlib.contextmanager
+def kept_rng(device: torch.device) -> Iterator[None]:
+    """Put torch's global generators (the CPU's, and ``device``'s GPU's) back as they were afterwards."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+
+
+def reseed(seed: int, device: torch.device) -> None:
+    """Seed the global generators a transform on ``device`` draws from: the CPU's (and the GPU's for a CUDA
+    tensor). ``torch.manual_seed`` does the same for every device at ~100 times the cost."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.default_generators[index].manual_seed(seed)
+
+
 def seeded(transform: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
            seeds: torch.Tensor) -> torch.Tensor:
     """``transform`` applied to each image of the batch under its own seed; torch's global RNG is left as it was."""
     if not len(images):
         return images
-    devices = [images.device] if images.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        out = []
+    out = []
+    with kept_rng(images.device):
         for image, seed in zip(images, seeds.tolist()):
-            torch.manual_seed(seed)
+            reseed(seed, images.device)
             out.append(transform(image))
     return torch.stack(out)
 
