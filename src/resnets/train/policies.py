@@ -51,7 +51,7 @@ def kept_rng(device: torch.device) -> Iterator[None]:
 
 def reseed(seed: int, device: torch.device) -> None:
     """Seed the global generators a transform on ``device`` draws from: the CPU's (and the GPU's for a CUDA
-    tensor). ``torch.manual_seed`` does the same for every device at ~100 times the cost."""
+    tensor), where ``torch.manual_seed`` seeds every device, far more slowly."""
     torch.default_generator.manual_seed(seed)
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
