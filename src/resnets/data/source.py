@@ -5,7 +5,9 @@ The one answer every job reads (training in either storage mode, ``resnets eval`
 * an image folder: ``<split>/<class>/<image>`` (``test`` also found as ``val`` and the other way round),
   or, for evaluation, ``<class>/<image>`` directly;
 * a ``.tar`` (or ``.tar.gz``) of such a tree, or a folder holding ``train.tar``/``test.tar``;
-* the official CIFAR python format: ``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``.
+* the official CIFAR python format: ``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``;
+* ILSVRC-2012 as downloaded (:mod:`resnets.data.imagenet`): wnid class folders are numbered in the catalogue's
+  order of the 1,000 classes, and a flat ``val/`` is labelled by the devkit's or Kaggle's ground truth.
 
 Hidden files and folders (``.name``, e.g. ``.ipynb_checkpoints/``, macOS ``._x.jpg``) are ignored
 everywhere; a folder split is walked once by :func:`~resnets.data.images.find_images`, whose link rule keeps
@@ -31,6 +33,7 @@ from PIL import Image
 
 from ..errors import BadInput, UnknownName
 from .images import IMAGE_EXTENSIONS, ImageLoadError, find_images, load_img
+from .imagenet import catalogue_labels, catalogue_wnids, flat_val_wnids, is_wnid_set
 
 SPLIT_ALIASES = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}
 CIFAR_PY_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -165,7 +168,7 @@ def split_source(path: Path, split: str, flat: bool = False) -> Path:
         for ext in TAR_SUFFIXES:
             if (path / f"{name}{ext}").is_file():
                 return path / f"{name}{ext}"
-    if flat and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir()):
+    if flat and any((p.is_dir() or _visible_image(p.name)) and not p.name.startswith(".") for p in path.iterdir()):
         return path
     raise FileNotFoundError(
         f"{path}: no '{split}' data found; expected cifar-10-batches-py/, cifar-10-python.tar.gz, "
@@ -182,22 +185,29 @@ def read_split(source: str | os.PathLike, split: str, flat: bool = False) -> Ima
                      key=lambda e: (e[0], str(e[1])))
     if not entries:
         raise FileNotFoundError(f"{origin}: no images found for split '{split}' (expected <split>/<class>/<image>)")
-    classes = tuple(sorted({cls for cls, _ in entries}))
-    index = {c: i for i, c in enumerate(classes)}
-    labels = torch.tensor([index[cls] for cls, _ in entries], dtype=torch.long)
+    found = sorted({cls for cls, _ in entries})
+    if is_wnid_set(found):  # ImageNet: the catalogue's numbering, whichever wnids are here
+        classes = catalogue_wnids()
+        labels = torch.tensor(catalogue_labels([cls for cls, _ in entries], origin), dtype=torch.long)
+    else:
+        classes = tuple(found)
+        index = {c: i for i, c in enumerate(classes)}
+        labels = torch.tensor([index[cls] for cls, _ in entries], dtype=torch.long)
     return ImageList([ref for _, ref in entries], labels, classes, origin)
 
 
-def _folder_entries(origin: Path) -> Iterator[tuple[str, Path]]:
+def _folder_entries(origin: Path) -> list[tuple[str, Path]]:
     """(class, image) of ``<class>/.../<image>`` under ``origin``, in one :func:`find_images` walk of the whole
-    split, so that no link can list another class's images (or the split again) under a class."""
+    split, so that no link can list another class's images (or the split again) under a class. A folder of
+    images and no class folders is ILSVRC-2012's flat ``val/``: its wnids come from the ground truth near it."""
     for class_dir in origin.iterdir():  # a class folder it cannot read is an error, not a class less
         if class_dir.is_dir() and not class_dir.name.startswith(".") and not os.access(class_dir, os.R_OK | os.X_OK):
             raise PermissionError(f"cannot read class folder {class_dir}: permission denied")
-    for path in find_images(origin):
-        parts = path.relative_to(origin).parts
-        if len(parts) > 1:
-            yield parts[0], path
+    images = find_images(origin)
+    classed = [(path.relative_to(origin).parts[0], path) for path in images if path.parent != origin]
+    if classed or not images:
+        return classed
+    return list(zip(flat_val_wnids(origin, images), images))
 
 
 def _visible_image(name: str) -> bool:
