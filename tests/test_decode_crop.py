@@ -1,0 +1,111 @@
+"""Decoding at the size the crop needs (resnets.data.decode): the same crops as torchvision's RandomResizedCrop,
+from a JPEG decoded at a reduced DCT scale where the box allows it."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from resnets.data import decode
+from resnets.data.decode import DecodeRandomResizedCrop, DecodeScaleCrop, decode_jpeg_batch, random_resized_crop_box
+from resnets.data.images import load_img
+from resnets.errors import BadInput
+
+
+def _photo(width=1024, height=768, orientation=None) -> bytes:
+    """A smooth JPEG (gradients and a few discs), so reduced-scale decoding changes little but a wrong box shows."""
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) * 127 // (width + height)], -1).astype(np.uint8)
+    img = Image.fromarray(pixels)
+    for k in range(4):  # asymmetric landmarks
+        img.paste((255, 255 * (k % 2), 0), (100 + 200 * k, 80 + 120 * k, 180 + 200 * k, 160 + 120 * k))
+    out = io.BytesIO()
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    img.save(out, "JPEG", quality=95, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def test_boxes_equal_torchvision_get_params_draw_for_draw():
+    from torchvision.transforms import RandomResizedCrop
+
+    sizes = [(375, 500), (500, 333), (64, 900), (900, 64), (224, 224)]
+    for scale, ratio in [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.35, 1.0), (0.5, 2.0))]:
+        for height, width in sizes:
+            torch.manual_seed(height + width)
+            ours = [random_resized_crop_box(height, width, scale, ratio) for _ in range(200)]
+            torch.manual_seed(height + width)
+            pixels = torch.zeros(1, height, width, dtype=torch.uint8)
+            theirs = [tuple(RandomResizedCrop.get_params(pixels, list(scale), list(ratio))) for _ in range(200)]
+            assert ours == theirs
+
+
+def test_box_statistics_match_torchvision_over_many_draws():
+    """Independent seeds: the crops' area fractions and aspect ratios follow torchvision's distribution."""
+    from torchvision.transforms import RandomResizedCrop
+
+    height, width, n = 375, 500, 4000
+    torch.manual_seed(1)
+    ours = np.array([random_resized_crop_box(height, width)[2:] for _ in range(n)], dtype=float)
+    torch.manual_seed(2)
+    pixels = torch.zeros(1, height, width)
+    theirs = np.array([RandomResizedCrop.get_params(pixels, [0.08, 1.0], [3 / 4, 4 / 3])[2:] for _ in range(n)],
+                      dtype=float)
+    for stat in (lambda b: b[:, 0] * b[:, 1] / (height * width), lambda b: np.log(b[:, 1] / b[:, 0])):
+        a, b = stat(ours), stat(theirs)
+        assert abs(a.mean() - b.mean()) < 4 * np.sqrt((a.var() + b.var()) / n)
+        assert np.abs(np.quantile(a, [0.1, 0.5, 0.9]) - np.quantile(b, [0.1, 0.5, 0.9])).max() < 0.05
+
+
+@pytest.mark.parametrize("orientation", [None, 6])
+def test_crop_equals_torchvision_on_the_full_decode(orientation):
+    """Same seed, same box: our reduced-scale crop is within JPEG-scaling noise of torchvision's RandomResizedCrop
+    of the fully decoded (upright) photo."""
+    data = _photo(orientation=orientation)
+    full = load_img(io.BytesIO(data))
+    ours_t = DecodeRandomResizedCrop(176)
+    theirs_t = v2.RandomResizedCrop(176, antialias=True)
+    for seed in range(8):
+        torch.manual_seed(seed)
+        ours = np.asarray(ours_t(data), dtype=float)
+        torch.manual_seed(seed)
+        theirs = np.asarray(theirs_t(full), dtype=float)
+        assert ours.shape == theirs.shape == (176, 176, 3)
+        assert np.abs(ours - theirs).mean() < 3.0, seed
+
+
+def test_decodes_at_the_smallest_scale_that_keeps_the_box(monkeypatch):
+    sizes = []
+
+    def reduced(source, side):
+        img = real(source, side)
+        sizes.append(img.size)
+        return img
+
+    real = decode._reduced
+    monkeypatch.setattr(decode, "_reduced", reduced)
+    data = _photo(2048, 1536)
+    DecodeRandomResizedCrop(224, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3))(data)  # the whole image: 1536 rows -> 224
+    DecodeRandomResizedCrop(224, scale=(0.05, 0.05), ratio=(1.0, 1.0))(data)  # a 397-pixel box: 1/2 would be 198
+    assert sizes == [(512, 384), (2048, 1536)]  # 1/4 (1/8 would leave 192 rows < 224); in full
+
+
+def test_scale_crop_sizes():
+    data = _photo()
+    torch.manual_seed(0)
+    out = DecodeScaleCrop(224)(data)
+    assert out.size == (224, 224)
+    with pytest.raises(BadInput, match="size <= low <= high"):
+        DecodeScaleCrop(300, 256, 480)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only refusal")
+def test_gpu_decoding_without_cuda_is_a_clear_bad_input():
+    with pytest.raises(BadInput, match="needs a CUDA device"):
+        decode_jpeg_batch([_photo(64, 48)])
