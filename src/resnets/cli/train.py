@@ -43,8 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_experiment)
 
 
-def _recipe_default(field: str, table: dict[str, dict[str, Any]] | None = None, what: str = "recipe") -> str:
-    """``(default: ...)`` for a training option: one value, or each recipe's (or preset's) own."""
+def _recipe_default(field: str, table: dict[str, dict[str, Any]] | None = None, what: str = "recipe",
+                    none: str = "none") -> str:
+    """``(default: ...)`` for a training option: one value, or each recipe's (or preset's) own; ``none`` says what
+    None means."""
     from ..train.config import RECIPES, TrainConfig
 
     def shown(values: dict[str, Any]) -> str:
@@ -52,7 +54,7 @@ def _recipe_default(field: str, table: dict[str, dict[str, Any]] | None = None, 
         if field == "epochs" and value is None and values.get("max_steps"):
             return f"{values['max_steps']:,} steps"
         if isinstance(value, bool) or value is None:
-            return {None: "none", True: "on", False: "off"}[value]
+            return {None: none, True: "on", False: "off"}[value]
         return f"{value:,}" if isinstance(value, int) else str(value)
 
     per = {name: shown(values) for name, values in (RECIPES if table is None else table).items()}
@@ -62,6 +64,7 @@ def _recipe_default(field: str, table: dict[str, dict[str, Any]] | None = None, 
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
+    from ..train.augment import AUGMENTATIONS
     from ..train.config import RECIPES, TrainConfig
 
     d = _recipe_default
@@ -92,14 +95,28 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                                      "(default: random weights)")
     p.add_argument("--num-classes", type=int, help="classifier size (default: the data's class count)")
     p.add_argument("--freeze", choices=FREEZE_MODES,
-                   help="backbone: train the classifier only; bn: freeze BatchNorm statistics (default: none)")
+                   help="backbone: train the classifier only, the backbone's BatchNorm statistics frozen too; bn: "
+                        "freeze BatchNorm statistics (default: none)")
+    p.add_argument("--lp-epochs", type=int,
+                   help="linear probe, then fine-tune: train the classifier alone (backbone and BatchNorm statistics "
+                        "frozen) for the first N epochs, then every layer " + d("lp_epochs"))
+    p.add_argument("--backbone-lr-scale", type=float, metavar="F",
+                   help="the backbone's learning rate as this share of the classifier's, in (0, 1] "
+                        + d("backbone_lr_scale"))
     p.add_argument("--sync-bn", action="store_true", default=None,
                    help="SyncBatchNorm under DDP (GPUs) (default: per-process BatchNorm)")
     p.add_argument("--val-split", type=int,
                    help="hold out this many training images as the evaluation set (default: 0, evaluate on the "
                         "test split)")
     p.add_argument("--image-size", type=int,
-                   help="square training size images are decoded to (default: the model's, 32 CIFAR / 224 ImageNet)")
+                   help="square training size images are decoded to (default: the model's, 32 CIFAR / 224 ImageNet; "
+                        "finetune: the weights' crop size)")
+    p.add_argument("--augmentation", choices=AUGMENTATIONS,
+                   help="the training augmentation: pad-crop (pad 4, random crop, flip), random-resized-crop "
+                        "(and flip), none " + d("augmentation", none="as the weights were trained"))
+    p.add_argument("--eval-resize", type=float, metavar="R",
+                   help="shorter side before the evaluation centre crop, as a multiple of the image size "
+                        + d("eval_resize", none="the weights' own"))
     p.add_argument("--train-subset", type=int, help="train on a random subset of this size (default: all images)")
     p.add_argument("--test-subset", type=int, help="evaluate on a random subset of this size (default: all images)")
     p.add_argument("--checkpoint-every", type=int,

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..preprocess import CIFAR10
+from ..preprocess import CIFAR10, IMAGENET_TORCH
+from ..weights.entry import WeightsEntry
 from ..weights.loading import ALIASES
 
 # The normalisation of the CIFAR-10 reference checkpoints, so that models trained here share their
@@ -49,12 +50,15 @@ class TrainConfig:
     mean: tuple[float, float, float] = CIFAR_MEAN
     std: tuple[float, float, float] = CIFAR_STD
     augment: bool = True  # False: no random augmentation whatever the recipe's
-    augmentation: str = "pad-crop"  # "pad-crop" | "random-resized-crop" | "none": the recipe's (train/augment.py)
-    eval_resize: float = 1.0  # shorter side before the evaluation centre crop, as a multiple of the image size
+    # "pad-crop" | "random-resized-crop" | "none": the recipe's (train/augment.py); None: as the weights were trained
+    # (pad-crop for weights evaluated uncropped, as CIFAR's; random-resized-crop for a resize-then-crop recipe)
+    augmentation: str | None = "pad-crop"
+    # shorter side before the evaluation centre crop, as a multiple of the image size; None: the weights' own ratio
+    eval_resize: float | None = 1.0
     val_split: int = 0  # hold out this many training images and evaluate on them instead of the test set
     train_subset: int | None = None
     test_subset: int | None = None
-    image_size: int | None = None  # square training size; None: the model's own (32 CIFAR, 224 ImageNet)
+    image_size: int | None = None  # square training size; None: the weights' crop size, else the model's own
     cache_dir: str | None = None
     data_mode: str = "auto"  # "memory" (decoded once, cached) | "stream" (image folders, decoded per step) | "auto"
     workers: int = 2  # DataLoader worker processes when streaming
@@ -62,6 +66,8 @@ class TrainConfig:
     weights: str | None = None
     num_classes: int | None = None
     freeze: str = "none"  # "none" | "backbone" (train the head only) | "bn" (BN statistics frozen)
+    lp_epochs: int = 0  # linear probe first: the head alone (backbone and BN statistics frozen) for these epochs
+    backbone_lr_scale: float = 1.0  # the backbone's learning rate as a share of the head's
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     # modern training, named as torchvision's references/classification/train.py names them; off by default
     opt: str = "sgd"  # "sgd" | "adamw" | "lamb" | "lars" (lamb, lars: timm's, pip install "resnets[train]")
@@ -153,11 +159,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         precision="auto", augmentation="pad-crop", eval_resize=1.0, random_erase=0.25, model_ema=True,
         model_ema_decay=0.9995,
     ),
-    # From pretrained weights to a new class count.
+    # From pretrained weights to a new class count, with the input the weights were trained on: their
+    # normalisation, size, evaluation resize and the augmentation that goes with it (for_weights).
     "finetune": dict(
         epochs=5, max_steps=None, batch_size=128, lr=0.01, momentum=0.9, weight_decay=1e-4,
         schedule="cosine", warmup_fraction=0.0, label_smoothing=0.0, normalize="weights",
-        augmentation="random-resized-crop", eval_resize=256 / 224,
+        augmentation=None, eval_resize=None,
     ),
 }
 
@@ -182,12 +189,28 @@ def make_config(recipe: str = "fast-cifar", **overrides: Any) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
-def with_weights_model(config: TrainConfig, model: str) -> TrainConfig:
-    """``config`` with the network its weights turned out to be for, where it left the model to them."""
-    if config.model is not None:
-        return config
-    values = dataclasses.asdict(config)
-    return dataclasses.replace(config, model=model, **_model_defaults(model, config.recipe, values, {}))
+def for_weights(config: TrainConfig, weights: WeightsEntry | None) -> TrainConfig:
+    """``config`` with what it left to its starting weights taken from what they say of themselves (``weights``;
+    None for a fresh model: its kind's usual input): the network (``model=None``), the image size (None: their
+    crop size), and the input geometry (``augmentation``/``eval_resize`` None, the finetune recipe's): a
+    32-pixel CIFAR net is fine-tuned on 32-pixel images with pad-and-crop, an ImageNet net at its crop size with
+    RandomResizedCrop and its own evaluation resize, never one recipe's geometry for both."""
+    values: dict[str, Any] = {}
+    if config.model is None and weights is not None:
+        values = {"model": weights.model,
+                  **_model_defaults(weights.model, config.recipe, dataclasses.asdict(config), {})}
+    model = values.get("model", config.model)
+    if weights is not None or config.augmentation is None or config.eval_resize is None:
+        native = default_image_size(model)
+        own = weights.preprocessing if weights is not None else CIFAR10 if native <= 64 else IMAGENET_TORCH
+        crop = own.crop_size or native
+        resize = own.resize_size or crop
+        values["image_size"] = config.image_size or crop
+        if config.eval_resize is None:
+            values["eval_resize"] = resize / crop
+        if config.augmentation is None:
+            values["augmentation"] = "random-resized-crop" if resize > crop else "pad-crop"
+    return dataclasses.replace(config, **values)
 
 
 def _model_defaults(model: str | None, recipe: str, values: dict[str, Any], overrides: dict[str, Any]

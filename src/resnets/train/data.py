@@ -34,24 +34,24 @@ class RunData:
         return isinstance(self.train, ImageList)
 
 
-def load_run_data(config: TrainConfig, ctx: DistContext, weights: WeightsEntry | None = None) -> RunData:
-    """Train and evaluation data (decoded tensors, or image lists when streaming) and the recipe's transforms.
+@dataclass(frozen=True)
+class Splits:
+    """What a run trains and evaluates on, listed (nothing decoded): enough to know the classes."""
 
-    ``weights``: what the starting weights say of themselves (their input normalisation, for
-    ``normalize="weights"``). Rank 0 decodes first, the others then read its cache.
-    """
-    size = config.image_size or default_image_size(config.model)
-    policy = SamplePolicy(config.auto_augment, config.ra_magnitude, config.augmix_severity,
-                          config.random_erase) if config.augment else SamplePolicy()
-    transforms = RecipeTransforms(size, config.augmentation if config.augment else "none", config.eval_resize,
-                                  train_size=config.train_crop_size, eval_size=config.val_crop_size,
-                                  eval_resize_size=config.val_resize_size, policy=policy)
+    train: ImageList
+    eval: ImageList
+    eval_name: str  # "test", or "val" (a val/ folder or tar, or images held out of the training split)
+
+
+def list_splits(config: TrainConfig) -> Splits:
+    """The training and evaluation images of ``config``: its splits, held-out images and random subsets; the
+    evaluation split labelled by the training split's class names (its folders may lack, or add, a class)."""
     train_list = read_split(config.data, "train")
     if config.val_split:
         perm = torch.randperm(len(train_list), generator=torch.Generator().manual_seed(config.seed))
         eval_list, train_list = train_list.subset(perm[-config.val_split:]), train_list.subset(perm[: -config.val_split])
         split = "val"
-    else:  # labelled by the training split's class names: its folders may lack, or add, a class
+    else:
         eval_list = read_split(config.data, "test")
         split = _split_name(eval_list.origin)
         try:
@@ -62,6 +62,25 @@ def load_run_data(config: TrainConfig, ctx: DistContext, weights: WeightsEntry |
         train_list = _random_subset(train_list, config.train_subset, config.seed + 1)
     if config.test_subset:
         eval_list = _random_subset(eval_list, config.test_subset, config.seed + 2)
+    return Splits(train_list, eval_list, split)
+
+
+def load_run_data(config: TrainConfig, ctx: DistContext, splits: Splits | None = None,
+                  weights: WeightsEntry | None = None) -> RunData:
+    """Train and evaluation data (decoded tensors, or image lists when streaming) and the recipe's transforms.
+
+    ``splits``: the listed images (default: :func:`list_splits`); ``weights``: what the starting weights say of
+    themselves (their input normalisation, for ``normalize="weights"``). Rank 0 decodes first, the others then
+    read its cache.
+    """
+    splits = splits or list_splits(config)
+    train_list, eval_list, split = splits.train, splits.eval, splits.eval_name
+    size = config.image_size or default_image_size(config.model)
+    policy = SamplePolicy(config.auto_augment, config.ra_magnitude, config.augmix_severity,
+                          config.random_erase) if config.augment else SamplePolicy()
+    transforms = RecipeTransforms(size, config.augmentation if config.augment else "none", config.eval_resize,
+                                  train_size=config.train_crop_size, eval_size=config.val_crop_size,
+                                  eval_resize_size=config.val_resize_size, policy=policy)
     streaming = choose_data_mode(config.data_mode, len(train_list), transforms.decode_sizes("train")[1]) == "stream"
     if streaming and config.normalize == "pixel":
         raise ValueError("normalize='pixel' needs the per-pixel mean of the decoded training set; "

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import TrainConfig, run_config, with_weights_model
+from .config import TrainConfig, for_weights, run_config
+from .data import list_splits
 from .distributed import setup, teardown
-from .model import load_weights
+from .model import classifier_size, load_weights
 from .precision import resolve_precision
 from .run_folder import run_folder
 from .trainer import Trainer
@@ -50,11 +51,12 @@ def train(config: TrainConfig | None = None, /, *, model: str | nn.Module | None
         ctx = setup(config.device)
         try:
             config = dataclasses.replace(config, precision=resolve_precision(config.precision, ctx.device))
-            pretrained = load_weights(config)  # the run's one reading of its starting weights
-            if pretrained is not None:
-                config = with_weights_model(config, pretrained.pretrained_cfg.model)
+            splits = list_splits(config)  # the classes, before the weights are read for them
+            torch.manual_seed(config.seed)  # a new classifier on pretrained weights starts from the run's seed
+            pretrained = load_weights(config, classifier_size(config, len(splits.train.classes)))  # read once
+            config = for_weights(config, pretrained.pretrained_cfg if pretrained is not None else None)
             with run_folder(Path(config.out), config.resume, ctx.is_main):
-                return Trainer(config, ctx, module, pretrained).run()
+                return Trainer(config, ctx, module, pretrained, splits).run()
         finally:
             teardown(ctx)
 

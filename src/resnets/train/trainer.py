@@ -30,13 +30,13 @@ from ..weights.entry import WeightsEntry, save_safetensors
 from .batches import RunBatches
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, unwrap
 from .config import TrainConfig
-from .data import load_run_data
+from .data import Splits, load_run_data
 from .distill import distilled, load_teacher
 from .distributed import DistContext, all_sum
 from .ema import adjusted_decay, make_ema, update_ema
 from .metrics import MetricsLog, read_metrics
 from .mixing import TrainLoss
-from .model import build_model, set_train_mode
+from .model import build_model, classifier_size, describe_fine_tuning, head_only, set_train_mode, with_backbone_lr
 from .optim import make_optimizer, param_groups
 from .precision import AUTOCAST_DTYPE, resolve_precision
 from .schedule import lr_at
@@ -47,11 +47,12 @@ class TrainingDiverged(RuntimeError):
 
 
 class Trainer:
-    """A run of ``config`` on this process of ``ctx``: ``model`` to train as is, else the config's model built
-    around ``pretrained`` (its starting weights, read once by :func:`~resnets.train.model.load_weights`)."""
+    """A run of ``config`` on this process of ``ctx`` over ``splits`` (default: listed from ``config``): ``model``
+    to train as is, else the config's model built around ``pretrained`` (its starting weights, read once by
+    :func:`~resnets.train.model.load_weights`)."""
 
     def __init__(self, config: TrainConfig, ctx: DistContext, model: nn.Module | None = None,
-                 pretrained: nn.Module | None = None) -> None:
+                 pretrained: nn.Module | None = None, splits: Splits | None = None) -> None:
         self.config, self.ctx = config, ctx
         self.started = time.perf_counter()  # the run's wall clock counts data loading, compilation and evaluation
         self.wall_before = 0.0  # wall seconds of the run before a resume
@@ -60,14 +61,16 @@ class Trainer:
             torch.set_num_threads(config.threads)
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
-        self.data = load_run_data(config, ctx, pretrained.pretrained_cfg if pretrained is not None else None)
+        self.data = load_run_data(config, ctx, splits, pretrained.pretrained_cfg if pretrained is not None else None)
         torch.manual_seed(config.seed)  # after the data: decoding (DataLoader workers) draws from the global RNG
-        self.model = model if model is not None else build_model(config, len(self.data.train.classes), pretrained)
+        self.model = model if model is not None else build_model(
+            config, classifier_size(config, len(self.data.train.classes)), pretrained)
         if config.sync_bn and ctx.enabled:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         fmt = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model.to(ctx.device, memory_format=fmt)
-        groups = param_groups(self.model, config.weight_decay, config.norm_weight_decay, config.bias_weight_decay)
+        groups = with_backbone_lr(param_groups(self.model, config.weight_decay, config.norm_weight_decay,
+                                               config.bias_weight_decay), self.model, config.backbone_lr_scale)
         self.optimizer = make_optimizer(config.opt, groups, config.lr, config.momentum, config.nesterov,
                                         config.weight_decay)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=config.precision == "fp16")
@@ -94,11 +97,7 @@ class Trainer:
         if config.resume:
             self._resume()
         self.net: nn.Module = self.model
-        if ctx.enabled:
-            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if config.compile:
-            self.net = torch.compile(self.net)
+        self.head_only: bool | None = None  # whether self.net was wrapped for the classifier alone
 
     # --- state ------------------------------------------------------------------------
 
@@ -232,7 +231,7 @@ class Trainer:
         row: dict[str, Any] = {}
         while self.epoch < self.epochs:
             steps = min(self.steps_per_epoch, self.total_steps - self.epoch * self.steps_per_epoch)
-            set_train_mode(self.model, cfg.freeze)
+            self._start_epoch()
             bar = progress_bar(steps, f"epoch {self.epoch + 1}/{self.epochs}", ctx.is_main and cfg.progress,
                                unit="step", initial=self.epoch_step, leave=False, dynamic_ncols=True)
             start, seen = time.perf_counter(), 0
@@ -260,6 +259,23 @@ class Trainer:
         return {**row, "run_dir": str(self.out), "best_error": self.best_error, "skipped_images": len(self.batches.skipped),
                 "history": read_metrics(self.out) if ctx.is_main else []}
 
+    def _start_epoch(self) -> None:
+        """Training mode for the epoch (what fine-tuning holds still), and the model wrapped for it: DDP reduces the
+        parameters that take gradients when it is built, so a linear probe's end builds it again."""
+        cfg, ctx = self.config, self.ctx
+        set_train_mode(self.model, cfg, self.epoch)
+        alone = head_only(cfg, self.epoch)
+        if alone == self.head_only:
+            return
+        if self.head_only is None and ctx.is_main and (said := describe_fine_tuning(cfg)):
+            print(f"resnets train: {said}", flush=True)
+        self.head_only, self.net = alone, self.model
+        if ctx.enabled:
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+
     def _finished_already(self) -> dict[str, Any]:
         """A resumed run that has trained its whole length: nothing to do; its last metrics, and what to do instead."""
         if self.ctx.is_main:
@@ -277,7 +293,7 @@ class Trainer:
         cfg = self.config
         lr = lr_at(self.step, self.total_steps, cfg, self.warming_up, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         dtype = AUTOCAST_DTYPE[cfg.precision]
         with torch.autocast(self.ctx.device.type, dtype=dtype, enabled=dtype is not None):
             logits = self.net(x)

@@ -19,7 +19,7 @@ def check_config(config: TrainConfig) -> None:
     for name, choices in (("recipe", tuple(RECIPES)), ("precision", TRAIN_PRECISIONS), ("freeze", FREEZE_MODES),
                           ("normalize", NORMALIZE_MODES), ("augmentation", AUGMENTATIONS), ("schedule", SCHEDULES),
                           ("data_mode", DATA_MODES)):
-        if getattr(config, name) not in choices:
+        if getattr(config, name) not in choices and not (name == "augmentation" and config.augmentation is None):
             raise UnknownName(f"{name} must be one of {', '.join(choices)}, got {getattr(config, name)!r}")
     if config.model is not None:
         model_builder(config.model)  # an unknown name is an error naming the closest
@@ -32,12 +32,14 @@ def check_config(config: TrainConfig) -> None:
     for name in ("epochs", "max_steps", "batch_size", "eval_batch_size", "train_subset", "test_subset", "image_size",
                  "threads", "num_classes"):
         _at_least(config, name, 1)
-    for name in ("val_split", "workers", "checkpoint_every_steps", "tensorboard_every_steps"):
+    for name in ("val_split", "workers", "checkpoint_every_steps", "tensorboard_every_steps", "lp_epochs"):
         _at_least(config, name, 0)
     for name, low, high in (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf), ("momentum", 0.0, 1.0),
                             ("gamma", 0.0, math.inf), ("label_smoothing", 0.0, 1.0), ("warmup_fraction", 0.0, 1.0),
-                            ("warmup_until_error", 0.0, 1.0), ("eval_resize", 1.0, math.inf)):
+                            ("warmup_until_error", 0.0, 1.0), ("backbone_lr_scale", 0.0, 1.0)):
         _within(config, name, low, high)
+    if config.eval_resize is not None:  # None: the weights' own
+        _within(config, "eval_resize", 1.0, math.inf)
     if config.warmup_lr is not None and not config.warmup_lr > 0:
         raise BadInput(f"warmup_lr= must be positive (None: no warm-up), got {config.warmup_lr!r}")
     if not all(0.0 < m <= 1.0 for m in config.milestones):
@@ -47,9 +49,22 @@ def check_config(config: TrainConfig) -> None:
         if len(value) != 3 or (name == "std" and min(value) <= 0):
             raise BadInput(f"{name}= must be 3 numbers (R, G, B){', all positive' if name == 'std' else ''}, "
                            f"got {value!r}")
-    if config.freeze == "backbone" and not config.weights:
-        raise BadInput("freeze='backbone' trains the classifier alone, on top of pretrained weights: "
-                       "give weights= (a registry name or a file)")
+    pretrained_only = [what for given, what in ((config.freeze == "backbone", "freeze='backbone' trains the "
+                                                 "classifier alone"),
+                                                (config.lp_epochs > 0, "lp_epochs= trains the classifier alone first"),
+                                                (config.backbone_lr_scale != 1.0, "backbone_lr_scale= slows the "
+                                                 "pretrained layers")) if given]
+    if pretrained_only and not config.weights:
+        raise BadInput(f"{pretrained_only[0]}, on top of pretrained weights: give weights= (a registry name or a file)")
+    if config.lp_epochs and config.freeze == "backbone":
+        raise BadInput("lp_epochs= is a linear probe followed by fine-tuning every layer, freeze='backbone' a linear "
+                       "probe throughout: give one of them")
+    if config.lp_epochs and config.epochs and config.lp_epochs >= config.epochs and not config.max_steps:
+        raise BadInput(f"lp_epochs={config.lp_epochs} leaves none of the {config.epochs} epochs to fine-tune: "
+                       "give fewer lp_epochs= (or freeze='backbone' for a linear probe alone)")
+    if config.backbone_lr_scale == 0:
+        raise BadInput("backbone_lr_scale=0 would train the classifier alone with the backbone's BatchNorm "
+                       "statistics still moving: use freeze='backbone'")
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise MissingExtra("tensorboard=True needs the tensorboard package: pip install 'resnets[tensorboard]'")
     check_components(config)
