@@ -304,7 +304,7 @@ def test_v1_takes_the_model_by_name_and_readyz_lists_them(port: int) -> None:
 def test_serve_command_line_names_each_model() -> None:
     from resnets.cli import build_parser
     from resnets.cli.common import UsageError
-    from resnets.cli.serve import model_options
+    from resnets.cli.serve import model_options, replicas
 
     def parse(*argv: str):
         return [(name, one.weights, one.model, one.precision)
@@ -322,6 +322,11 @@ def test_serve_command_line_names_each_model() -> None:
                           "--backend", "torch"], "once per --weights")):
         with pytest.raises(UsageError, match=words):
             parse(*argv)
+    assert replicas(build_parser().parse_args(["serve", "--engine", "ray", "--replicas", "auto"])) == "auto"
+    for argv, words in ((["--replicas", "2"], "need --engine ray"), (["--address", "auto"], "need --engine ray"),
+                        (["--engine", "ray", "--replicas", "0"], "count >= 1 or auto")):
+        with pytest.raises(UsageError, match=words):
+            replicas(build_parser().parse_args(["serve", *argv]))
 
 
 def test_models_built_by_a_function_are_built_again_on_reload(inf: Inference) -> None:

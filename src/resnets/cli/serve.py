@@ -94,6 +94,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"--api-key, else ${API_KEY_VARIABLE})")
     p.add_argument("--workers", type=int, default=DEFAULTS.workers,
                    help=f"threads decoding images (default: {DEFAULTS.workers})")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: a Ray Serve deployment of --replicas copies of the service, "
+                        "each batching its own requests (pip install 'resnets[serve-ray]') (default: local)")
+    p.add_argument("--replicas", default="1",
+                   help="with --engine ray: copies of the service, N or auto (autoscaled on the requests in "
+                        "progress, up to the cluster's CPUs); one CPU each (default: 1)")
+    p.add_argument("--address", default=None,
+                   help="with --engine ray: the running Ray cluster to use, auto or HOST:PORT; every node must see "
+                        "the weights at the same paths (default: start Ray on this machine)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0,
                    help="on SIGTERM/Ctrl-C, seconds to let in-flight requests finish (default: 30)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
@@ -189,6 +198,17 @@ def load_served(args: argparse.Namespace) -> Inference:
     return inf
 
 
+def replicas(args: argparse.Namespace) -> int | str:
+    """--replicas as a count or ``auto``, checking that the Ray options come with --engine ray."""
+    if args.engine != "ray" and (args.address is not None or args.replicas != "1"):
+        raise UsageError("--replicas and --address need --engine ray")
+    if args.replicas == "auto":
+        return "auto"
+    if not args.replicas.isdigit() or int(args.replicas) < 1:
+        raise UsageError(f"--replicas must be a count >= 1 or auto, got {args.replicas!r}")
+    return int(args.replicas)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -199,10 +219,18 @@ def run_serve(args: argparse.Namespace) -> int:
         raise RuntimeError(f"resnets serve needs the 'serve' extra: pip install 'resnets[serve]' ({e})") from e
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     config = serve_config(args)
+    copies = replicas(args)
     if args.host not in LOOPBACK:
         log.warning("binding %s: the service is reachable from other machines%s", args.host,
                     "" if config.api_key else " without an API key")
-    app = create_app({name: functools.partial(load_served, one) for name, one in model_options(args)}, config)
+    models = {name: functools.partial(load_served, one) for name, one in model_options(args)}
+    if args.engine == "ray":  # each replica builds the app, loading the models itself
+        from ..serve.ray_engine import serve_on_ray
+
+        serve_on_ray(functools.partial(create_app, models, config), config, copies, args.host, args.port,
+                     args.address, args.shutdown_timeout, args.log_level, args.access_log)
+        return 0
+    app = create_app(models, config)
     # uvicorn drains on SIGTERM, then raises SIGTERM again under the handler it found; this one makes
     # that a normal return, so a drained server exits 0 as service managers expect.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: log.info("stopped by SIGTERM"))
