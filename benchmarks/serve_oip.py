@@ -6,11 +6,13 @@ The server is ``resnets serve`` itself, in a subprocess (its options after ``--`
 weights, int8, calibrated on the photos), the clients asyncio connections in this process, each posting the photos
 of ``--images`` one request after another over a keep-alive connection, on 127.0.0.1 only. Reported per API:
 requests/s, p50/p90/p99 latency, failed requests (anything but 200, or a broken connection), and the server's
-resident memory (its process and children: VmRSS) at start and after each API's load.
+resident memory (its process and every process it started, VmRSS: with ``--engine ray``, the whole local Ray
+cluster) at start and after each API's load.
 
     python benchmarks/serve_oip.py --seconds 60 --out benchmarks/results/serve-oip.json
+    python benchmarks/serve_oip.py --seconds 60 --out benchmarks/results/serve-oip-ray.json -- \
+        --model resnet50 --weights none --precision int8 --calibration PHOTOS --engine ray --replicas 2
     python benchmarks/serve_oip.py --seconds 5            # a smoke test
-    python benchmarks/serve_oip.py -- --model resnet20 --weights resnet20.cifar10 --precision fp32
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ def serve_on_ray(build: Callable[[], FastAPI], config: ServeConfig, replicas: in
         ingress = serve.deployment(serve.ingress(build_app)(), graceful_shutdown_timeout_s=shutdown_timeout,
                                    **options)
         logs = {"log_level": log_level.upper(), "enable_access_log": access_log}
+        logging.getLogger("ray.serve").setLevel(log_level.upper())  # this driver's own Serve messages too
         serve.start(http_options={"host": host, "port": port, "keep_alive_timeout_s": config.keep_alive},
                     logging_config=logs)
         previous = signal.signal(signal.SIGTERM, _interrupt)
