@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from . import calibrate, explain, infer, models, predict, serve, train, weights
+from . import calibrate, data, explain, infer, models, predict, serve, train, weights
 from .common import Parser, UsageError
 
-COMMAND_MODULES = [models, weights, predict, calibrate, explain, train, infer, serve]
+COMMAND_MODULES = [models, weights, predict, calibrate, explain, train, data, infer, serve]
 #: Exit status after the reader of our output went away (``resnets list | head``): 128 + SIGPIPE, as shells report.
 EXIT_BROKEN_PIPE = 141
 

@@ -6,6 +6,8 @@ The one answer every job reads (training in either storage mode, ``resnets eval`
   or, for evaluation, ``<class>/<image>`` directly;
 * a ``.tar`` (or ``.tar.gz``) of such a tree, or a folder holding ``train.tar``/``test.tar``;
 * the official CIFAR python format: ``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``;
+* WebDataset shards written by ``resnets data shards`` (:mod:`resnets.data.shards`: a ``<split>.json`` sidecar beside
+  ``<split>-NNNNNN.tar``), listed here member by member; training streams them instead (``ShardStream``);
 * ILSVRC-2012 as downloaded (:mod:`resnets.data.imagenet`): wnid class folders are numbered in the catalogue's
   order of the 1,000 classes, and a flat ``val/`` is labelled by the devkit's or Kaggle's ground truth.
 
@@ -34,6 +36,7 @@ from PIL import Image
 from ..errors import BadInput, UnknownName
 from .images import IMAGE_EXTENSIONS, ImageLoadError, find_images, load_img
 from .imagenet import catalogue_labels, catalogue_wnids, flat_val_wnids, is_wnid_set
+from .shards import read_index, sidecar
 
 SPLIT_ALIASES = {"train": ("train",), "test": ("test", "val"), "val": ("val", "test")}
 CIFAR_PY_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -53,11 +56,13 @@ class TarMember:
     def __str__(self) -> str:
         return f"{self.tar}:{self.member}"
 
-    def load(self) -> Image.Image:
+    def encoded(self) -> bytes:
         with open(self.tar, "rb") as f:
             f.seek(self.offset)
-            data = f.read(self.size)
-        return _load_bytes(data, str(self))
+            return f.read(self.size)
+
+    def load(self) -> Image.Image:
+        return _load_bytes(self.encoded(), str(self))
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,9 @@ class EncodedImage:
 
     def __str__(self) -> str:
         return self.name
+
+    def encoded(self) -> bytes:
+        return self.data
 
     def load(self) -> Image.Image:
         return _load_bytes(self.data, self.name)
@@ -178,6 +186,9 @@ def split_source(path: Path, split: str, flat: bool = False) -> Path:
 
 def read_split(source: str | os.PathLike, split: str, flat: bool = False) -> ImageList:
     """The images, labels and classes of ``split`` of ``source`` (see the module docstring for the layouts)."""
+    shards = sidecar(source, split) if Path(source).is_dir() else None
+    if shards is not None:
+        return _read_shards(shards)
     origin = split_source(Path(source), split, flat)
     if (origin / "data_batch_1").is_file() or _is_cifar_python_archive(origin):
         return _read_cifar_python(origin, split)
@@ -208,6 +219,32 @@ def _folder_entries(origin: Path) -> list[tuple[str, Path]]:
     if classed or not images:
         return classed
     return list(zip(flat_val_wnids(origin, images), images))
+
+
+def _read_shards(path: Path) -> ImageList:
+    """Every sample of a split's WebDataset shards as a member of an uncompressed tar (read by offset), with its
+    label, so a shard folder also serves where a listed data set is needed (memory mode, evaluation)."""
+    index = read_index(path)
+    images: list[ImageRef] = []
+    labels: list[int] = []
+    for shard in index.shards:
+        try:
+            with tarfile.open(shard) as tar:
+                members = {m.name: m for m in tar if m.isfile()}
+            with open(shard, "rb") as f:
+                for name, member in members.items():
+                    ext = name.rpartition("/")[2].partition(".")[2]
+                    if ext == "cls":
+                        continue
+                    label = members.get(name[: len(name) - len(ext)] + "cls")
+                    if label is None:
+                        raise BadInput(f"{shard}: sample {name} has no .cls label")
+                    f.seek(label.offset_data)
+                    labels.append(int(f.read(label.size)))
+                    images.append(TarMember(str(shard), name, member.offset_data, member.size))
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise BadInput(f"{shard}: damaged or truncated shard: {e}") from None
+    return ImageList(images, torch.tensor(labels, dtype=torch.long), index.classes, path.parent)
 
 
 def _visible_image(name: str) -> bool:
