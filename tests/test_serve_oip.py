@@ -233,11 +233,16 @@ def test_api_key_and_loading_models_at_run_time(client, port: int, reference: di
     assert refused(client.load_model, "no-such-model", headers=dict(AUTH)).status() == "404"
 
 
-def test_loading_needs_a_server_with_a_key(inf: Inference) -> None:
-    with serving(inf, ServeConfig()) as port, triton.InferenceServerClient(f"127.0.0.1:{port}") as client:
+def test_loading_needs_a_server_with_a_key_and_json_counts_against_the_decoding_budget(inf: Inference) -> None:
+    with serving(inf, ServeConfig(decode_memory_mb=1)) as port, \
+            triton.InferenceServerClient(f"127.0.0.1:{port}") as client:
         assert client.get_model_metadata(CIFAR)["name"] == CIFAR  # no key set: the API is open
         forbidden = refused(client.unload_model, CIFAR)
         assert forbidden.status() == "403" and "API key" in forbidden.message()
+        x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+        as_json = refused(client.infer, CIFAR, [tensor_input("input", x, binary=False)])  # ~60 KB of JSON
+        assert as_json.status() == "413" and "binary data" in as_json.message()
+        assert client.infer(CIFAR, [tensor_input("input", x)]).as_numpy("probabilities").shape == (1, 10)
 
 
 # --- many models, many sizes -----------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""``resnets serve``: an HTTP service for a model, with dynamic batching, limits, metrics and a web page.
+"""``resnets serve``: an HTTP service for models, with dynamic batching, limits, metrics and a web page; its own
+JSON API under /v1 and the Open Inference Protocol (KServe V2, Triton) under /v2.
 
 Needs the ``serve`` extra (``pip install "resnets[serve]"``: FastAPI, uvicorn, python-multipart).
-:func:`create_app` builds the ASGI application for an :class:`~resnets.pipeline.Inference` around a
-:class:`~resnets.serve.api.ServeApi` (the model side: cache, batcher, endpoints' work) and its routes;
+:func:`create_app` builds the ASGI application for an :class:`~resnets.pipeline.Inference` (or several by name,
+:mod:`.repository`) around a :class:`~resnets.serve.api.ServeApi` (the request path, the endpoints' work) and its
+routes; :mod:`.oip` is the protocol's codec, :mod:`.ray_engine` runs the app as Ray Serve replicas;
 :class:`Batcher` is the dynamic batcher it runs the model through; :func:`background_server` serves an
 app from a thread of the current process. :class:`ServeConfig` (limits, loads without FastAPI) bounds what a
 client can hold: time to send headers and body (:mod:`.connections`, :func:`.http.read_body`), places in the

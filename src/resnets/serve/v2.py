@@ -122,7 +122,11 @@ class V2Api:
         body = decompress(body, request.headers.get("content-encoding"), self.api.config.max_upload_bytes)
         length = request.headers.get(HEADER_LENGTH)
         json_size = int(length) if length is not None and length.strip().isdigit() else len(body)
-        async with self.api.decoding.hold(min(json_size, len(body)) * JSON_BYTES_PER_BYTE):
+        parsing = min(json_size, len(body)) * JSON_BYTES_PER_BYTE
+        if parsing > self.api.decoding.total:
+            raise OipError(f"parsing this request's {json_size} bytes of JSON takes about {parsing >> 20} MiB, over "
+                           f"the server's decoding budget (--decode-memory-mb): send the tensors as binary data", 413)
+        async with self.api.decoding.hold(parsing):
             parsed = await asyncio.get_running_loop().run_in_executor(self.api.decoder, parse_infer_request, body,
                                                                       length)
         tensor, outputs = served.spec.check(parsed)
