@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,12 @@ import torch
 from .calibration import N_BINS, ece, fit_temperature, nll, scaled_softmax
 from .choices import TTA
 from .classes import class_aliases, folder_class_indices
+from .data.batches import file_batches
+from .data.images import ImageBatch
 from .data.source import ImageList, ImageRef, read_split
 from .errors import BadInput, BadWeights, UnknownName
 from .pipeline import Inference, run_model
+from .preprocess import Preprocessing
 from .progress import progress_bar
 from .report import WRONG, Evaluated, check_plot_extra, write_report
 from .weights.checkpoint import infer_model_kwargs
@@ -66,11 +69,44 @@ def _check_tta(tta: str) -> None:
 def predict_scores(inf: Inference, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
     """Class scores of a batch: the model's outputs, or with ``tta="flip"`` the mean class probabilities of the
     images and their mirror images (test-time augmentation with the flip every recipe trains on; twice the
-    compute)."""
+    compute), or with ``tta="ten-crop"`` of each image's ten crops (``images``: (N, 10, C, H, W) from
+    :class:`TenCrop`; ten times the compute)."""
     _check_tta(tta)
     if tta == "none":
         return run_model(inf.model, images)
+    if tta == "ten-crop":
+        if images.ndim != 5 or images.shape[1] != 10:
+            raise BadInput(f"tta='ten-crop' takes (N, 10, C, H, W) batches of TenCrop, got {tuple(images.shape)}")
+        probs = inf.probabilities(run_model(inf.model, images.flatten(0, 1)))
+        return probs.view(len(images), 10, -1).mean(dim=1)
     return (inf.probabilities(run_model(inf.model, images)) + inf.probabilities(run_model(inf.model, images.flip(-1)))) / 2
+
+
+@dataclass(frozen=True)
+class TenCrop:
+    """The paper's 10-crop test (He et al. 2015, 3.4, after Krizhevsky et al. 2012): the image resized as
+    ``preprocessing`` resizes it, its four corner and centre crops of the crop size, and their mirror images
+    (torchvision's ``TenCrop``), normalised: a (10, 3, crop, crop) tensor."""
+
+    preprocessing: Preprocessing
+
+    def __call__(self, img) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as F
+
+        size = self.preprocessing.crop_size
+        resized = dataclasses.replace(self.preprocessing, crop_size=None).crop(img)
+        return self.preprocessing.normalize(torch.stack(F.ten_crop(resized, [size, size])))
+
+
+def _ten_crop_batches(inf: Inference, paths: list[ImageRef], batch_size: int,
+                      workers: int) -> Iterator[tuple[ImageBatch, list[ImageRef]]]:
+    """:meth:`Inference.batches` with each image as its :class:`TenCrop` (its decoding, device and pinning)."""
+    recipe = inf.preprocessing
+    if recipe.crop_size is None:
+        raise BadInput(f"tta='ten-crop' needs weights whose preprocessing has a crop size; {inf.name}'s has none")
+    min_side = (recipe.resize_size or recipe.crop_size) if inf.fast_decode else None
+    return file_batches(paths, TenCrop(recipe), batch_size, workers, pin_memory=inf.device.type == "cuda",
+                        min_side=min_side)
 
 
 @dataclass
@@ -84,12 +120,15 @@ class _Scored:
 
 
 def _score(inf: Inference, images: ImageList, labels: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor],
-           batch_size: int, workers: int, progress: bool, what: str) -> _Scored:
-    """``run`` on every image of ``images`` (decoded with the model's preprocessing), its rows kept in memory
-    ((N, C) float32: 200 MB for 50,000 images of 1,000 classes); unreadable images are listed, not scored."""
+           batch_size: int, workers: int, progress: bool, what: str, ten_crop: bool = False) -> _Scored:
+    """``run`` on every image of ``images`` (decoded with the model's preprocessing, or as its :class:`TenCrop`),
+    its rows kept in memory ((N, C) float32: 200 MB for 50,000 images of 1,000 classes); unreadable images are
+    listed, not scored."""
     rows, kept, errors = [], [], []
     bar = progress_bar(len(images), what, progress, unit="img")
-    for batch, refs in inf.batches(images.images, batch_size, workers):
+    batches = (_ten_crop_batches(inf, images.images, batch_size, workers) if ten_crop
+               else inf.batches(images.images, batch_size, workers))
+    for batch, refs in batches:
         errors += [(str(refs[i]), e) for i, e in batch.errors]
         if len(batch.indices):
             rows.append(run(batch.images))
@@ -125,7 +164,7 @@ def evaluate(inf: Inference, data: str | os.PathLike, batch_size: int = 128, wor
     images = read_split(Path(data), "test", flat=True)
     index = folder_class_indices(list(images.classes), inf.classes, by_position)
     scored = _score(inf, images, torch.tensor(index)[images.labels], lambda x: predict_scores(inf, x, tta),
-                    batch_size, workers, progress, "eval")
+                    batch_size, workers, progress, "eval", ten_crop=tta == "ten-crop")
     model_classes = scored.scores.shape[1]
     columns = sorted(set(index))  # the model's classes the data has
     scores, labels = scored.scores, scored.labels

@@ -108,7 +108,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "model's classes 0, 1, ... (default: refuse)")
     p.add_argument("--tta", choices=TTA, default="none",
                    help="test-time augmentation: flip averages the softmax of each image and its mirror image "
-                        "(twice the compute) (default: none)")
+                        "(twice the compute); ten-crop the softmax of the four corner and the centre crops of the "
+                        "resized image and their mirror images (ten times) (default: none)")
+    p.add_argument("--ten-crop", dest="tta", action="store_const", const="ten-crop",
+                   help="the paper's 10-crop test: the same as --tta ten-crop")
     p.add_argument("--report", metavar="DIR",
                    help="also write the full report into DIR: report.json, report.html and PNG pictures (needs "
                         "matplotlib: pip install 'resnets[plot]') (default: no report)")
@@ -219,7 +222,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": inf.name, "weights": args.weights, "tta": args.tta, **acc.to_dict()}))
     else:
-        tta = ", flip TTA" if args.tta == "flip" else ""
+        tta = {"flip": ", flip TTA", "ten-crop": ", 10-crop"}.get(args.tta, "")
         subset = f", over the data's {acc.classes} of the model's {acc.model_classes} classes" if acc.subset else ""
         print(f"{inf.name} ({args.weights}{tta}) on {args.data}: top-1 {acc.top1:.2f}%  top-5 {acc.top5:.2f}%  "
               f"({acc.images} images{subset})")
