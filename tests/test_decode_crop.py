@@ -92,8 +92,19 @@ def test_decodes_at_the_smallest_scale_that_keeps_the_box(monkeypatch):
     monkeypatch.setattr(decode, "_reduced", reduced)
     data = _photo(2048, 1536)
     DecodeRandomResizedCrop(224, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3))(data)  # the whole image: 1536 rows -> 224
+    DecodeRandomResizedCrop(224, scale=(0.1, 0.1), ratio=(1.0, 1.0))(data)  # a 561-pixel box: 1/4 would be 140
     DecodeRandomResizedCrop(224, scale=(0.05, 0.05), ratio=(1.0, 1.0))(data)  # a 397-pixel box: 1/2 would be 198
-    assert sizes == [(512, 384), (2048, 1536)]  # 1/4 (1/8 would leave 192 rows < 224); in full
+    assert sizes == [(512, 384), (1024, 768), (2048, 1536)]  # 1/4 (1/8 leaves 192 rows < 224), 1/2, in full
+
+
+def test_a_corrupt_jpeg_is_named(tmp_path):
+    from resnets.data.images import ImageLoadError
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(_photo(64, 48)[:300])
+    torch.manual_seed(0)
+    with pytest.raises(ImageLoadError, match="bad.jpg"):
+        DecodeRandomResizedCrop(32, scale=(1.0, 1.0))(bad)
 
 
 def test_scale_crop_sizes():
@@ -109,3 +120,16 @@ def test_scale_crop_sizes():
 def test_gpu_decoding_without_cuda_is_a_clear_bad_input():
     with pytest.raises(BadInput, match="needs a CUDA device"):
         decode_jpeg_batch([_photo(64, 48)])
+
+
+def test_batch_finish_equals_torchvision_normalize_per_image():
+    from resnets.data.train_input import BatchFinish, TrainDecode
+
+    torch.manual_seed(0)
+    batch = torch.stack([TrainDecode(48)(_photo(160, 120)) for _ in range(6)])
+    assert batch.dtype == torch.uint8 and batch.shape == (6, 3, 48, 48)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    reference = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    torch.testing.assert_close(BatchFinish(mean, std)(batch), torch.stack([reference(x) for x in batch]))
+    erased = BatchFinish(mean, std, erasing=1.0)(batch)
+    assert all((e != r).any() for e, r in zip(erased, BatchFinish(mean, std)(batch)))

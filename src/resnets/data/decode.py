@@ -54,8 +54,9 @@ def random_resized_crop_box(height: int, width: int, scale: Sequence[float] = (0
 def _open(source: Source) -> Image.Image:
     try:
         return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except Exception as e:  # noqa: BLE001 - what load_img reports for the same file, named
-        raise ImageLoadError("<bytes>" if isinstance(source, bytes) else source, f"cannot open: {e}") from e
+    except Exception as e:  # noqa: BLE001 - PIL fails with OSError, UnidentifiedImageError, SyntaxError...
+        raise ImageLoadError("<bytes>" if isinstance(source, bytes) else source,
+                             f"not an image or unreadable: {type(e).__name__}: {e}") from e
 
 
 def upright_size(source: Source) -> tuple[int, int]:
