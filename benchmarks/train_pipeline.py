@@ -76,6 +76,7 @@ def main() -> None:
     torch.manual_seed(0)
     paths = find_images(args.data)
     ours(paths[:8], 8), reference(paths[:8], 8)  # warm-up: imports, first calls
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     rounds, start = [], time.perf_counter()
     while time.perf_counter() - start < args.seconds or len(rounds) < 2:
         rates = {}
@@ -96,7 +97,7 @@ def main() -> None:
         "median_ours_img_s_per_core": statistics.median(r["ours"] for r in rounds),
         "median_reference_img_s_per_core": statistics.median(r["reference"] for r in rounds),
         "median_ratio": statistics.median(r["ratio"] for r in rounds),
-        "load_average_before": Path("/proc/loadavg").read_text().split()[:3],
+        "load_average_before": load_before, "load_average_after": Path("/proc/loadavg").read_text().split()[:3],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

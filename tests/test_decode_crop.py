@@ -133,3 +133,13 @@ def test_batch_finish_equals_torchvision_normalize_per_image():
     torch.testing.assert_close(BatchFinish(mean, std)(batch), torch.stack([reference(x) for x in batch]))
     erased = BatchFinish(mean, std, erasing=1.0)(batch)
     assert all((e != r).any() for e, r in zip(erased, BatchFinish(mean, std)(batch)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_decoding_equals_the_cpu_decode():
+    data = [_photo(96, 64), _photo(64, 80)]
+    gpu = decode_jpeg_batch(data)
+    for pixels, raw in zip(gpu, data):
+        cpu = torch.from_numpy(np.array(load_img(io.BytesIO(raw)))).permute(2, 0, 1)
+        assert pixels.is_cuda and pixels.shape == cpu.shape
+        assert (pixels.cpu().float() - cpu.float()).abs().mean() < 2  # nvJPEG's IDCT differs from libjpeg's a little

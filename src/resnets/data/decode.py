@@ -4,8 +4,8 @@ libjpeg decode at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the box at l
 :class:`DecodeRandomResizedCrop` draws its box exactly as torchvision's ``RandomResizedCrop.get_params`` does
 (the same draws from torch's generator, so the same boxes under the same seed), on the upright full-size
 coordinates; :class:`DecodeScaleCrop` is the paper's scale augmentation (shorter side uniform in [256, 480], then
-a random crop). Both take a file (a path or its bytes) rather than pixels, since what to decode depends on the box. :func:`decode_jpeg_batch` decodes a batch on the GPU
-(``torchvision.io.decode_jpeg(device="cuda")``).
+a random crop). Both take a file (a path or its bytes) rather than pixels, since what to decode depends on the box.
+:func:`decode_jpeg_batch` decodes a batch on the GPU (``torchvision.io.decode_jpeg(device="cuda")``).
 """
 
 from __future__ import annotations

@@ -176,7 +176,7 @@ def split_source(path: Path, split: str, flat: bool = False) -> Path:
         for ext in TAR_SUFFIXES:
             if (path / f"{name}{ext}").is_file():
                 return path / f"{name}{ext}"
-    if flat and any((p.is_dir() or _visible_image(p.name)) and not p.name.startswith(".") for p in path.iterdir()):
+    if flat and any((p.is_dir() and not p.name.startswith(".")) or _visible_image(p.name) for p in path.iterdir()):
         return path
     raise FileNotFoundError(
         f"{path}: no '{split}' data found; expected cifar-10-batches-py/, cifar-10-python.tar.gz, "
@@ -186,9 +186,11 @@ def split_source(path: Path, split: str, flat: bool = False) -> Path:
 
 def read_split(source: str | os.PathLike, split: str, flat: bool = False) -> ImageList:
     """The images, labels and classes of ``split`` of ``source`` (see the module docstring for the layouts)."""
-    shards = sidecar(source, split) if Path(source).is_dir() else None
-    if shards is not None:
-        return _read_shards(shards)
+    if split in SPLIT_ALIASES and Path(source).is_dir():
+        for name in SPLIT_ALIASES[split]:
+            shards = sidecar(source, name)
+            if shards is not None:
+                return _read_shards(shards)
     origin = split_source(Path(source), split, flat)
     if (origin / "data_batch_1").is_file() or _is_cifar_python_archive(origin):
         return _read_cifar_python(origin, split)
