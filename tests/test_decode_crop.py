@@ -107,11 +107,25 @@ def test_a_corrupt_jpeg_is_named(tmp_path):
         DecodeRandomResizedCrop(32, scale=(1.0, 1.0))(bad)
 
 
-def test_scale_crop_sizes():
-    data = _photo()
-    torch.manual_seed(0)
-    out = DecodeScaleCrop(224)(data)
-    assert out.size == (224, 224)
+@pytest.mark.parametrize("orientation", [None, 8])
+def test_scale_augmentation_equals_resize_then_random_crop(orientation):
+    """The paper's scale augmentation by hand on the full decode: the shorter side resized to a size drawn from
+    [256, 480] (torchvision's resize), then a 224 crop at a drawn place; the same draws, within JPEG-scaling noise."""
+    data = _photo(1024, 700, orientation)
+    full = load_img(io.BytesIO(data))
+    for seed in range(6):
+        torch.manual_seed(seed)
+        ours = np.asarray(DecodeScaleCrop(224)(data), dtype=float)
+        torch.manual_seed(seed)
+        resized = v2.functional.resize(full, int(torch.randint(256, 481, (1,))), antialias=True)
+        top = int(torch.randint(0, resized.height - 224 + 1, (1,)))
+        left = int(torch.randint(0, resized.width - 224 + 1, (1,)))
+        theirs = np.asarray(resized.crop((left, top, left + 224, top + 224)), dtype=float)
+        assert ours.shape == theirs.shape == (224, 224, 3)
+        assert np.abs(ours - theirs).mean() < 3.0, seed
+
+
+def test_scale_crop_arguments():
     with pytest.raises(BadInput, match="size <= low <= high"):
         DecodeScaleCrop(300, 256, 480)
 

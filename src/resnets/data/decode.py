@@ -109,13 +109,16 @@ class DecodeScaleCrop:
         self.size, self.low, self.high, self.interpolation = size, low, high, INTERPOLATIONS[interpolation]
 
     def __call__(self, source: Source) -> Image.Image:
+        width, height = upright_size(source)
         side = int(torch.randint(self.low, self.high + 1, (1,)).item())
-        img = _reduced(source, side)
-        ratio = side / min(img.size)
-        w, h = round(img.width * ratio), round(img.height * ratio)  # the shorter is side >= size
+        ratio = side / min(width, height)
+        # The resized size as torchvision's resize(side) gives it: the shorter side exact, the longer floored.
+        w, h = (side, int(side * height / width)) if width <= height else (int(side * width / height), side)
         top = int(torch.randint(0, h - self.size + 1, (1,)).item())
         left = int(torch.randint(0, w - self.size + 1, (1,)).item())
-        box = (left / ratio, top / ratio, (left + self.size) / ratio, (top + self.size) / ratio)
+        img = _reduced(source, side)
+        sx, sy = img.width / width, img.height / height
+        box = (left / ratio * sx, top / ratio * sy, (left + self.size) / ratio * sx, (top + self.size) / ratio * sy)
         return img.resize((self.size, self.size), self.interpolation, box=box)
 
 
