@@ -109,3 +109,40 @@ def test_resume_refuses_a_count_inside_a_batch(shards):
     stream = ShardStream(shards / "train.json")
     with pytest.raises(BadInput, match="inside one"):
         stream.resume(4, batch_size=3, workers=0)
+
+
+def test_the_split_is_webdatasets(shards, monkeypatch):
+    """Each rank's worker reads the shards webdataset's split_by_node + split_by_worker give it."""
+    from webdataset.shardlists import split_by_node, split_by_worker
+
+    index = read_index(shards / "train.json")
+    for rank, worker in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 1)]:
+        stream = ShardStream(index, seed=5, rank=rank, world_size=3)
+        stream.set_epoch(4)
+        order = stream.worker_shards()  # this rank's shards, in this epoch's order
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "3")
+        monkeypatch.setenv("WORKER", str(worker))
+        monkeypatch.setenv("NUM_WORKERS", "2")
+        assert order == list(split_by_node(iter(_epoch_order(stream))))
+        assert stream.worker_shards(worker, 2) == list(split_by_worker(iter(order)))
+
+
+def _epoch_order(stream):
+    """All shards in the epoch's order: the stream of a world of one with the same seed and epoch."""
+    whole = ShardStream(stream.index, seed=stream.seed)
+    whole.set_epoch(stream.epoch)
+    return whole.worker_shards()
+
+
+def test_a_corrupt_image_in_a_shard_is_named_and_skipped(tmp_path):
+    from resnets.data.decode import DecodeRandomResizedCrop
+
+    for name in ("a", "b"):
+        (tmp_path / "train" / "cat").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16), (200, 0, 0)).save(tmp_path / "train" / "cat" / f"{name}.jpg")
+    (tmp_path / "train" / "cat" / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    write_shards(tmp_path, tmp_path / "s", shard_size=5)
+    with pytest.warns(UserWarning, match=r"train-000000.tar:\d+: .*"):
+        got = list(ShardStream(tmp_path / "s" / "train.json", transform=DecodeRandomResizedCrop(8)))
+    assert len(got) == 1 and got[0][0].size == (8, 8) and got[0][1] == 0
