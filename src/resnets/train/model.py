@@ -89,7 +89,7 @@ def describe_fine_tuning(config: TrainConfig) -> str:
         said.append("freeze='backbone': only the classifier trains; the backbone's weights and its BatchNorm "
                     "statistics (running mean and variance) stay as loaded")
     elif config.freeze == "bn":
-        said.append("freeze='bn': BatchNorm statistics stay as loaded")
+        said.append("freeze='bn': BatchNorm statistics stay as they start")
     if config.lp_epochs:
         epochs = f"{config.lp_epochs} epoch{'s' if config.lp_epochs != 1 else ''}"
         said.append(f"linear probe for the first {epochs} (the classifier alone, the backbone's "
