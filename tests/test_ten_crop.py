@@ -61,6 +61,7 @@ def test_ten_crop_equals_the_crops_cut_by_hand(folder):
     assert got.top1 == pytest.approx(100 * (probs.argmax(1) == labels).float().mean().item())
 
 
+@pytest.mark.slow
 def test_the_cli_flag(folder, capsys):
     """With the weights' own recipe (resize = crop = 32) the five crops are the image: the same as flip TTA."""
     inf = load_inference("resnet20", "resnet20.cifar10", "fp32", device="cpu", progress=False)
