@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import MissingExtra
 from ..serve.config import MODEL_NAME, ServeConfig, check_name, served_name
 from .common import (
     UsageError, add_model_options, add_precision_options, model_and_weights, say_what_runs, with_flags,
@@ -216,7 +217,7 @@ def run_serve(args: argparse.Namespace) -> int:
         from ..serve import create_app
         from ..serve.connections import uvicorn_options
     except ImportError as e:
-        raise RuntimeError(f"resnets serve needs the 'serve' extra: pip install 'resnets[serve]' ({e})") from e
+        raise MissingExtra(f"resnets serve needs the 'serve' extra: pip install 'resnets[serve]' ({e})") from e
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     config = serve_config(args)
     copies = replicas(args)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 from fastapi import FastAPI
 
+from ..errors import JobFailed
 from .connections import uvicorn_options
 
 
@@ -46,7 +47,7 @@ def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, read
         deadline = time.monotonic() + ready_timeout
         while not _answers(port, "/readyz" if wait_ready else "/healthz"):
             if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the server on port {port} did not get ready in {ready_timeout:g} s")
+                raise JobFailed(f"the server on port {port} did not get ready in {ready_timeout:g} s")
             time.sleep(0.05)
         yield port
     finally:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import BadInput, ResnetsError
 from ..pipeline import run_model
 from .metrics import Metrics
 
@@ -28,11 +29,11 @@ log = logging.getLogger("resnets.serve")
 ModelLookup = Callable[[Hashable], torch.nn.Module]
 
 
-class QueueFull(Exception):
+class QueueFull(ResnetsError):
     """The bounded queue is full: the caller should answer 503 and ask the client to retry later."""
 
 
-class Closed(Exception):
+class Closed(ResnetsError):
     """The batcher is shutting down and takes no new work."""
 
 
@@ -77,7 +78,7 @@ class Batcher:
     def __init__(self, models: ModelLookup, max_batch: int = 16, max_delay_s: float = 0.005,
                  max_queue: int = 64, metrics: Metrics | None = None) -> None:
         if max_batch < 1 or max_delay_s < 0 or max_queue < 1:
-            raise ValueError(f"need max_batch >= 1, max_delay_s >= 0 and max_queue >= 1, got {max_batch}, "
+            raise BadInput(f"need max_batch >= 1, max_delay_s >= 0 and max_queue >= 1, got {max_batch}, "
                              f"{max_delay_s}, {max_queue}")
         self.models, self.max_batch, self.max_delay_s, self.max_queue = models, max_batch, max_delay_s, max_queue
         self.metrics = metrics or Metrics()

@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from ..errors import BadInput, MissingExtra
+from ..errors import BadInput, MissingExtra, ResnetsError
 from .config import ServeConfig
 from .metrics import Metrics
 from .oip import OipError
@@ -46,7 +46,7 @@ IMAGE_BODY = {
 }
 
 
-class ApiError(Exception):
+class ApiError(ResnetsError):
     """An error answered as ``{"error": code, "detail": message}`` with an HTTP status."""
 
     def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
@@ -54,7 +54,7 @@ class ApiError(Exception):
         self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
-class ClientGone(Exception):
+class ClientGone(ResnetsError):
     """The client disconnected before its answer was ready."""
 
 

@@ -12,6 +12,8 @@ import threading
 from collections import Counter as _Tally
 from collections.abc import Callable, Sequence
 
+from ..errors import BadInput
+
 
 def _number(value: float) -> str:
     if math.isinf(value):
@@ -36,7 +38,7 @@ class Counter:
 
     def inc(self, amount: float = 1, *values: str) -> None:
         if len(values) != len(self.labels):
-            raise ValueError(f"{self.name} takes labels {self.labels}, got {values}")
+            raise BadInput(f"{self.name} takes labels {self.labels}, got {values}")
         with self._lock:
             self._counts[tuple(values)] += amount
 

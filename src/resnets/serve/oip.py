@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ResnetsError
+
 import numpy as np
 
 #: The header giving the length of the JSON part of a body followed by binary tensor data.
@@ -41,7 +43,7 @@ IMAGE, PIXELS, INPUT = "image", "pixels", "input"
 PROBABILITIES, FEATURES = "probabilities", "features"
 
 
-class OipError(Exception):
+class OipError(ResnetsError):
     """A request the protocol refuses: answered ``{"error": message}`` with ``status``."""
 
     def __init__(self, message: str, status: int = 400) -> None:

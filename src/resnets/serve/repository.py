@@ -18,6 +18,7 @@ from typing import Any, Union
 
 from PIL import Image
 
+from ..errors import BadInput
 from ..classes import _id_name_pairs
 from ..pipeline import Inference
 from .batcher import Batcher
@@ -86,7 +87,7 @@ class Repository:
 
     def __init__(self, sources: Mapping[str, ModelSource], config: ServeConfig, metrics: Metrics) -> None:
         if not sources:
-            raise ValueError("no model to serve")
+            raise BadInput("no model to serve")
         self.sources = {check_name(name): source for name, source in sources.items()}
         self.config, self.metrics = config, metrics
         self.loaded: dict[str, Served] = {name: self._build(name) for name in self.sources}
