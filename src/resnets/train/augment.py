@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from ..errors import UnknownName
 from ..preprocess import resize_crop
 from .policies import SamplePolicy
 
@@ -52,7 +53,7 @@ class RecipeTransforms:
 
     def __post_init__(self) -> None:
         if self.augmentation not in AUGMENTATIONS:
-            raise ValueError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}")
+            raise UnknownName(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {self.augmentation!r}")
 
     @property
     def crop(self) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import BadInput
 from ..atomic import atomic_path
 
 
@@ -56,4 +57,4 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: cannot read training checkpoint: {e}") from e
+        raise BadInput(f"{path}: cannot read training checkpoint: {e}") from e

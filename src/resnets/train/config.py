@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import BadInput, UnknownName
 from ..preprocess import CIFAR10, IMAGENET_TORCH
 from ..weights.entry import WeightsEntry
 from ..weights.loading import ALIASES
@@ -124,7 +125,7 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+            raise UnknownName(f"unknown training option(s): {', '.join(unknown)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         return cls(**values)
 
@@ -172,7 +173,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 def make_config(recipe: str = "fast-cifar", **overrides: Any) -> TrainConfig:
     """A config from a named recipe, with ``overrides`` (``None`` values are ignored) on top."""
     if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+        raise UnknownName(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     values: dict[str, Any] = {"recipe": recipe, **RECIPES[recipe]}
     given = {k: v for k, v in overrides.items() if v is not None}
     if "model" not in given and given.get("weights") and str(given["weights"]).lower() not in ("none", *ALIASES):
@@ -239,10 +240,10 @@ def run_config(recipe: str | None = None, **options: Any) -> TrainConfig:
         if saved.is_file():
             return TrainConfig.from_dict({**TrainConfig.load(saved).__dict__, **given})
         if not given.get("data"):
-            raise ValueError(f"resume: {saved} not found, so there is no run to continue in {given['out']} "
+            raise BadInput(f"resume: {saved} not found, so there is no run to continue in {given['out']} "
                              "(give data= to start one there)")
     if not given.get("data"):
-        raise ValueError("data= is required, unless resuming a run (resume=True, out=RUN_DIR)")
+        raise BadInput("data= is required, unless resuming a run (resume=True, out=RUN_DIR)")
     return make_config(given.pop("recipe", TrainConfig.recipe), **given)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torchvision.transforms.v2.functional import center_crop
 
+from ..errors import BadInput
 from ..data.source import SPLIT_ALIASES, TAR_SUFFIXES, ImageList, read_split
 from ..data.tensors import ImageTensors, decode_split
 from ..preprocess import Preprocessing
@@ -57,7 +58,7 @@ def list_splits(config: TrainConfig) -> Splits:
         try:
             eval_list = eval_list.relabel(train_list.classes)
         except ValueError as e:
-            raise ValueError(f"{eval_list.origin}: {e}") from e
+            raise BadInput(f"{eval_list.origin}: {e}") from e
     if config.train_subset:
         train_list = _random_subset(train_list, config.train_subset, config.seed + 1)
     if config.test_subset:
@@ -83,7 +84,7 @@ def load_run_data(config: TrainConfig, ctx: DistContext, splits: Splits | None =
                                   eval_resize_size=config.val_resize_size, policy=policy)
     streaming = choose_data_mode(config.data_mode, len(train_list), transforms.decode_sizes("train")[1]) == "stream"
     if streaming and config.normalize == "pixel":
-        raise ValueError("normalize='pixel' needs the per-pixel mean of the decoded training set; "
+        raise BadInput("normalize='pixel' needs the per-pixel mean of the decoded training set; "
                          "use data_mode='memory' or channel normalisation when streaming")
     if streaming:
         train_set: ImageTensors | ImageList = train_list

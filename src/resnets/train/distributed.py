@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import BadInput
 from ..device import resolve_device
 
 
@@ -57,7 +58,7 @@ def barrier(ctx: DistContext) -> None:
 def local_slice(global_batch: int, ctx: DistContext) -> slice:
     """This rank's share of a global batch (the ranks' shares concatenate to the whole batch)."""
     if global_batch % ctx.world_size:
-        raise ValueError(f"batch size {global_batch} is not divisible by the world size {ctx.world_size}")
+        raise BadInput(f"batch size {global_batch} is not divisible by the world size {ctx.world_size}")
     per_rank = global_batch // ctx.world_size
     return slice(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
 

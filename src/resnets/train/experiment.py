@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UnknownName
 from ..device import resolve_device
 from .config import TrainConfig, default_image_size, make_config
 from .loop import train
@@ -48,7 +49,7 @@ def run_degradation(
     Each net trains in its own run directory under ``out`` and resumes if interrupted.
     """
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        raise UnknownName(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     settings = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
     out = Path(out)
     configs = {f"{kind}{depth}": make_config(model=f"{kind}{depth}", data=str(data), out=str(out / f"{kind}{depth}"),

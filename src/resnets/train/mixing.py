@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from ..errors import BadInput, UnknownName
 from ..choices import LOSSES
 from .policies import kept_rng, reseed
 
@@ -22,7 +23,7 @@ def batch_mixing(mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> v
     """torchvision's reference ``get_mixup_cutmix``: MixUp and/or CutMix, one per batch; ``None`` when both are 0."""
     for name, alpha in (("mixup_alpha", mixup_alpha), ("cutmix_alpha", cutmix_alpha)):
         if alpha < 0:
-            raise ValueError(f"{name} must be >= 0 (0: off), got {alpha}")
+            raise BadInput(f"{name} must be >= 0 (0: off), got {alpha}")
     chosen = ([v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []) + \
              ([v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else [])
     return v2.RandomChoice(chosen) if chosen else None
@@ -51,9 +52,9 @@ class TrainLoss(torch.nn.Module):
     def __init__(self, loss: str = "ce", label_smoothing: float = 0.0, bce_target_thresh: float | None = None) -> None:
         super().__init__()
         if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+            raise UnknownName(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         if bce_target_thresh is not None and loss != "bce":
-            raise ValueError("bce_target_thresh= applies to loss='bce' only")
+            raise BadInput("bce_target_thresh= applies to loss='bce' only")
         self.loss, self.smoothing, self.threshold = loss, label_smoothing, bce_target_thresh
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..choices import OPTIMIZERS
-from ..errors import MissingExtra
+from ..errors import MissingExtra, UnknownName
 from ..layers import EvoNormS0
 
 #: The reference's normalisation classes, and EvoNorm-S0 (this package's timm-style norm-activation layer).
@@ -56,4 +56,4 @@ def make_optimizer(opt: str, groups: list[dict[str, Any]], lr: float, momentum: 
         if opt == "lamb":
             return Lamb(groups, lr=lr, weight_decay=weight_decay)
         return Lars(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
-    raise ValueError(f"opt must be one of {', '.join(OPTIMIZERS)}, got {opt!r}")
+    raise UnknownName(f"opt must be one of {', '.join(OPTIMIZERS)}, got {opt!r}")

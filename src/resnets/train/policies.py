@@ -18,6 +18,7 @@ from functools import cached_property
 import torch
 from torchvision.transforms import v2
 
+from ..errors import BadInput, UnknownName
 from ..choices import AUTO_AUGMENT
 
 SEED_LIMIT = 2**62  # seeds are drawn in [0, SEED_LIMIT): int64 tensors, valid torch.manual_seed arguments
@@ -34,7 +35,7 @@ def auto_augment(policy: str, ra_magnitude: int = 9, augmix_severity: int = 3) -
         return v2.AugMix(interpolation=interpolation, severity=augmix_severity)
     if policy in AUTO_AUGMENT:
         return v2.AutoAugment(policy=v2.AutoAugmentPolicy(policy), interpolation=interpolation)
-    raise ValueError(f"auto_augment must be one of {', '.join(AUTO_AUGMENT)}, got {policy!r}")
+    raise UnknownName(f"auto_augment must be one of {', '.join(AUTO_AUGMENT)}, got {policy!r}")
 
 
 def draw_seeds(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -84,7 +85,7 @@ class SamplePolicy:
     def __post_init__(self) -> None:
         self.transform  # noqa: B018 (names a bad policy now, not at the first batch)
         if not 0.0 <= self.random_erase <= 1.0:
-            raise ValueError(f"random_erase is a probability in [0, 1], got {self.random_erase}")
+            raise BadInput(f"random_erase is a probability in [0, 1], got {self.random_erase}")
 
     @cached_property
     def transform(self) -> v2.Transform | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import BadInput
 from ..cpu import cpu_info
 
 #: The autocast dtype of each concrete training precision (None: plain fp32).
@@ -16,7 +17,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
     fp16 off a CUDA GPU is refused: without half-precision kernels it is far slower than fp32."""
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision='fp16' is for CUDA GPUs; on the {device.type} it runs about 100x "
+        raise BadInput(f"precision='fp16' is for CUDA GPUs; on the {device.type} it runs about 100x "
                          "slower than fp32 (no half-precision kernels): use precision='bf16' or precision='fp32'")
     if precision != "auto":
         return precision

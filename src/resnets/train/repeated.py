@@ -13,12 +13,14 @@ import math
 
 import torch
 
+from ..errors import BadInput
+
 
 def repeated_steps(n: int, world_size: int, batch_size: int) -> int:
     """Steps per epoch: each process's ``RASampler.num_selected_samples`` in whole batches of its share."""
     steps = int(math.floor(n // 256 * 256 / world_size)) // (batch_size // world_size)
     if steps == 0:
-        raise ValueError(f"repeated augmentation keeps {n // 256 * 256} of {n} images per epoch (whole multiples "
+        raise BadInput(f"repeated augmentation keeps {n // 256 * 256} of {n} images per epoch (whole multiples "
                          f"of 256, as torchvision's RASampler), fewer than one batch of {batch_size}: use "
                          "ra_reps=0, or more images")
     return steps
@@ -28,7 +30,7 @@ def repeated_order(n: int, reps: int, epoch_seed: int, world_size: int, batch_si
     """An epoch's global order: global batch ``k``'s share of rank ``r`` is batch ``k`` of ``RASampler(rank=r,
     num_replicas=world_size, repetitions=reps)`` shuffled by ``epoch_seed``; the last incomplete batch left out."""
     if reps < 1:
-        raise ValueError(f"ra_reps must be >= 1, got {reps}")
+        raise BadInput(f"ra_reps must be >= 1, got {reps}")
     local, steps = batch_size // world_size, repeated_steps(n, world_size, batch_size)
     num_samples = math.ceil(n * reps / world_size)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed)).repeat_interleave(reps)

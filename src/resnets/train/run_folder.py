@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import BadInput
 from ..locks import exclusive
 
 
@@ -16,7 +17,7 @@ def run_folder(out: Path, resume: bool, is_main: bool) -> Iterator[None]:
         yield
         return
     if not resume and ((out / "last.pt").exists() or (out / "metrics.jsonl").exists()):
-        raise ValueError(f"{out} already holds a training run (last.pt, metrics): continue it with resume=True, "
+        raise BadInput(f"{out} already holds a training run (last.pt, metrics): continue it with resume=True, "
                          "or give a new out= folder")
     with exclusive(out / ".lock", f"another 'resnets train' is writing to {out} right now; give this run another "
                                   "out= folder"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from ..errors import BadInput, UnknownName
 from ..choices import LR_WARMUP_METHODS, SCHEDULES
 from .config import TrainConfig
 
@@ -17,7 +18,7 @@ def warmup_factor(epoch: int, warmup_epochs: int, method: str, decay: float) -> 
         return decay + (1 - decay) * epoch / warmup_epochs
     if method == "constant":
         return decay
-    raise ValueError(f"lr_warmup_method must be one of {', '.join(LR_WARMUP_METHODS)}, got {method!r}")
+    raise UnknownName(f"lr_warmup_method must be one of {', '.join(LR_WARMUP_METHODS)}, got {method!r}")
 
 
 def lr_at(step: int, total_steps: int, config: TrainConfig, warming_up: bool = False,
@@ -31,7 +32,7 @@ def lr_at(step: int, total_steps: int, config: TrainConfig, warming_up: bool = F
         return config.warmup_lr
     if config.lr_warmup_epochs:
         if steps_per_epoch is None:
-            raise ValueError("lr_warmup_epochs= needs the steps per epoch (steps_per_epoch=)")
+            raise BadInput("lr_warmup_epochs= needs the steps per epoch (steps_per_epoch=)")
         warm_steps = config.lr_warmup_epochs * steps_per_epoch
         if step < warm_steps:
             return config.lr * warmup_factor(step // steps_per_epoch, config.lr_warmup_epochs,
@@ -48,4 +49,4 @@ def lr_at(step: int, total_steps: int, config: TrainConfig, warming_up: bool = F
         return config.lr * max(0.0, 1 - rest)
     if config.schedule == "cosine":
         return config.lr * 0.5 * (1 + math.cos(math.pi * rest))
-    raise ValueError(f"unknown schedule {config.schedule!r}; choose {', '.join(SCHEDULES)}")
+    raise UnknownName(f"unknown schedule {config.schedule!r}; choose {', '.join(SCHEDULES)}")

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 
+from ..errors import UnknownName
 from ..choices import DATA_MODES
 from ..data.images import ImageFiles, collate_images
 from ..data.source import ImageList
@@ -25,7 +26,7 @@ AUTO_MEMORY_LIMIT = 2 * 1024**3  # bytes of decoded uint8 pixels below which "au
 def choose_data_mode(mode: str, images: int, side: int) -> str:
     """``"memory"`` or ``"stream"``: ``auto`` streams when ``images`` decoded squares of ``side`` exceed 2 GiB."""
     if mode not in DATA_MODES:
-        raise ValueError(f"data_mode must be one of {', '.join(DATA_MODES)}, got {mode!r}")
+        raise UnknownName(f"data_mode must be one of {', '.join(DATA_MODES)}, got {mode!r}")
     if mode != "auto":
         return mode
     return "stream" if images * side**2 * 3 >= AUTO_MEMORY_LIMIT else "memory"

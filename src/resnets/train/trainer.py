@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..atomic import atomic_path
-from ..errors import BadInput
+from ..errors import BadInput, JobFailed
 from ..progress import progress_bar
 from ..weights.entry import WeightsEntry, save_safetensors
 from .batches import RunBatches
@@ -42,7 +42,7 @@ from .precision import AUTOCAST_DTYPE, resolve_precision
 from .schedule import lr_at
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(JobFailed):
     """The loss became NaN or infinite; the last good checkpoint is left in place."""
 
 
@@ -78,7 +78,7 @@ class Trainer:
         self.steps_per_epoch = self.batches.steps_per_epoch
         if self.steps_per_epoch == 0:
             n = len(self.data.train)
-            raise ValueError(f"{n} training images are fewer than one batch of {config.batch_size}: "
+            raise BadInput(f"{n} training images are fewer than one batch of {config.batch_size}: "
                              f"use a smaller batch_size=, at most {n}")
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -148,13 +148,13 @@ class Trainer:
             return
         state = load_checkpoint(path)
         if state.get("model", self.config.model) != self.config.model:
-            raise ValueError(f"{path} is a run of {state['model']}, not {self.config.model}: resume it with "
+            raise BadInput(f"{path} is a run of {state['model']}, not {self.config.model}: resume it with "
                              f"model='{state['model']}' (or without model=)")
         try:
             unwrap(self.model).load_state_dict(state["state_dict"])
         except RuntimeError as e:
             first = str(e).splitlines()[1:2] or [str(e)[:200]]
-            raise ValueError(f"{path}: checkpoint does not fit model {self.config.model}: {first[0].strip()}") from None
+            raise BadInput(f"{path}: checkpoint does not fit model {self.config.model}: {first[0].strip()}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.aug_rng.set_state(state["aug_rng"])
@@ -331,7 +331,7 @@ class Trainer:
     def _end_epoch(self, elapsed: float, seen: int) -> dict[str, Any]:
         loss_sum, correct, count = self.meters
         if not count:  # every step of the epoch was skipped: all its streamed files were unreadable
-            raise ValueError(f"epoch {self.epoch + 1}: no readable training image in {self.config.data}")
+            raise BadInput(f"epoch {self.epoch + 1}: no readable training image in {self.config.data}")
         eval_loss, eval_error = self.evaluate(self.ema.module if self.ema is not None else None)
         trained = dict(zip(("raw_eval_loss", "raw_eval_error"), self.evaluate())) if self.ema is not None else {}
         self.epoch, self.epoch_step, self.meters = self.epoch + 1, 0, [0.0, 0.0, 0.0]
@@ -375,7 +375,7 @@ class Trainer:
         # every rank gets here once, even one with no readable image (its streamed batches are all skipped)
         loss_sum, correct, count = all_sum([loss_sum, correct, count], self.ctx)
         if not count:
-            raise ValueError(f"no readable image in the {self.data.eval_split} split")
+            raise BadInput(f"no readable image in the {self.data.eval_split} split")
         return loss_sum / count, 1 - correct / count
 
     def _plot(self) -> None:
