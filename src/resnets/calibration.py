@@ -48,6 +48,14 @@ class Reliability:
     confidence: torch.Tensor  # (n_bins,) float64
     accuracy: torch.Tensor  # (n_bins,) float64
 
+    @classmethod
+    def from_sums(cls, sums: torch.Tensor) -> Reliability:
+        """The diagram of :func:`reliability_sums` added up over batches (and ranks)."""
+        counts, confidence, right = sums.double()
+        filled = counts.clamp(min=1)
+        return cls(torch.linspace(0, 1, len(counts) + 1, dtype=torch.float64), counts.round().long(),
+                   confidence / filled, right / filled)
+
     @property
     def gaps(self) -> torch.Tensor:
         """``|accuracy - confidence|`` per bin (0 where empty)."""
@@ -67,6 +75,12 @@ class Reliability:
 def reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> Reliability:
     """Bin the top-1 confidences of ``probs`` into ``n_bins`` equal-width bins (right-closed, as Guo et al. and
     scikit-learn's ``calibration_curve``; torchmetrics agrees except for a confidence exactly on an edge)."""
+    return Reliability.from_sums(reliability_sums(probs, labels, n_bins))
+
+
+def reliability_sums(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> torch.Tensor:
+    """``(3, n_bins)`` float64: per bin the number of predictions, the sum of their confidences and the number
+    right. Sums of batches (and of ranks) add up to the whole set's, so training measures ECE batch by batch."""
     _check(probs, labels)
     if n_bins < 1:
         raise BadInput(f"n_bins must be >= 1, got {n_bins}")
@@ -75,11 +89,9 @@ def reliability(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS)
     right = (predicted == labels.to(predicted.device)).double()
     edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64)
     index = torch.bucketize(confidence.cpu(), edges[1:-1], right=False)
-    counts = torch.bincount(index, minlength=n_bins)
-    filled = counts.clamp(min=1).double()
-    mean_conf = torch.bincount(index, weights=confidence.cpu(), minlength=n_bins) / filled
-    mean_acc = torch.bincount(index, weights=right.cpu(), minlength=n_bins) / filled
-    return Reliability(edges, counts, mean_conf, mean_acc)
+    return torch.stack([torch.bincount(index, minlength=n_bins).double(),
+                        torch.bincount(index, weights=confidence.cpu(), minlength=n_bins),
+                        torch.bincount(index, weights=right.cpu(), minlength=n_bins)])
 
 
 def ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> float:

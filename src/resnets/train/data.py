@@ -49,8 +49,7 @@ def list_splits(config: TrainConfig) -> Splits:
     evaluation split labelled by the training split's class names (its folders may lack, or add, a class)."""
     train_list = read_split(config.data, "train")
     if config.val_split:
-        perm = torch.randperm(len(train_list), generator=torch.Generator().manual_seed(config.seed))
-        eval_list, train_list = train_list.subset(perm[-config.val_split:]), train_list.subset(perm[: -config.val_split])
+        eval_list, train_list = train_list.held_out(config.val_split, config.seed)
         split = "val"
     else:
         eval_list = read_split(config.data, "test")

@@ -8,9 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-FIELDS = ("epoch", "step", "lr", "train_loss", "train_error", "eval_loss", "eval_error", "eval_split",
+# eval_loss is the evaluation split's NLL (plain cross-entropy, no smoothing), eval_ece its expected calibration
+# error (resnets.calibration: 15 bins); with model_ema eval_* is the average's, raw_eval_* the trained weights'.
+FIELDS = ("epoch", "step", "lr", "train_loss", "train_error", "eval_loss", "eval_error", "eval_ece", "eval_split",
           "epoch_time_s", "images_per_s", "wall_s",
-          "raw_eval_loss", "raw_eval_error")  # with model_ema: eval_* is the average's, raw_eval_* the trained weights'
+          "raw_eval_loss", "raw_eval_error", "raw_eval_ece")
 
 
 class MetricsLog:

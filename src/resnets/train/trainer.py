@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..atomic import atomic_path
+from ..calibration import N_BINS, Reliability, reliability_sums
 from ..errors import BadInput, JobFailed
 from ..progress import progress_bar
 from ..weights.entry import WeightsEntry, save_safetensors
@@ -332,14 +333,15 @@ class Trainer:
         loss_sum, correct, count = self.meters
         if not count:  # every step of the epoch was skipped: all its streamed files were unreadable
             raise BadInput(f"epoch {self.epoch + 1}: no readable training image in {self.config.data}")
-        eval_loss, eval_error = self.evaluate(self.ema.module if self.ema is not None else None)
-        trained = dict(zip(("raw_eval_loss", "raw_eval_error"), self.evaluate())) if self.ema is not None else {}
+        eval_loss, eval_error, eval_ece = self.evaluate(self.ema.module if self.ema is not None else None)
+        trained = (dict(zip(("raw_eval_loss", "raw_eval_error", "raw_eval_ece"), self.evaluate()))
+                   if self.ema is not None else {})
         self.epoch, self.epoch_step, self.meters = self.epoch + 1, 0, [0.0, 0.0, 0.0]
         row = {
             "epoch": self.epoch, "step": self.step,
             "lr": lr_at(self.step - 1, self.total_steps, self.config, self.warming_up, self.steps_per_epoch),
             "train_loss": loss_sum / count, "train_error": 1 - correct / count,
-            "eval_loss": eval_loss, "eval_error": eval_error, "eval_split": self.data.eval_split,
+            "eval_loss": eval_loss, "eval_error": eval_error, "eval_ece": eval_ece, "eval_split": self.data.eval_split,
             "epoch_time_s": round(elapsed, 2), "images_per_s": round(seen / max(elapsed, 1e-9), 1),
             "wall_s": self._wall(), **trained,
         }
@@ -357,9 +359,9 @@ class Trainer:
         return row
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module | None = None) -> tuple[float, float]:
-        """Loss and error of ``model`` (default: the trained one) on the evaluation split, each rank taking every
-        world_size-th image.
+    def evaluate(self, model: nn.Module | None = None) -> tuple[float, float, float]:
+        """Loss (the NLL: plain cross-entropy), error and ECE (``resnets.calibration``'s 15 bins) of ``model``
+        (default: the trained one) on the evaluation split, each rank taking every world_size-th image.
 
         Always in fp32, whatever the training precision: the recorded error is then exactly what
         ``resnets eval`` of the saved weights measures.
@@ -367,16 +369,19 @@ class Trainer:
         model = model if model is not None else unwrap(self.model)
         model.eval()
         loss_sum = correct = count = 0.0
+        bins = torch.zeros(3, N_BINS, dtype=torch.float64)
         for x, y in self.batches.eval():
             count += len(y)
             logits = model(self.batches.normalize(x)).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
+            if len(y):
+                bins += reliability_sums(logits.softmax(1), y)
         # every rank gets here once, even one with no readable image (its streamed batches are all skipped)
-        loss_sum, correct, count = all_sum([loss_sum, correct, count], self.ctx)
+        loss_sum, correct, count, *flat = all_sum([loss_sum, correct, count, *bins.flatten().tolist()], self.ctx)
         if not count:
             raise BadInput(f"no readable image in the {self.data.eval_split} split")
-        return loss_sum / count, 1 - correct / count
+        return loss_sum / count, 1 - correct / count, Reliability.from_sums(torch.tensor(flat).view(3, -1)).ece
 
     def _plot(self) -> None:
         from .plots import plot_run
