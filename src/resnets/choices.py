@@ -28,7 +28,7 @@ REPORT_WRONG = 16
 #: dtypes; ``auto`` is bf16 where the device computes it natively, else fp32 (``train/precision.resolve_precision``).
 TRAIN_PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 #: Learning-rate schedules (``--schedule``, ``TrainConfig.schedule``): ``train/schedule.py``.
-SCHEDULES: tuple[str, ...] = ("step", "onecycle", "cosine")
+SCHEDULES: tuple[str, ...] = ("step", "onecycle", "cosine", "triangular")
 #: What fine-tuning freezes (``--freeze``, ``TrainConfig.freeze``): nothing, all but the classifier, BN statistics.
 FREEZE_MODES: tuple[str, ...] = ("none", "backbone", "bn")
 #: How training normalises its input (``TrainConfig.normalize``): mean/std per channel, the paper's per-pixel mean,

@@ -28,9 +28,10 @@ from ..errors import UnknownName
 from ..preprocess import resize_crop
 from .policies import SamplePolicy
 
-AUGMENTATIONS = ("pad-crop", "random-resized-crop", "none")
+AUGMENTATIONS = ("pad-crop", "random-resized-crop", "scale-crop", "none")
 CROP_PAD = 4
 RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+SCALE_RANGE = (256, 480)  # the paper's scale augmentation (3.4): shorter side uniform in [256, 480], a 224 crop
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class RecipeTransforms:
         """
         if split != "train":
             return self.resize, self.crop
+        if self.augmentation == "scale-crop":  # the largest scale's square: every drawn scale is a crop of it
+            side = round(self.size * SCALE_RANGE[1] / 224)
+            return side, side
         resize = round(self.size * self.eval_resize)
         return (resize, resize) if self.augmentation == "random-resized-crop" else (resize, self.size)
 
@@ -87,7 +91,7 @@ class RecipeTransforms:
     @property
     def _geometry(self) -> int:
         """Parameter columns of the crop and flip: the policies' seeds follow them."""
-        return {"pad-crop": 3, "random-resized-crop": 5, "none": 0}[self.augmentation]
+        return {"pad-crop": 3, "random-resized-crop": 5, "scale-crop": 5, "none": 0}[self.augmentation]
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Random parameters for a global batch of ``n``: one row per image (crop box or offsets, flip, seeds)."""
@@ -97,6 +101,10 @@ class RecipeTransforms:
         elif self.augmentation == "random-resized-crop":
             boxes = torch.stack([_resized_crop_box(self.decode_sizes("train")[0], generator) for _ in range(n)])
             geometry = torch.cat([boxes, (torch.rand(n, generator=generator) < 0.5).long()[:, None]], 1)
+        elif self.augmentation == "scale-crop":
+            boxes = torch.stack([_scale_crop_box(self.decode_sizes("train")[0], self.size, generator)
+                                 for _ in range(n)])
+            geometry = torch.cat([boxes, (torch.rand(n, generator=generator) < 0.5).long()[:, None]], 1)
         else:
             geometry = torch.zeros(n, 0, dtype=torch.long)
         return torch.cat([geometry, self.policy.sample(n, generator)], 1) if self.policy.columns else geometry
@@ -105,7 +113,7 @@ class RecipeTransforms:
         """The augmented uint8 batch (N, C, side, side) from decoded training images and their parameters;
         ``side`` is ``size`` (progressive resizing's) or :attr:`train_crop`."""
         side = size or self.train_crop
-        if self.augmentation == "random-resized-crop":
+        if self.augmentation in ("random-resized-crop", "scale-crop"):
             out = [TF.resized_crop(img, *box[:4].tolist(), [side, side], antialias=True)
                    for img, box in zip(images, params)]
             batch = torch.stack(out) if out else images.new_zeros((0, images.shape[1], side, side))
@@ -135,6 +143,16 @@ def _resized_crop_box(side: int, generator: torch.Generator) -> torch.Tensor:
             left = int(torch.randint(0, side - w + 1, (1,), generator=generator))
             return torch.tensor([top, left, h, w])
     return torch.tensor([0, 0, side, side])
+
+
+def _scale_crop_box(side: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """The paper's scale augmentation on the square decoded at the largest scale (``side``): the shorter side drawn
+    uniformly from :data:`SCALE_RANGE` (scaled to a ``size`` crop), a random ``size`` crop of it, as the box
+    (top, left, height, width) it covers on ``side``."""
+    scale = int(torch.randint(round(size * SCALE_RANGE[0] / 224), side + 1, (1,), generator=generator))
+    box = min(side, round(size * side / scale))
+    top, left = (int(torch.randint(0, side - box + 1, (1,), generator=generator)) for _ in range(2))
+    return torch.tensor([top, left, box, box])
 
 
 def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int = CROP_PAD) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -19,6 +20,25 @@ from ..weights.loading import ALIASES
 # The normalisation of the CIFAR-10 reference checkpoints, so that models trained here share their
 # preprocessing (and ``resnets.preprocess.CIFAR10`` feeds them correctly).
 CIFAR_MEAN, CIFAR_STD = CIFAR10.mean, CIFAR10.std
+# torchvision's references/classification (https://github.com/pytorch/vision/tree/main/references/classification):
+# the V1 command (every default: 90 epochs, 8 GPUs x batch 32, lr 0.1 / 10 every 30 epochs, SGD momentum 0.9, weight
+# decay 1e-4, RandomResizedCrop 224 + flip, evaluation resize 256 crop 224, fp32: no --amp).
+_TV_V1 = dict(
+    epochs=90, max_steps=None, batch_size=256, lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4,
+    schedule="step", milestones=(1 / 3, 2 / 3), gamma=0.1, label_smoothing=0.0, normalize="channel",
+    mean=IMAGENET_TORCH.mean, std=IMAGENET_TORCH.std, augmentation="random-resized-crop", eval_resize=256 / 224,
+    precision="fp32",
+)
+# "ResNet strikes back" (Wightman, Touvron, Jegou 2021, https://arxiv.org/abs/2110.00476, Table 1), as timm's
+# train.py runs it: LAMB, binary cross-entropy, cosine after 5 warm-up epochs, no weight decay on norms and biases
+# (timm's param_groups_weight_decay), RandomResizedCrop + flip + RandAugment, MixUp/CutMix, global batch 2048,
+# test at 224 with crop_pct 0.95 (timm: resize floor(224 / 0.95) = 235), mixed precision.
+_RSB = dict(
+    batch_size=2048, opt="lamb", loss="bce", bce_target_thresh=0.2, schedule="cosine", lr_warmup_epochs=5,
+    lr_warmup_method="linear", norm_weight_decay=0.0, bias_weight_decay=0.0, label_smoothing=0.0,
+    normalize="channel", mean=IMAGENET_TORCH.mean, std=IMAGENET_TORCH.std, augmentation="random-resized-crop",
+    auto_augment="ra", cutmix_alpha=1.0, val_crop_size=224, val_resize_size=235, precision="auto", max_steps=None,
+)
 
 
 @dataclass
@@ -37,10 +57,11 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
-    schedule: str = "step"  # "step" | "onecycle" | "cosine"
+    schedule: str = "step"  # "step" | "onecycle" | "cosine" | "triangular" (FFCV's)
     milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of the run (step schedule)
     gamma: float = 0.1
     warmup_fraction: float = 0.0  # linear warm-up share (onecycle/cosine)
+    lr_peak_epoch: float = 2.0  # triangular: the epoch the learning rate peaks at (FFCV's lr_peak_epoch)
     warmup_lr: float | None = None  # constant lr until the training error falls below warmup_until_error
     warmup_until_error: float = 0.8
     label_smoothing: float = 0.0
@@ -167,20 +188,83 @@ RECIPES: dict[str, dict[str, Any]] = {
         schedule="cosine", warmup_fraction=0.0, label_smoothing=0.0, normalize="weights",
         augmentation=None, eval_resize=None,
     ),
+    # He et al. 2015 (https://arxiv.org/abs/1512.03385), section 3.4: SGD momentum 0.9, batch 256, lr 0.1 divided by
+    # 10 when the error plateaus (at 30 and 60 of 90 epochs, as torchvision's V1 reproduction), weight decay 1e-4,
+    # scale augmentation (shorter side uniform in [256, 480], a random 224 crop, flip). Not here: the per-pixel
+    # mean (channel mean/std instead) and AlexNet's PCA colour augmentation. Its 10-crop test: resnets eval --ten-crop.
+    "paper-imagenet": {**_TV_V1, "augmentation": "scale-crop"},
+    "tv-v1": _TV_V1,
+    # torchvision's V2 (https://github.com/pytorch/vision/issues/3995#new-recipe; the command in
+    # references/classification/README.md): 8 GPUs x batch 128, lr 0.5, cosine after 5 linear warm-up epochs (from
+    # lr x 0.01), label smoothing 0.1, MixUp 0.2, CutMix 1.0, TrivialAugmentWide, random erasing 0.1, EMA every 32
+    # steps at 0.99998, RASampler x4, weight decay 2e-5 and none on norms, train crop 176, evaluation 232 / 224.
+    "tv-v2": {**_TV_V1, "epochs": 600, "batch_size": 1024, "lr": 0.5, "weight_decay": 2e-5, "norm_weight_decay": 0.0,
+              "schedule": "cosine", "lr_warmup_epochs": 5, "lr_warmup_method": "linear", "lr_warmup_decay": 0.01,
+              "label_smoothing": 0.1, "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "auto_augment": "ta_wide",
+              "random_erase": 0.1, "model_ema": True, "model_ema_steps": 32, "model_ema_decay": 0.99998,
+              "ra_reps": 4, "train_crop_size": 176, "val_resize_size": 232, "val_crop_size": 224},
+    # ResNet strikes back, Table 1: A1 600 epochs at 224, lr 5e-3, wd 0.01, RandAugment 7/0.5, MixUp 0.2, stochastic
+    # depth 0.05, repeated augmentation (3, DeiT's); A2 300 epochs, wd 0.02, MixUp 0.1; A3 100 epochs at 160, lr 8e-3,
+    # wd 0.02, RandAugment 6/0.5, MixUp 0.1, no stochastic depth or repeated augmentation. timm's m7/mstd0.5 is
+    # RandAugment(num_ops=2, magnitude=7) with the magnitude drawn from N(7, 0.5) per op; torchvision's RandAugment
+    # (auto_augment="ra") keeps it fixed at ra_magnitude.
+    "rsb-a1": {**_RSB, "epochs": 600, "lr": 5e-3, "weight_decay": 0.01, "ra_magnitude": 7, "mixup_alpha": 0.2,
+               "ra_reps": 3, "model_kwargs": {"drop_path_rate": 0.05}, "train_crop_size": 224},
+    "rsb-a2": {**_RSB, "epochs": 300, "lr": 5e-3, "weight_decay": 0.02, "ra_magnitude": 7, "mixup_alpha": 0.1,
+               "ra_reps": 3, "model_kwargs": {"drop_path_rate": 0.05}, "train_crop_size": 224},
+    "rsb-a3": {**_RSB, "epochs": 100, "lr": 8e-3, "weight_decay": 0.02, "ra_magnitude": 6, "mixup_alpha": 0.1,
+               "ra_reps": 0, "train_crop_size": 160},
+    # FFCV's ResNet-50 (https://github.com/libffcv/ffcv-imagenet, rn50_configs/rn50_{16..88}_epochs.yaml and
+    # train_imagenet.py): 8 GPUs x batch 512 (global 4096, issue #4), lr 1.7, the triangular schedule peaking at
+    # epoch 2, SGD momentum 0.9, weight decay 1e-4 and none on BatchNorm, label smoothing 0.1, BlurPool, progressive
+    # resizing 160 -> 192 (ramp epochs: ffcv_ramp), RandomResizedCrop + flip, test at 256 (a centre crop of 224/256
+    # of the shorter side), mixed precision. Not here: its test-time flip averaging (resnets eval --tta flip).
+    "ffcv-rn50": dict(
+        epochs=88, max_steps=None, batch_size=4096, lr=1.7, momentum=0.9, weight_decay=1e-4, norm_weight_decay=0.0,
+        schedule="triangular", lr_peak_epoch=2.0, label_smoothing=0.1, normalize="channel",
+        mean=IMAGENET_TORCH.mean, std=IMAGENET_TORCH.std, augmentation="random-resized-crop", eval_resize=256 / 224,
+        min_res=160, max_res=192, res_step=32, val_crop_size=256, val_resize_size=293,
+        model_kwargs={"aa": "blur"}, precision="auto",
+    ),
 }
+#: How a recipe's learning rate follows a global batch other than its own: "linear" (Goyal et al. 2017, as
+#: torchvision's and FFCV's SGD recipes scale) or "sqrt" (timm's train.py for LAMB: lr_base_scale "sqrt" for
+#: adaptive optimizers). The CIFAR recipes keep their lr whatever the batch.
+LR_SCALING: dict[str, str] = {"paper-imagenet": "linear", "tv-v1": "linear", "tv-v2": "linear", "rsb-a1": "sqrt",
+                              "rsb-a2": "sqrt", "rsb-a3": "sqrt", "ffcv-rn50": "linear"}
+
+
+def scaled_lr(recipe: str, batch_size: int) -> float:
+    """``recipe``'s learning rate for a global batch of ``batch_size`` (:data:`LR_SCALING`)."""
+    base = RECIPES[recipe]
+    ratio = batch_size / base["batch_size"]
+    return base["lr"] * (ratio ** 0.5 if LR_SCALING.get(recipe) == "sqrt" else ratio if recipe in LR_SCALING else 1)
+
+
+def ffcv_ramp(epochs: int) -> tuple[int, int]:
+    """FFCV's progressive-resizing ramp ``(start_ramp, end_ramp)`` for a run of ``epochs``: its six rn50 configs
+    (16, 24, 32, 40, 56, 88 epochs) all have ``end_ramp = epochs - epochs // 8 - 1`` and
+    ``start_ramp = end_ramp - epochs // 8``."""
+    end = epochs - epochs // 8 - 1
+    return end - epochs // 8, end
 
 
 def make_config(recipe: str = "fast-cifar", **overrides: Any) -> TrainConfig:
     """A config from a named recipe, with ``overrides`` (``None`` values are ignored) on top."""
     if recipe not in RECIPES:
         raise UnknownName(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
-    values: dict[str, Any] = {"recipe": recipe, **RECIPES[recipe]}
+    values: dict[str, Any] = {"recipe": recipe, **copy.deepcopy(RECIPES[recipe])}
     given = {k: v for k, v in overrides.items() if v is not None}
     if "model" not in given and given.get("weights") and str(given["weights"]).lower() not in ("none", *ALIASES):
         given["model"] = None  # the network the weights are for, as every other command takes it: read with them
     if "epochs" in given and "max_steps" not in given:
         values["max_steps"] = None  # --epochs replaces a recipe's length in iterations (paper-cifar's 64k)
+    if "batch_size" in given and "lr" not in given:
+        values["lr"] = scaled_lr(recipe, given["batch_size"])
     values.update(given)
+    if recipe == "ffcv-rn50" and values.get("epochs"):
+        ramp = dict(zip(("start_ramp", "end_ramp"), ffcv_ramp(values["epochs"])))
+        values |= {k: v for k, v in ramp.items() if k not in given}  # the ramp stretched with the run
     values |= _model_defaults(values.get("model", TrainConfig.model), recipe, values, overrides)
     if str(values.get("weights")).lower() == "none":
         values["weights"] = None  # random weights, as --weights none everywhere

@@ -21,6 +21,15 @@ def warmup_factor(epoch: int, warmup_epochs: int, method: str, decay: float) -> 
     raise UnknownName(f"lr_warmup_method must be one of {', '.join(LR_WARMUP_METHODS)}, got {method!r}")
 
 
+def triangular(epoch: float, epochs: float, lr: float, peak_epoch: float) -> float:
+    """FFCV's ``get_cyclic_lr`` interpolated per step as its ``train_loop`` does: linear from ``1e-4 * lr`` at 0 to
+    ``lr`` at ``peak_epoch``, then linear to 0 at ``epochs`` (``np.interp`` over those three points;
+    github.com/libffcv/ffcv-imagenet, train_imagenet.py)."""
+    if epoch <= peak_epoch:
+        return lr * (1e-4 + (1 - 1e-4) * epoch / peak_epoch) if peak_epoch > 0 else lr
+    return lr * max(0.0, (epochs - epoch) / (epochs - peak_epoch))
+
+
 def lr_at(step: int, total_steps: int, config: TrainConfig, warming_up: bool = False,
           steps_per_epoch: int | None = None) -> float:
     """The learning rate for optimisation step ``step`` (0-based) of ``total_steps``.
@@ -30,6 +39,10 @@ def lr_at(step: int, total_steps: int, config: TrainConfig, warming_up: bool = F
     """
     if warming_up and config.warmup_lr is not None:
         return config.warmup_lr
+    if config.schedule == "triangular":
+        if steps_per_epoch is None:
+            raise BadInput("schedule='triangular' needs the steps per epoch (steps_per_epoch=)")
+        return triangular(step / steps_per_epoch, total_steps / steps_per_epoch, config.lr, config.lr_peak_epoch)
     if config.lr_warmup_epochs:
         if steps_per_epoch is None:
             raise BadInput("lr_warmup_epochs= needs the steps per epoch (steps_per_epoch=)")
