@@ -112,7 +112,11 @@ def test_a_data_set_with_some_of_the_models_classes_is_scored_over_those_only(tm
     assert hand_top1 != 100 * np.mean(logits.argmax(1).numpy() == np.array([CIFAR10_CLASSES.index(SUBSET[i])
                                                                              for i in labels]))  # it matters here
     assert report["top1"] == pytest.approx(hand_top1, abs=1e-3)
-    assert report["top5"] == 100  # three classes: all in the top five
+    assert report["top5"] is None  # three classes: all in the top five, so no top-5 is claimed
+    capsys.readouterr()
+    assert main(["eval", "--weights", "resnet20.cifar10", str(data), "--workers", "0", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "top-1" in printed and "top-5" not in printed
     assert (report["classes"], report["model_classes"]) == (3, 10)
     assert report["nll"] == pytest.approx(float(-kept.log_softmax(1)[range(len(labels)), labels].mean()), abs=1e-5)
     assert [r["class"] for r in report["per_class"]] == list(SUBSET)

@@ -32,10 +32,11 @@ from .weights.loading import create_with_weights
 @dataclass
 class Accuracy:
     """Top-1/top-5 (percent) over ``images`` readable images; ``classes`` were scored: the data's, where they are
-    a subset of the model's ``model_classes``; ``report``: the report's page, when one was written."""
+    a subset of the model's ``model_classes``; ``report``: the report's page, when one was written. ``top5`` is
+    None where at most five classes were scored: every class is then in the top five, and 100% would say nothing."""
 
     top1: float
-    top5: float
+    top5: float | None
     images: int
     errors: list[tuple[str, str]]
     classes: int = 0
@@ -48,7 +49,8 @@ class Accuracy:
         return self.classes < self.model_classes
 
     def to_dict(self) -> dict:
-        return {"top1": round(self.top1, 4), "top5": round(self.top5, 4), "images": self.images,
+        return {"top1": round(self.top1, 4), "top5": None if self.top5 is None else round(self.top5, 4),
+                "images": self.images,
                 "classes": self.classes, "model_classes": self.model_classes,
                 "errors": [{"path": p, "error": e} for p, e in self.errors],
                 **({"report": str(self.report)} if self.report else {})}
@@ -174,7 +176,8 @@ def evaluate(inf: Inference, data: str | os.PathLike, batch_size: int = 128, wor
         scores, labels = scores[:, columns], position[labels]
     top1, top5 = _topk_hits(scores, labels)
     seen = len(labels)
-    acc = Accuracy(100 * top1 / seen, 100 * top5 / seen, seen, scored.errors, len(columns), model_classes)
+    acc = Accuracy(100 * top1 / seen, 100 * top5 / seen if len(columns) > 5 else None, seen, scored.errors,
+                   len(columns), model_classes)
     if report is not None:
         probs = inf.probabilities(scores) if tta == "none" else scores
         if acc.subset:  # a distribution over the data's classes (a no-op for a softmax of the kept logits)

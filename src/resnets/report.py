@@ -260,7 +260,8 @@ def _html(report: dict[str, Any], pictures: dict[str, bytes]) -> str:
     about = [(k, str(v)) for k, v in report.items() if k in ("model", "weights", "data", "images", "tta",
                                                                "temperature", "classes")]
     about.append(("unreadable", str(len(report.get("errors", ())))))
-    headline = [("top-1", f"{report['top1']:.2f}%"), ("top-5", f"{report['top5']:.2f}%"),
+    headline = [("top-1", f"{report['top1']:.2f}%"),
+                *([("top-5", f"{report['top5']:.2f}%")] if report["top5"] is not None else []),
                 ("NLL", f"{report['nll']:.4f}"), ("Brier", f"{report['brier']:.4f}"),
                 (f"ECE ({N_BINS} bins)", _pct(report["ece"])), ("MCE", _pct(report["mce"]))]
     note = f"<p class=note>{e(report['subset'])}</p>" if report.get("subset") else ""

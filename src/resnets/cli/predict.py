@@ -224,7 +224,8 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         tta = {"flip": ", flip TTA", "ten-crop": ", 10-crop"}.get(args.tta, "")
         subset = f", over the data's {acc.classes} of the model's {acc.model_classes} classes" if acc.subset else ""
-        print(f"{inf.name} ({args.weights}{tta}) on {args.data}: top-1 {acc.top1:.2f}%  top-5 {acc.top5:.2f}%  "
+        top5 = "" if acc.top5 is None else f"  top-5 {acc.top5:.2f}%"
+        print(f"{inf.name} ({args.weights}{tta}) on {args.data}: top-1 {acc.top1:.2f}%{top5}  "
               f"({acc.images} images{subset})")
         if acc.report:
             print(f"report: {acc.report}")
