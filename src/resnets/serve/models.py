@@ -135,8 +135,8 @@ class StaticBatches(nn.Module):
 
     A batch is padded with zeros up to the next size and the padding's rows dropped (in eval mode a
     row's output depends on that row alone). Why: left alone, torch.compile turns a second batch size
-    into one dynamic-shape graph for all sizes, which ran int8 ResNet-50 at about half the speed of
-    static graphs (measured at batch 2 to 16 on the project's 2-core CPU; see the README's Serving).
+    into one dynamic-shape graph for all sizes, which runs well below static graphs (the README's Serving
+    has the measurement).
     """
 
     def __init__(self, model: nn.Module, sizes: tuple[int, ...]) -> None:
