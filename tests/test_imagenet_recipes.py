@@ -206,3 +206,21 @@ def test_recipe_trains_and_resumes_exactly(recipe: str, tiny_imagenet: Path, tmp
     a = torch.load(Path(straight["run_dir"]) / "last.pt", weights_only=True)["state_dict"]
     b = torch.load(Path(resumed["run_dir"]) / "last.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dry_run_prints_the_recipe_steps_and_estimate_and_writes_nothing(
+        tiny_imagenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from resnets.cli import main
+    from resnets.train.config import TrainConfig
+
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "tv-v2", "--model", "resnet18", "--data", str(tiny_imagenet), "--out", str(out),
+                 "--batch-size", "64", "--epochs", "3", "--image-size", "16", "--train-crop-size", "16",
+                 "--val-crop-size", "16", "--val-resize-size", "18", "--device", "cpu", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    for f in dataclasses.fields(TrainConfig):
+        assert f"\n  {f.name}: " in printed, f.name
+    assert "  lr: 0.03125\n" in printed  # 0.5 x 64 / 1024
+    assert "steps: 12 (4 per epoch" in printed  # RASampler: 256 // 256 * 256 images, batches of 64, 3 epochs
+    assert "estimated: " in printed and " on cpu " in printed
+    assert not out.exists()

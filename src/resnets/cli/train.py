@@ -76,6 +76,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run directory (default: runs/MODEL-RECIPE)")
     p.add_argument("--resume", action="store_true", default=None,
                    help="continue from RUN_DIR/last.pt (default: start a new run)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved recipe (every option), the number of steps and the time estimated on "
+                        "this device from a few timed steps, then exit without writing anything")
     p.add_argument("--epochs", type=int, help="length in passes over the training set " + d("epochs"))
     p.add_argument("--max-steps", type=int, help="length in iterations; overrides --epochs " + d("max_steps"))
     p.add_argument("--batch-size", type=int, help="global batch size, split over the processes " + d("batch_size"))
@@ -160,6 +163,8 @@ def _component_options(g: argparse._ArgumentGroup) -> None:
                    help="warm-up at lr x --lr-warmup-decay (constant), or rising from it to lr (linear) "
                         + d("lr_warmup_method"))
     g.add_argument("--lr-warmup-decay", metavar="F", type=float, help="the warm-up's factor " + d("lr_warmup_decay"))
+    g.add_argument("--lr-peak-epoch", metavar="EPOCH", type=float,
+                   help="--schedule triangular (FFCV's): the epoch the learning rate peaks at " + d("lr_peak_epoch"))
     g.add_argument("--loss", choices=LOSSES, help="cross-entropy, or binary cross-entropy per class " + d("loss"))
     g.add_argument("--bce-target-thresh", metavar="T", type=float,
                    help="bce: targets above this become 1, the others 0 (timm's) " + d("bce_target_thresh"))
@@ -252,7 +257,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Recipe defaults, or a resumed run's saved config, with the given flags on top."""
     from ..train.config import run_config
 
-    values = {_RENAMED.get(k, k): v for k, v in vars(args).items() if k not in ("command", "func", "debug")}
+    values = {_RENAMED.get(k, k): v for k, v in vars(args).items()
+              if k not in ("command", "func", "debug", "dry_run")}
     try:
         with train_flags():
             return run_config(**values)
@@ -271,12 +277,58 @@ def run_train(args: argparse.Namespace) -> int:
     from ..train import train
 
     config = config_from_args(args)
+    if args.dry_run:
+        with train_flags():
+            print(dry_run(config))
+        return 0
     with train_flags():
         result = train(config)
     if result.get("epoch") and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
         print(f"done: {result['eval_split']} error {result['eval_error']:.2%} after {result['epoch']} epochs; "
               f"run directory {result['run_dir']}")
     return 0
+
+
+def dry_run(config: TrainConfig, timed_steps: int = 3) -> str:
+    """What ``resnets train`` would do with ``config``: every option, the number of steps over the listed data and
+    the time estimated on this device (:func:`~resnets.train.experiment.estimate_seconds`, a few steps of this
+    process's share of the batch, at most 32 images, scaled to the run). Lists the data; writes nothing."""
+    import math
+
+    from ..device import resolve_device
+    from ..train.config import default_image_size
+    from ..train.data import list_splits
+    from ..train.experiment import _duration, estimate_seconds
+    from ..train.repeated import repeated_steps
+    from ..train.validate import check_config
+
+    check_config(config)
+    if config.model is None:
+        raise UsageError("--dry-run needs --model (the network to time)")
+    splits = list_splits(config)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    n = len(splits.train)
+    per_epoch = repeated_steps(n, world, config.batch_size) if config.ra_reps else n // config.batch_size
+    total = config.max_steps or config.epochs * per_epoch
+    local = config.batch_size // world
+    side = config.max_res or config.train_crop_size or config.image_size or default_image_size(config.model)
+    probe = dataclasses.replace(config, batch_size=min(local, 32), eval_batch_size=min(config.eval_batch_size, 32),
+                                image_size=side, max_steps=None, epochs=1)
+    epoch_s = estimate_seconds(probe, per_epoch * local, math.ceil(len(splits.eval) / world), timed_steps)
+    seconds = epoch_s * total / max(per_epoch, 1)
+    lines = [f"recipe {config.recipe}, resolved (config.json of the run would hold the same):"]
+    lines += [f"  {f.name}: {getattr(config, f.name)!r}" for f in dataclasses.fields(config)]
+    lines += [
+        f"data: {n:,} training images in {len(splits.train.classes):,} classes, {len(splits.eval):,} evaluation "
+        f"images ({splits.eval_name})",
+        f"steps: {total:,} ({per_epoch:,} per epoch of global batch {config.batch_size:,}; {world} process"
+        f"{'es' if world > 1 else ''}, {local:,} images each per step)",
+        f"estimated: {_duration(seconds)} on {resolve_device(config.device)} (timed over {timed_steps} steps of "
+        f"{probe.batch_size} images at {side} px, scaled to the run; reading and decoding the images "
+        "not counted)",
+        "dry run: nothing written",
+    ]
+    return "\n".join(lines)
 
 
 def run_plot(args: argparse.Namespace) -> int:
