@@ -224,3 +224,35 @@ def test_dry_run_prints_the_recipe_steps_and_estimate_and_writes_nothing(
     assert "steps: 12 (4 per epoch" in printed  # RASampler: 256 // 256 * 256 images, batches of 64, 3 epochs
     assert "estimated: " in printed and " on cpu " in printed
     assert not out.exists()
+
+
+# catalogue name -> the recipe that made it (torchvision's docs, timm's tags, the Keras V1 files' Caffe origin)
+MADE_BY = {"resnet50.tv_in1k": "tv-v1", "resnet152.tv_in1k_v2": "tv-v2", "wide_resnet50_2.tv_in1k_v2": "tv-v2",
+           "resnet50.a1_in1k": "rsb-a1", "resnet50.a2_in1k": "rsb-a2", "resnet50.a3_in1k": "rsb-a3",
+           "resnet101.keras_in1k": "paper-imagenet", "resnet50v2.keras_in1k": None, "resnet50.a1h_in1k": None,
+           "resnet20.cifar10": None}
+
+
+@pytest.mark.parametrize(("name", "recipe"), sorted(MADE_BY.items()))
+def test_weights_show_names_the_recipe_and_the_command(name: str, recipe: str | None,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from resnets.cli import main
+
+    assert main(["weights", "show", name]) == 0
+    printed = capsys.readouterr().out
+    model = name.split(".")[0]
+    command = f"torchrun --nproc-per-node 8 -m resnets train --model {model} --recipe {recipe} --data ~/imagenet"
+    assert (command in printed) if recipe else ("retrain: no resnets recipe" in printed)
+    assert recipe is None or recipe in RECIPES
+
+
+def test_every_recipe_tag_names_a_recipe() -> None:
+    from resnets.weights.hub import timm_catalogue
+    from resnets.weights.registry import RECIPE_OF_TAG, WEIGHTS, training_recipe
+
+    assert set(RECIPE_OF_TAG.values()) <= set(RECIPES)
+    named = [e.name for e in [*WEIGHTS.values(), *timm_catalogue().values()] if training_recipe(e)]
+    assert len([n for n in named if n.endswith(".tv_in1k")]) >= 10  # every torchvision V1 file
+    assert {n for n in named if n.startswith("resnet50.")} >= {"resnet50.tv_in1k", "resnet50.tv_in1k_v2",
+                                                               "resnet50.a1_in1k", "resnet50.a2_in1k",
+                                                               "resnet50.a3_in1k", "resnet50.keras_in1k"}

@@ -1,4 +1,4 @@
-"""``resnets weights list|download|convert``: browse, fetch and convert pretrained weights."""
+"""``resnets weights list|show|download|convert``: browse, describe, fetch and convert pretrained weights."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "or 'resnet5*' (default: every model)")
     a.add_argument("--cache-dir", help=WEIGHTS_CACHE_HELP)
     a.set_defaults(func=run_list)
+
+    a = actions.add_parser("show", help="describe catalogued weights and the command that retrains them",
+                           description="What catalogued weights are (model, accuracy, preprocessing, source, licence) "
+                                       "and, where a resnets recipe made them, the command that retrains them.")
+    a.add_argument("name", metavar="NAME", help="a catalogue name from 'resnets weights list', e.g. resnet50.tv_in1k_v2")
+    a.set_defaults(func=run_show)
 
     a = actions.add_parser("download", help="download weights into the cache",
                            description="Download and verify weights files into the cache; print their paths.")
@@ -113,6 +119,42 @@ def run_list(args: argparse.Namespace) -> int:
     for r in [header, *rows]:
         print("  ".join(c.ljust(w) if i < 2 or i == 6 else c.rjust(w)
                         for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+    return 0
+
+
+def retrain_command(entry: WeightsEntry, data: str = "~/imagenet", gpus: int = 8) -> str | None:
+    """The ``torchrun`` command that retrains ``entry`` with the recipe that made it, or None if none did."""
+    from ..weights.registry import training_recipe
+
+    recipe = training_recipe(entry)
+    if recipe is None:
+        return None
+    return f"torchrun --nproc-per-node {gpus} -m resnets train --model {entry.model} --recipe {recipe} --data {data}"
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from ..weights import get_weights
+    from ..weights.hub import timm_catalogue
+
+    entry = timm_catalogue().get(args.name)
+    if entry is None:
+        try:
+            entry = get_weights(args.name)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    p = entry.preprocessing
+    metrics = ", ".join(f"{k} {v}" for k, v in entry.metrics.items()) or "none published"
+    layout = {k: v for k, v in entry.model_kwargs.items() if k != "num_classes"}
+    print(f"{entry.name}\n  model: {entry.model}" + (f" {layout}" if layout else "") +
+          f"\n  accuracy: {metrics}" + (f" ({entry.metrics_data})" if entry.metrics_data else "") +
+          f"\n  preprocessing: resize {p.resize_size}, crop {p.crop_size}, mean {p.mean}, std {p.std}"
+          f"\n  source: {entry.source}\n  licence: {entry.license}")
+    command = retrain_command(entry)
+    if command is None:
+        print("  retrain: no resnets recipe is recorded for these weights (the source above says how they were made)")
+    else:
+        print(f"  retrain: {command}" + ("\n  (the recipe trains the model's default layout; these weights' "
+                                          f"layout is {layout}: resnets.train(model_kwargs=...))" if layout else ""))
     return 0
 
 

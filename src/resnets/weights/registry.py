@@ -347,6 +347,22 @@ WEIGHTS: dict[str, WeightsEntry] = _index(_ENTRIES)
 _DEFAULT_TAGS = {"imagenet": ("tv_in1k_v2", "tv_in1k"), "cifar10": ("akamaster_cifar10",)}
 
 
+#: The ``resnets train --recipe`` that made the weights of a tag (the part of a name after the model): torchvision's
+#: V1 and V2 files (timm's copies of them: tv_in1k, tv2_in1k), timm's "ResNet strikes back" procedures, the Caffe
+#: weights of He et al. that Keras' V1 files are.
+RECIPE_OF_TAG = {"tv_in1k": "tv-v1", "tv_in1k_v2": "tv-v2", "tv2_in1k": "tv-v2", "a1_in1k": "rsb-a1",
+                 "a2_in1k": "rsb-a2", "a3_in1k": "rsb-a3", "keras_in1k": "paper-imagenet",
+                 "keras_in1k_notop": "paper-imagenet"}
+
+
+def training_recipe(entry: WeightsEntry) -> str | None:
+    """The recipe that made ``entry``'s weights (:data:`RECIPE_OF_TAG`), or None where resnets has none: Keras' V2
+    files were trained for keras-applications by a recipe it does not publish."""
+    if entry.file_format == "keras_h5" and entry.model.endswith("v2"):
+        return None
+    return RECIPE_OF_TAG.get(entry.name.partition(".")[2])
+
+
 def list_weights(model: str | None = None) -> list[WeightsEntry]:
     """All entries, or those for one model name."""
     return [e for e in WEIGHTS.values() if model is None or e.model == model]
