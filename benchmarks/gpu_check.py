@@ -19,6 +19,13 @@ c. 200 training steps of resnet20 with ``--precision bf16`` and ``fp16`` (grad s
    CIFAR-10 JPEGs (a synthetic image folder without them): images/s and whether the loss fell.
 d. ``resnets eval`` of the real resnet20 checkpoint on the CIFAR-10 JPEG test set (expected 81.03%).
 e. CUDA graphs on against off (fp16, batch 1 and 256): the measurement behind optimize()'s default.
+f. ImageNet-scale training (``--parts f`` alone: about 5 minutes, under 8, on one H100): ResNet-50 training images/s
+   at batch 256, fp16 autocast (NVIDIA's "mixed precision") and TF32, from synthetic tensors and from JPEG files
+   decoded on the GPU (``resnets.data.decode.decode_jpeg_batch``) with the tv-v2 recipe's augmentation (torchvision v2
+   RandomResizedCrop 176, flip, TrivialAugmentWide per image on the GPU; normalise, RandomErasing 0.1, MixUp 0.2 /
+   CutMix 1.0 per batch), against NVIDIA DeepLearningExamples' published ResNet-50 v1.5 training throughput; then
+   ``resnets train --recipe tv-v2`` for 300 steps on a synthetic 10-class JPEG folder, to see the loss fall.
+   Not part of the default parts (with them the run would pass 8 minutes); on the CPU it is skipped.
 
 The JSON is rewritten after every part, so a run cut short still leaves what it measured.
 """
@@ -246,11 +253,136 @@ def part_graphs(device: torch.device, sizes: Sizes, work: Path) -> dict:
     return {"results": [asdict(r) for r in results]}
 
 
+# NVIDIA DeepLearningExamples, PyTorch/Classification/ConvNets/resnet50v1.5/README.md (commit 291f0d0), "Training
+# performance: NVIDIA DGX A100 (8x A100 80GB)", 1 GPU, pytorch-21.03 NGC container, DALI input: images/s. The same
+# README publishes V100 figures (FP32 367, mixed 1200) and none for the H100: on an H100 the A100 row is the nearest
+# published reference, and the report says so. ResNet-50 v1.5 is torchvision's (and resnets') resnet50 layout.
+DLE_RN50_TRAIN = {"A100": {"fp16": 2470, "tf32": 938}, "V100": {"fp16": 1200, "fp32": 367}}
+DLE_SOURCE = ("https://github.com/NVIDIA/DeepLearningExamples/blob/master/PyTorch/Classification/ConvNets/"
+              "resnet50v1.5/README.md#training-performance-results")
+
+
+def _published(device: torch.device) -> tuple[str, dict]:
+    """DeepLearningExamples' published figures for this GPU, or the A100's with a note saying it is another GPU."""
+    name = torch.cuda.get_device_name(device)
+    for gpu, figures in DLE_RN50_TRAIN.items():
+        if gpu in name:
+            return f"{gpu} (this GPU's kind)", figures
+    return f"A100 (no published figure for {name}; the A100's is the nearest)", DLE_RN50_TRAIN["A100"]
+
+
+def _tv2_augment(num_classes: int) -> tuple[Callable, Callable]:
+    """tv-v2's augmentation as torchvision's reference composes it, on GPU tensors: per image, and per batch."""
+    from torchvision.transforms import v2
+
+    per_image = v2.Compose([v2.RandomResizedCrop(176, antialias=True), v2.RandomHorizontalFlip(),
+                            v2.TrivialAugmentWide(interpolation=v2.InterpolationMode.BILINEAR)])
+    erase = v2.RandomErasing(p=0.1)
+    mixing = v2.RandomChoice([v2.MixUp(alpha=0.2, num_classes=num_classes),
+                              v2.CutMix(alpha=1.0, num_classes=num_classes)])
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def batch(images: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.stack([per_image(img) for img in images]).float().div_(255)
+        x = (x - mean.to(x.device)) / std.to(x.device)
+        x = torch.stack([erase(img) for img in x])
+        return mixing(x, labels)
+
+    return per_image, batch
+
+
+def _jpeg_bytes(shared: Path | None, count: int, work: Path) -> list[bytes]:
+    """``count`` ImageNet-sized JPEG files' bytes: the shared ImageNet photos, cycled, else synthetic 500x375 ones."""
+    photos = sorted((shared / "data" / "imagenet-samples").glob("*.JPEG")) if shared else []
+    if not photos:
+        rng = np.random.default_rng(0)
+        work.mkdir(parents=True, exist_ok=True)
+        for i in range(16):
+            path = work / f"{i}.JPEG"
+            small = rng.integers(0, 255, (24, 32, 3)).astype(np.uint8)  # smooth content: a photo's entropy, roughly
+            Image.fromarray(small).resize((500, 375), Image.BILINEAR).save(path, quality=90)
+            photos.append(path)
+    data = [p.read_bytes() for p in photos]
+    return [data[i % len(data)] for i in range(count)]
+
+
+def part_imagenet_train(device: torch.device, sizes: Sizes, work: Path, shared: Path | None) -> dict:
+    """(f) ResNet-50 training images/s (synthetic, and JPEGs decoded on the GPU with tv-v2's augmentation) against
+    DeepLearningExamples' figures; then the tv-v2 recipe for 300 steps to see the loss fall."""
+    if device.type != "cuda":
+        return {"skipped": "ImageNet-scale training throughput is measured on a CUDA GPU (GPU JPEG decoding)"}
+    from resnets.data.decode import decode_jpeg_batch
+
+    batch, warmup, timed = 256, 5, 30
+    gpu, published = _published(device)
+    out: dict = {"batch": batch, "timed_steps": timed, "published_gpu": gpu, "published_images_per_s": published,
+                 "published_source": DLE_SOURCE}
+    model = resnets.create_model("resnet50").to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-5)
+    files = _jpeg_bytes(shared, batch, work / "jpeg")
+    labels = torch.randint(0, 1000, (batch,), device=device)
+    _, tv2_batch = _tv2_augment(1000)
+
+    def step(x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None, scaler: torch.amp.GradScaler) -> None:
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    synthetic = torch.randn(batch, 3, 224, 224, device=device)
+    for precision, dtype in (("fp16", torch.float16), ("tf32", None)):
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
+        sources = {"synthetic": lambda: (synthetic, labels),
+                   "jpeg_gpu_decode_tv2_aug": lambda: tv2_batch(decode_jpeg_batch(files, device), labels)}
+        for source, make in sources.items():
+            for _ in range(warmup):
+                step(*make(), dtype, scaler)
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(timed):
+                step(*make(), dtype, scaler)
+            _sync(device)
+            rate = round(batch * timed / (time.perf_counter() - start), 1)
+            out[f"{source}_{precision}_images_per_s"] = rate
+            if precision in published:
+                out[f"{source}_{precision}_vs_published"] = round(rate / published[precision], 3)
+            print(f"  {source} {precision}: {rate} img/s ({gpu}: {published.get(precision)})", flush=True)
+    _free(device)
+    # The recipe end to end: 300 steps of batch 128 (lr 0.5 x 128 / 1024, linear as torchvision scales it).
+    data = work / "tv2-data"
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 1280), ("val", 100)):
+        for i in range(count):
+            label = i % 10
+            pixels = rng.integers(0, 100, (64, 64, 3)) + np.array([25 * label, 120, 230 - 25 * label])
+            folder = data / split / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
+    run_dir = work / "tv2-run"
+    start = time.perf_counter()
+    _cli(["train", "--model", "resnet50", "--recipe", "tv-v2", "--data", str(data), "--device", str(device),
+          "--batch-size", "128", "--epochs", "30", "--lr-warmup-epochs", "1", "--precision", "bf16",
+          "--image-size", "128", "--train-crop-size", "112", "--val-resize-size", "128", "--val-crop-size", "112",
+          "--out", str(run_dir), "--no-progress"], timeout=360)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    out["tv2_recipe"] = {"steps": rows[-1]["step"], "train_loss": [round(r["train_loss"], 3) for r in rows],
+                         "loss_fell": rows[-1]["train_loss"] < rows[0]["train_loss"],
+                         "eval_error": round(rows[-1]["eval_error"], 4), "wall_s": round(time.perf_counter() - start, 1)}
+    print(f"  tv-v2 recipe: {out['tv2_recipe']}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, no compilation: a smoke test for CPUs")
-    parser.add_argument("--parts", default="abcde", help="which parts to run (default: abcde)")
+    parser.add_argument("--parts", default="abcde",
+                        help="which parts to run: any of abcdef (default: abcde; f alone, under 8 minutes)")
     parser.add_argument("--out", default=None, help="JSON file (default: $OUT/gpu_check.json)")
     parser.add_argument("--shared", default=None, help="the shared data folder (default: ../shared or ./shared)")
     args = parser.parse_args(argv)
@@ -273,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         "c": ("train", lambda w: part_train(device, sizes, w, shared)),
         "d": ("eval", lambda w: part_eval(device, sizes, w, shared)),
         "e": ("cuda_graphs", lambda w: part_graphs(device, sizes, w)),
+        "f": ("imagenet_train", lambda w: part_imagenet_train(device, sizes, w, shared)),
     }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_check.") as tmp:
