@@ -11,6 +11,7 @@ import torch
 from torchvision.transforms.v2.functional import center_crop
 
 from ..errors import BadInput
+from ..data.shards import sidecar
 from ..data.source import SPLIT_ALIASES, TAR_SUFFIXES, ImageList, read_split
 from ..data.tensors import ImageTensors, decode_split
 from ..preprocess import Preprocessing
@@ -109,8 +110,10 @@ def load_run_data(config: TrainConfig, ctx: DistContext, splits: Splits | None =
 
 
 def _split_name(origin: Path) -> str:
-    """What the evaluation split is called where it was found: ``"val"`` for a ``val/`` folder or ``val.tar``
-    (ImageNet's layout), else ``"test"`` (a test folder or tar, CIFAR's test batch)."""
+    """What the evaluation split is called where it was found: ``"val"`` for a ``val/`` folder, ``val.tar`` or a
+    shard folder's ``val`` shards (ImageNet's layout), else ``"test"`` (a test folder or tar, CIFAR's test batch)."""
+    if origin.is_dir() and sidecar(origin, "test") is None and sidecar(origin, "val") is not None:
+        return "val"
     name = origin.name
     for suffix in TAR_SUFFIXES:
         name = name.removesuffix(suffix)
