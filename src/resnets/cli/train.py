@@ -86,7 +86,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, help="L2 weight decay " + d("weight_decay"))
     p.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing " + d("label_smoothing"))
     p.add_argument("--schedule", choices=SCHEDULES,
-                   help="learning-rate schedule: step (/10 at 50%% and 75%%), onecycle or cosine " + d("schedule"))
+                   help="learning-rate schedule: step (/10 at the recipe's milestones: 50%% and 75%% of the run for CIFAR, "
+                        "1/3 and 2/3 for ImageNet), onecycle, cosine or triangular (FFCV's: up to --lr-peak-epoch, "
+                        "then down to 0) " + d("schedule"))
     p.add_argument("--precision", choices=TRAIN_PRECISIONS,
                    help="training arithmetic: auto (bf16 where the device computes it natively, else fp32), fp32, bf16 "
                         "autocast, or fp16 with loss scaling (CUDA) " + d("precision"))

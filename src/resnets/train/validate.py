@@ -36,7 +36,8 @@ def check_config(config: TrainConfig) -> None:
         _at_least(config, name, 0)
     for name, low, high in (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf), ("momentum", 0.0, 1.0),
                             ("gamma", 0.0, math.inf), ("label_smoothing", 0.0, 1.0), ("warmup_fraction", 0.0, 1.0),
-                            ("warmup_until_error", 0.0, 1.0), ("backbone_lr_scale", 0.0, 1.0)):
+                            ("warmup_until_error", 0.0, 1.0), ("backbone_lr_scale", 0.0, 1.0),
+                            ("lr_peak_epoch", 0.0, math.inf)):
         _within(config, name, low, high)
     if config.eval_resize is not None:  # None: the weights' own
         _within(config, "eval_resize", 1.0, math.inf)
