@@ -15,8 +15,8 @@ from test_cifar_data import write_image_tree
 
 BAD = [
     (dict(augmentation="crop-flip"), UnknownName,
-     "augmentation must be one of pad-crop, random-resized-crop, none, got 'crop-flip'"),
-    (dict(schedule="cosin"), UnknownName, "schedule must be one of step, onecycle, cosine, got 'cosin'"),
+     "augmentation must be one of pad-crop, random-resized-crop, scale-crop, none, got 'crop-flip'"),
+    (dict(schedule="cosin"), UnknownName, "schedule must be one of step, onecycle, cosine, triangular, got 'cosin'"),
     (dict(data_mode="ram"), UnknownName, "data_mode must be one of auto, memory, stream, got 'ram'"),
     (dict(normalize="imagenet"), UnknownName, "normalize must be one of channel, pixel, weights"),
     (dict(model="resnet21"), UnknownName, "unknown model 'resnet21'; did you mean"),
