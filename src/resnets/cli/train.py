@@ -78,7 +78,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                    help="continue from RUN_DIR/last.pt (default: start a new run)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved recipe (every option), the number of steps and the time estimated on "
-                        "this device from a few timed steps, then exit without writing anything")
+                        "this device from a few timed steps, then exit without writing anything (default: off, train)")
     p.add_argument("--epochs", type=int, help="length in passes over the training set " + d("epochs"))
     p.add_argument("--max-steps", type=int, help="length in iterations; overrides --epochs " + d("max_steps"))
     p.add_argument("--batch-size", type=int, help="global batch size, split over the processes " + d("batch_size"))
