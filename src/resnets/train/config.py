@@ -207,7 +207,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # depth 0.05, repeated augmentation (3, DeiT's); A2 300 epochs, wd 0.02, MixUp 0.1; A3 100 epochs at 160, lr 8e-3,
     # wd 0.02, RandAugment 6/0.5, MixUp 0.1, no stochastic depth or repeated augmentation. timm's m7/mstd0.5 is
     # RandAugment(num_ops=2, magnitude=7) with the magnitude drawn from N(7, 0.5) per op; torchvision's RandAugment
-    # (auto_augment="ra") keeps it fixed at ra_magnitude.
+    # (auto_augment="ra") keeps it fixed at ra_magnitude. Not read from the table itself (only its abstract was
+    # reachable when this was written): the MixUp alphas, the 3 repetitions, bce_target_thresh 0.2 and the warm-up's
+    # start (lr x 0.01, torchvision's default; timm's warmup_lr differs) are as recalled, the rest as the issue quotes.
     "rsb-a1": {**_RSB, "epochs": 600, "lr": 5e-3, "weight_decay": 0.01, "ra_magnitude": 7, "mixup_alpha": 0.2,
                "ra_reps": 3, "model_kwargs": {"drop_path_rate": 0.05}, "train_crop_size": 224},
     "rsb-a2": {**_RSB, "epochs": 300, "lr": 5e-3, "weight_decay": 0.02, "ra_magnitude": 7, "mixup_alpha": 0.1,
