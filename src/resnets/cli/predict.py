@@ -111,7 +111,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(twice the compute); ten-crop the softmax of the four corner and the centre crops of the "
                         "resized image and their mirror images (ten times) (default: none)")
     p.add_argument("--ten-crop", dest="tta", action="store_const", const="ten-crop",
-                   help="the paper's 10-crop test: the same as --tta ten-crop")
+                   help="the paper's 10-crop test: the same as --tta ten-crop (default: off, --tta decides)")
     p.add_argument("--report", metavar="DIR",
                    help="also write the full report into DIR: report.json, report.html and PNG pictures (needs "
                         "matplotlib: pip install 'resnets[plot]') (default: no report)")
