@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from http_clients import exchange
+
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
 
 
@@ -47,18 +49,9 @@ async def _one_client(port: int, images: list[bytes], start: int, step: int, dea
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
-                         f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
-            await writer.drain()
-            status = int((await reader.readline()).split()[1])
-            length, close = 0, False
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-                elif name.lower() == "connection" and value.strip().lower() == "close":
-                    close = True
-            body = await reader.readexactly(length)
+            status, body, close = await exchange(reader, writer, f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                 f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+                                                 .encode() + data)
             if status != 200:
                 errors.append(f"HTTP {status}: {body[:200].decode(errors='replace')}")
             else:

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from http_clients import exchange
+
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
 
 
@@ -44,18 +46,8 @@ async def _one_client(port: int, requests: list[bytes], start: int, step: int, d
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(requests[index % len(requests)])
+            status, body, close = await exchange(reader, writer, requests[index % len(requests)])
             index += step
-            await writer.drain()
-            status = int((await reader.readline()).split()[1])
-            length, close = 0, False
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-                elif name.lower() == "connection" and value.strip().lower() == "close":
-                    close = True
-            body = await reader.readexactly(length)
             if status != 200:
                 errors.append(f"HTTP {status}: {body[:200].decode(errors='replace')}")
             else:
