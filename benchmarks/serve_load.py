@@ -29,44 +29,12 @@ import sys
 import time
 from pathlib import Path
 
-from http_clients import exchange
+from http_clients import client
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
 
 
-# --- the client (run as a subprocess: python serve_load.py --client ...) -------------------------------
-
-async def _one_client(port: int, images: list[bytes], start: int, step: int, deadline: float, budget: list[int],
-                      latencies: list[float], errors: list[str], path: str = "/v1/predict?top=5") -> None:
-    """Posts ``images[start::step]`` (cycling) until ``deadline`` or the shared request budget is spent."""
-    reader = writer = None
-    index = start
-    while time.perf_counter() < deadline and budget[0] > 0:
-        budget[0] -= 1
-        data = images[index % len(images)]
-        index += step
-        began = time.perf_counter()
-        try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            status, body, close = await exchange(reader, writer, f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                                 f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
-                                                 .encode() + data)
-            if status != 200:
-                errors.append(f"HTTP {status}: {body[:200].decode(errors='replace')}")
-            else:
-                latencies.append(time.perf_counter() - began)
-            if close:
-                writer.close()
-                reader = writer = None
-        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
-            errors.append(f"{type(e).__name__}: {e}")
-            if writer is not None:
-                writer.close()
-            reader = writer = None
-    if writer is not None:
-        writer.close()
-
+# --- the clients (run as a subprocess: python serve_load.py --client ...; each one is http_clients.client) -----
 
 async def _load(port: int, images: list[bytes], clients: int, seconds: float, max_requests: int,
                 path: str = "/v1/predict?top=5") -> dict:
@@ -74,7 +42,9 @@ async def _load(port: int, images: list[bytes], clients: int, seconds: float, ma
     errors: list[str] = []
     budget = [max_requests]
     start = time.perf_counter()
-    await asyncio.gather(*(_one_client(port, images, i, clients, start + seconds, budget, latencies, errors, path)
+    requests = [f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n".encode() + data for data in images]
+    await asyncio.gather(*(client(port, requests, i, clients, start + seconds, latencies, errors, budget)
                            for i in range(clients)))
     elapsed = time.perf_counter() - start  # the last in-flight answers included
     q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [float("nan")] * 99

@@ -28,48 +28,19 @@ import sys
 import time
 from pathlib import Path
 
-from http_clients import exchange
+from http_clients import client
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
 
 
 # --- the clients ---------------------------------------------------------------------------------------------
 
-async def _one_client(port: int, requests: list[bytes], start: int, step: int, deadline: float,
-                      latencies: list[float], errors: list[str]) -> None:
-    """Sends ``requests[start::step]`` (whole HTTP requests, cycling) until ``deadline``; one connection, kept
-    alive, opened again after an error or a ``Connection: close``."""
-    reader = writer = None
-    index = start
-    while time.perf_counter() < deadline:
-        began = time.perf_counter()
-        try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            status, body, close = await exchange(reader, writer, requests[index % len(requests)])
-            index += step
-            if status != 200:
-                errors.append(f"HTTP {status}: {body[:200].decode(errors='replace')}")
-            else:
-                latencies.append(time.perf_counter() - began)
-            if close:
-                writer.close()
-                reader = writer = None
-        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
-            errors.append(f"{type(e).__name__}: {e}")
-            if writer is not None:
-                writer.close()
-            reader = writer = None
-    if writer is not None:
-        writer.close()
-
-
 async def load(port: int, requests: list[bytes], clients: int, seconds: float) -> dict:
     """``clients`` concurrent clients for ``seconds``: requests/s, latency percentiles, failures."""
     latencies: list[float] = []
     errors: list[str] = []
     start = time.perf_counter()
-    await asyncio.gather(*(_one_client(port, requests, i, clients, start + seconds, latencies, errors)
+    await asyncio.gather(*(client(port, requests, i, clients, start + seconds, latencies, errors)
                            for i in range(clients)))
     elapsed = time.perf_counter() - start
     q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [float("nan")] * 99
