@@ -1,11 +1,15 @@
-"""A real ``resnets serve`` server for tests (uvicorn in a thread on 127.0.0.1, a free port), and a client."""
+"""A real ``resnets serve`` server for tests (uvicorn in a thread on 127.0.0.1, a free port; or the command in a
+subprocess, waited for with :func:`wait_ready`), and a client."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
 import json
+import socket
 import struct
+import subprocess
+import time
 import zlib
 from typing import Any
 
@@ -34,6 +38,28 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
         return Answer(conn.getresponse())
     finally:
         conn.close()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a server started in a subprocess."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(proc: subprocess.Popen, port: int, timeout: float = 60) -> None:
+    """Returns once the ``resnets serve`` process ``proc`` answers /readyz with 200; fails the test with its output
+    if it exits first, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else f"exited with {proc.returncode}"
+        try:
+            if request(port, "GET", "/readyz", timeout=2).status == 200:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "resnets serve did not get ready"
+        time.sleep(0.1)
 
 
 def multipart(data: bytes, field: str = "file", filename: str = "photo.jpg") -> tuple[bytes, dict[str, str]]:

@@ -28,7 +28,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
-from serve_server import decompression_bomb, multipart, request, serving  # noqa: E402
+from serve_server import decompression_bomb, free_port, multipart, request, serving, wait_ready  # noqa: E402
 
 from resnets.data.images import load_img  # noqa: E402
 from resnets.pipeline import Inference, StageFeatures, load_inference  # noqa: E402
@@ -348,30 +348,15 @@ def test_api_key(inf: Inference) -> None:
                       {"X-API-Key": "s3cret-key"}) == 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_sigterm_drains_in_flight_requests_and_exits_0(reference: dict) -> None:
     """``resnets serve`` in a subprocess: a request waiting in the batcher when SIGTERM arrives is answered."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "resnets", "serve", "--model", "resnet20", "--weights", WEIGHTS,
                              "--port", str(port), "--max-delay-ms", "1500", "--log-level", "warning"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if request(port, "GET", "/readyz", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "resnets serve did not get ready"
-            time.sleep(0.1)
+        wait_ready(proc, port)
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(predict, port, CAT.read_bytes())
             while metric(port, "resnets_queue_depth") < 1:  # waiting for its batch (1.5 s)

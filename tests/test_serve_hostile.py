@@ -25,7 +25,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
 from PIL import Image, ImageDraw  # noqa: E402
-from serve_server import decompression_bomb, request, serving  # noqa: E402
+from serve_server import decompression_bomb, free_port, request, serving, wait_ready  # noqa: E402
 
 from resnets.pipeline import Inference, load_inference  # noqa: E402
 from resnets.serve import ServeConfig  # noqa: E402
@@ -190,12 +190,6 @@ def test_bodies_being_received_are_bounded_in_bytes(inf: Inference) -> None:
 # --- memory ------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _memory_mib(pid: int) -> dict[str, float]:
     """The process's resident memory now (VmRSS) and at its peak so far (VmHWM), in MiB."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
@@ -209,22 +203,13 @@ def test_concurrent_large_images_stay_within_the_decoding_budget() -> None:
     grows by less than its decoding budget, although 8 decoding threads could take 8 at once and each request
     waits for its panel (the full-size photos of all 32 would be 3.2 GB). The API key comes from the environment."""
     budget_mib = 500  # two of these images at once (250 MiB each, estimated from their headers)
-    port, key = _free_port(), {"X-API-Key": "from-the-environment"}
+    port, key = free_port(), {"X-API-Key": "from-the-environment"}
     proc = subprocess.Popen([sys.executable, "-m", "resnets", "serve", "--weights", WEIGHTS, "--port", str(port),
                              "--workers", "8", "--decode-memory-mb", str(budget_mib), "--log-level", "warning"],
                             env={**os.environ, "RESNETS_API_KEY": key["X-API-Key"]},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if request(port, "GET", "/readyz", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "resnets serve did not get ready"
-            time.sleep(0.1)
+        wait_ready(proc, port)
         assert request(port, "POST", "/v1/explain", png(320, 240)).status == 401
         small = request(port, "POST", "/v1/explain", png(320, 240), key)
         assert small.status == 200, small.body[:300]  # the explainer is built: the rest is per-image memory

@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("ray.serve")
 triton = pytest.importorskip("tritonclient.http")
 
-from serve_server import request  # noqa: E402
+from serve_server import free_port, request  # noqa: E402
 
 from resnets.data.images import load_img  # noqa: E402
 from resnets.pipeline import load_inference  # noqa: E402
@@ -64,12 +63,6 @@ def replicas(root: int) -> list[int]:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_replicas_share_the_load_and_survive_one_killed() -> None:
