@@ -7,7 +7,8 @@ The one answer every job reads (training in either storage mode, ``resnets eval`
 * a ``.tar`` (or ``.tar.gz``) of such a tree, or a folder holding ``train.tar``/``test.tar``;
 * the official CIFAR python format: ``cifar-10-batches-py/`` or ``cifar-10-python.tar.gz``;
 * WebDataset shards written by ``resnets data shards`` (:mod:`resnets.data.shards`: a ``<split>.json`` sidecar beside
-  ``<split>-NNNNNN.tar``), listed here member by member; training streams them instead (``ShardStream``);
+  ``<split>-NNNNNN.tar``), listed here member by member, which training and eval read like any other set
+  (``shards.ShardStream``, webdataset-style sequential streaming, is not yet the trainer's);
 * ILSVRC-2012 as downloaded (:mod:`resnets.data.imagenet`): wnid class folders are numbered in the catalogue's
   order of the 1,000 classes, and a flat ``val/`` is labelled by the devkit's or Kaggle's ground truth.
 
