@@ -124,6 +124,9 @@ def test_a_data_set_with_some_of_the_models_classes_is_scored_over_those_only(tm
     assert html.escape(report["subset"]) in (tmp_path / "report" / "report.html").read_text()
     assert main(["eval", "--weights", "resnet20.cifar10", str(data), "--workers", "0", "--no-progress"]) == 0
     assert "over the data's 3 of the model's 10 classes" in capsys.readouterr().out
+    # The same from Python, weights by name, as the CLI takes them.
+    acc = resnets.evaluate("resnet20.cifar10", data, workers=0, progress=False)
+    assert acc.top1 == pytest.approx(hand_top1, abs=1e-3) and acc.top5 is None and acc.subset
 
 
 def test_no_matplotlib_is_a_missing_extra_before_any_image_is_read(tmp_path, monkeypatch, capsys):

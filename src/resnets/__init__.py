@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("array_to_img", "img_to_array", "load_img"), ".data.images"),
     **dict.fromkeys(("Explanation", "explain"), ".explain"),
     "train": ".train",
+    "evaluate": ".evaluate",
     **dict.fromkeys(("Preprocessing", "preprocess_input"), ".preprocess"),
     **dict.fromkeys(("WeightsEntry", "get_weights", "list_weights"), ".weights"),
 }
@@ -59,7 +60,7 @@ def __dir__() -> list[str]:
 
 
 class _Package(_types.ModuleType):
-    """Keeps ``resnets.explain`` and ``resnets.train`` the functions: importing the submodule of that name
+    """Keeps ``resnets.explain``, ``resnets.train`` and ``resnets.evaluate`` the functions: importing the submodule of that name
     would otherwise bind the module to it (``from resnets.train import make_config`` still works)."""
 
     def __setattr__(self, name: str, value: _Any) -> None:

@@ -19,7 +19,7 @@ BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
 FORMATS: tuple[str, ...] = ("onnx", "exported-program")
 #: Class-activation-map methods (``resnets.explain``, ``resnets explain --method``).
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++")
-#: Test-time augmentations of ``resnets eval --tta`` (``resnets.evaluate.evaluate(tta=...)``); ``ten-crop`` is also
+#: Test-time augmentations of ``resnets eval --tta`` (``resnets.evaluate(tta=...)``); ``ten-crop`` is also
 #: ``resnets eval --ten-crop``.
 TTA: tuple[str, ...] = ("none", "flip", "ten-crop")
 #: Images on the contact sheet of ``resnets eval --report``'s most confidently wrong, unless ``--wrong`` says.

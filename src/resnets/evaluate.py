@@ -20,7 +20,7 @@ from .data.batches import file_batches
 from .data.images import ImageBatch
 from .data.source import ImageList, ImageRef, read_split
 from .errors import BadInput, BadWeights, UnknownName
-from .pipeline import Inference, run_model
+from .pipeline import Inference, load_inference, run_model
 from .preprocess import Preprocessing
 from .progress import progress_bar
 from .report import WRONG, Evaluated, check_plot_extra, write_report
@@ -143,10 +143,11 @@ def _score(inf: Inference, images: ImageList, labels: torch.Tensor, run: Callabl
     return _Scored(torch.cat(rows), labels[index], [images.images[i] for i in index.tolist()], errors)
 
 
-def evaluate(inf: Inference, data: str | os.PathLike, batch_size: int = 128, workers: int = 2,
+def evaluate(inf: Inference | str | os.PathLike, data: str | os.PathLike, batch_size: int = 128, workers: int = 2,
              progress: bool = True, by_position: bool = False, tta: str = "none",
              report: str | os.PathLike | None = None, wrong: int = WRONG) -> Accuracy:
-    """Accuracy on ``data``'s test (or val) split: an image folder (``<class>/<image>``, or its ``val``/``test``
+    """Accuracy of ``inf`` (an :class:`Inference`, or weights: a catalogue name or file, as ``resnets eval
+    --weights`` takes them) on ``data``'s test (or val) split: an image folder (``<class>/<image>``, or its ``val``/``test``
     split), a tar of one, or CIFAR python batches (:mod:`resnets.data.source`).
 
     Every image is decoded with the model's own preprocessing (``inf.preprocessing``); unreadable ones
@@ -163,6 +164,8 @@ def evaluate(inf: Inference, data: str | os.PathLike, batch_size: int = 128, wor
         check_plot_extra()
         if wrong < 0:
             raise BadInput(f"wrong must be >= 0, got {wrong}")
+    if not isinstance(inf, Inference):
+        inf = load_inference(None, inf)
     images = read_split(Path(data), "test", flat=True)
     index = folder_class_indices(list(images.classes), inf.classes, by_position)
     scored = _score(inf, images, torch.tensor(index)[images.labels], lambda x: predict_scores(inf, x, tta),
