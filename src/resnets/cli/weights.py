@@ -17,7 +17,7 @@ ALIASES = ("imagenet", "cifar10")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("weights", help="list, download and convert pretrained weights",
+    p = sub.add_parser("weights", help="list, show, download and convert pretrained weights",
                        description="Pretrained weights: the registry, the download cache, safetensors conversion.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
