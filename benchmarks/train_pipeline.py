@@ -9,9 +9,9 @@ to float and normalised, RandomErasing 0.1, collated into a batch of the model's
   PILToTensor(), ToDtype(float32, scale=True), Normalize(mean, std), RandomErasing(0.1)])`` per image and
   ``default_collate``;
 * ours: :class:`resnets.data.train_input.TrainDecode` per image (the crop drawn on the header's size, the JPEG
-  decoded at the smallest DCT scale that keeps it, crop and resize in one step, flip and TrivialAugmentWide on the
-  crop, uint8 pixels), uint8 collation, then :class:`~resnets.data.train_input.BatchFinish` on the batch (one
-  normalisation pass, RandomErasing per image).
+  decoded by libjpeg-turbo through simplejpeg at the smallest DCT scale that keeps it, crop and antialiased resize
+  in one step on the uint8 tensor, flip and TrivialAugmentWide on the uint8 crop), uint8 collation, then
+  :class:`~resnets.data.train_input.BatchFinish` on the batch (one normalisation pass, RandomErasing per image).
 
 One process, one thread (``torch.set_num_threads(1)``): images per second per core. Rounds alternate which pipeline
 runs first; each round reports both rates and their ratio; the JSON goes to ``benchmarks/results/``.

@@ -73,7 +73,7 @@ def test_crop_equals_torchvision_on_the_full_decode(orientation):
     theirs_t = v2.RandomResizedCrop(176, antialias=True)
     for seed in range(8):
         torch.manual_seed(seed)
-        ours = np.asarray(ours_t(data), dtype=float)
+        ours = ours_t(data).permute(1, 2, 0).numpy().astype(float)
         torch.manual_seed(seed)
         theirs = np.asarray(theirs_t(full), dtype=float)
         assert ours.shape == theirs.shape == (176, 176, 3)
@@ -83,13 +83,13 @@ def test_crop_equals_torchvision_on_the_full_decode(orientation):
 def test_decodes_at_the_smallest_scale_that_keeps_the_box(monkeypatch):
     sizes = []
 
-    def reduced(source, side):
-        img = real(source, side)
-        sizes.append(img.size)
-        return img
+    def pixels(source, header, side):
+        x = real(source, header, side)
+        sizes.append((x.shape[2], x.shape[1]))
+        return x
 
-    real = decode._reduced
-    monkeypatch.setattr(decode, "_reduced", reduced)
+    real = decode.decode_pixels
+    monkeypatch.setattr(decode, "decode_pixels", pixels)
     data = _photo(2048, 1536)
     DecodeRandomResizedCrop(224, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3))(data)  # the whole image: 1536 rows -> 224
     DecodeRandomResizedCrop(224, scale=(0.1, 0.1), ratio=(1.0, 1.0))(data)  # a 561-pixel box: 1/4 would be 140
@@ -115,7 +115,7 @@ def test_scale_augmentation_equals_resize_then_random_crop(orientation):
     full = load_img(io.BytesIO(data))
     for seed in range(6):
         torch.manual_seed(seed)
-        ours = np.asarray(DecodeScaleCrop(224)(data), dtype=float)
+        ours = DecodeScaleCrop(224)(data).permute(1, 2, 0).numpy().astype(float)
         torch.manual_seed(seed)
         resized = v2.functional.resize(full, int(torch.randint(256, 481, (1,))), antialias=True)
         top = int(torch.randint(0, resized.height - 224 + 1, (1,)))
@@ -157,3 +157,28 @@ def test_gpu_decoding_equals_the_cpu_decode():
         cpu = torch.from_numpy(np.array(load_img(io.BytesIO(raw)))).permute(2, 0, 1)
         assert pixels.is_cuda and pixels.shape == cpu.shape
         assert (pixels.cpu().float() - cpu.float()).abs().mean() < 2  # nvJPEG's IDCT differs from libjpeg's a little
+
+
+def test_plain_jpegs_decode_to_pils_pixels_and_the_rest_go_through_pil(tmp_path):
+    """libjpeg-turbo called directly gives PIL's pixels exactly; CMYK, EXIF-turned, grayscale and PNG files come
+    out as upright RGB too."""
+    data = _photo(160, 120)
+    header = decode.read_header(data)
+    assert header.plain_jpeg
+    ours = decode.decode_pixels(data, header, 120)  # the full size: no DCT scaling
+    assert torch.equal(ours, torch.from_numpy(np.array(load_img(io.BytesIO(data)))).permute(2, 0, 1))
+    rgb = Image.open(io.BytesIO(data)).convert("RGB")
+    files = {}
+    for name, img, fmt in [("cmyk.jpg", rgb.convert("CMYK"), "JPEG"), ("gray.jpg", rgb.convert("L"), "JPEG"),
+                           ("photo.png", rgb, "PNG")]:
+        img.save(tmp_path / name, fmt)
+        files[name] = tmp_path / name
+    (tmp_path / "turned.jpg").write_bytes(_photo(160, 120, orientation=6))
+    files["turned.jpg"] = tmp_path / "turned.jpg"
+    for name, path in files.items():
+        header = decode.read_header(path)
+        assert header.plain_jpeg == (name == "gray.jpg"), name
+        x = decode.decode_pixels(path, header, min(header.width, header.height))
+        expected = np.array(load_img(path))
+        assert x.shape == (3, *expected.shape[:2]) and (x.shape[1], x.shape[2]) == (header.height, header.width)
+        assert torch.equal(x, torch.from_numpy(expected).permute(2, 0, 1)), name

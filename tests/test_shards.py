@@ -145,4 +145,4 @@ def test_a_corrupt_image_in_a_shard_is_named_and_skipped(tmp_path):
     write_shards(tmp_path, tmp_path / "s", shard_size=5)
     with pytest.warns(UserWarning, match=r"train-000000.tar:\d+: .*"):
         got = list(ShardStream(tmp_path / "s" / "train.json", transform=DecodeRandomResizedCrop(8)))
-    assert len(got) == 1 and got[0][0].size == (8, 8) and got[0][1] == 0
+    assert len(got) == 1 and got[0][0].shape == (3, 8, 8) and got[0][1] == 0

@@ -72,10 +72,11 @@ class Preprocessing:
         if self.channel_order == "BGR":
             x = x.flip(-3)
         dtype = x.dtype if x.is_floating_point() else torch.float32
-        # One fused pass, x * (scale / std) - mean / std, instead of three over the whole batch.
+        # x * (scale / std) - mean / std in place on the one new tensor: two passes that stay in the cache for a
+        # chunk of images (broadcast addcmul is several times slower on a CPU).
         gain = torch.tensor([self.scale / s for s in self.std], dtype=dtype, device=x.device).view(3, 1, 1)
         bias = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=dtype, device=x.device).view(3, 1, 1)
-        out = torch.addcmul(bias, x.to(dtype), gain)
+        out = x.to(dtype, copy=True).mul_(gain).add_(bias)
         if self.pixel_mean is not None:
             size = self.crop_size
             if tuple(x.shape[-2:]) != (size, size):

@@ -13,13 +13,20 @@ from __future__ import annotations
 import io
 import math
 import os
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
+import simplejpeg
 import torch
 from PIL import Image
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
 
 from ..errors import BadInput
-from .images import INTERPOLATIONS, ImageLoadError, load_img
+from .images import ImageLoadError, load_img
 
 #: EXIF orientations that turn the image a quarter, so the header's width and height swap once it is upright.
 _QUARTER_TURNS = {5, 6, 7, 8}
@@ -53,22 +60,80 @@ def random_resized_crop_box(height: int, width: int, scale: Sequence[float] = (0
 
 def _open(source: Source) -> Image.Image:
     try:
-        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageLoadError(_name(source), f"refused as a possible decompression bomb: {e} "
+                                            "(raise PIL.Image.MAX_IMAGE_PIXELS to accept it)") from e
     except Exception as e:  # noqa: BLE001 - PIL fails with OSError, UnidentifiedImageError, SyntaxError...
-        raise ImageLoadError("<bytes>" if isinstance(source, bytes) else source,
-                             f"not an image or unreadable: {type(e).__name__}: {e}") from e
+        raise ImageLoadError(_name(source), f"not an image or unreadable: {type(e).__name__}: {e}") from e
+
+
+def _name(source: Source) -> str:
+    return "<bytes>" if isinstance(source, bytes) else str(source)
+
+
+class Header(NamedTuple):
+    """What the header says: the upright size, and whether libjpeg-turbo can decode the file directly (an 8-bit
+    RGB or grayscale JPEG that EXIF does not turn)."""
+    width: int
+    height: int
+    plain_jpeg: bool
+
+
+def read_header(source: Source) -> Header:
+    """The :class:`Header` of a file, read without decoding its pixels."""
+    with _open(source) as img:
+        w, h = img.size
+        orientation = img.getexif().get(0x0112)
+        plain = img.format == "JPEG" and img.mode in ("RGB", "L") and orientation in (None, 1)
+        return Header(h, w, plain) if orientation in _QUARTER_TURNS else Header(w, h, plain)
 
 
 def upright_size(source: Source) -> tuple[int, int]:
     """``(width, height)`` of the image once its EXIF orientation is applied, read from the header alone."""
-    with _open(source) as img:
-        w, h = img.size
-        return (h, w) if img.getexif().get(0x0112) in _QUARTER_TURNS else (w, h)
+    header = read_header(source)
+    return header.width, header.height
 
 
-def _reduced(source: Source, min_side: int) -> Image.Image:
-    """Upright RGB pixels decoded at the smallest DCT scale whose shorter side is still >= ``min_side``."""
-    return load_img(io.BytesIO(source) if isinstance(source, bytes) else source, min_side=min_side)
+def decode_pixels(source: Source, header: Header, min_side: int) -> torch.Tensor:
+    """Upright RGB uint8 CHW pixels, decoded at the smallest power-of-two DCT scale (1/2, 1/4, 1/8) whose shorter
+    side is still >= ``min_side``. Plain JPEGs go to libjpeg-turbo directly (simplejpeg: the same pixels as PIL's
+    decode without PIL's copies); everything else, and any JPEG simplejpeg refuses, through :func:`load_img`, which
+    names the file if it cannot be decoded at all."""
+    if header.plain_jpeg:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        factor = next(k for k in (8, 4, 2, 1) if k == 1 or -(-min(header.width, header.height) // k) >= min_side)
+        try:
+            pixels = simplejpeg.decode_jpeg(data, "RGB", min_height=-(-header.height // factor),
+                                            min_width=-(-header.width // factor))
+            return torch.from_numpy(pixels).permute(2, 0, 1)
+        except ValueError:
+            pass  # not libjpeg-turbo's (arithmetic coding, truncated...): PIL decodes it or names the fault
+    img = load_img(io.BytesIO(source) if isinstance(source, bytes) else source, min_side=min_side)
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)
+
+
+def _resized_crop(pixels: torch.Tensor, header: Header, box: tuple[float, float, float, float],
+                  size: tuple[int, int], interpolation: InterpolationMode) -> torch.Tensor:
+    """``box`` (top, left, height, width on the full-size upright image) cut from ``pixels`` (decoded at any scale)
+    and resized to ``size`` with antialiasing."""
+    sy, sx = pixels.shape[1] / header.height, pixels.shape[2] / header.width
+    top, left = min(round(box[0] * sy), pixels.shape[1] - 1), min(round(box[1] * sx), pixels.shape[2] - 1)
+    height = max(1, min(round(box[2] * sy), pixels.shape[1] - top))
+    width = max(1, min(round(box[3] * sx), pixels.shape[2] - left))
+    return F.resized_crop(pixels, top, left, height, width, list(size), interpolation, antialias=True)
+
+
+def _interpolation(name: str) -> InterpolationMode:
+    if name not in CROP_INTERPOLATIONS:
+        raise BadInput(f"interpolation must be one of {', '.join(CROP_INTERPOLATIONS)}, got {name!r}")
+    return InterpolationMode(name)
+
+
+#: The resampling filters the crops offer (those torchvision resizes uint8 tensors with).
+CROP_INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 
 class DecodeRandomResizedCrop:
@@ -76,50 +141,45 @@ class DecodeRandomResizedCrop:
 
     The box is drawn on the upright full-size image (:func:`random_resized_crop_box`); the JPEG is decoded at the
     smallest scale that keeps the box's shorter side >= the output's, and the box, mapped onto those pixels, is
-    resized to ``size`` in one step (PIL's ``resize(box=)``). Returns an RGB PIL image.
+    resized to ``size`` in one step. Returns uint8 CHW pixels.
     """
 
     def __init__(self, size: int | Sequence[int], scale: Sequence[float] = (0.08, 1.0),
                  ratio: Sequence[float] = (3 / 4, 4 / 3), interpolation: str = "bilinear") -> None:
         self.size = (size, size) if isinstance(size, int) else tuple(size)  # (height, width)
-        if interpolation not in INTERPOLATIONS:
-            raise BadInput(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
-        self.scale, self.ratio, self.interpolation = tuple(scale), tuple(ratio), INTERPOLATIONS[interpolation]
+        self.scale, self.ratio, self.interpolation = tuple(scale), tuple(ratio), _interpolation(interpolation)
 
-    def __call__(self, source: Source) -> Image.Image:
-        width, height = upright_size(source)
-        top, left, h, w = random_resized_crop_box(height, width, self.scale, self.ratio)
+    def __call__(self, source: Source) -> torch.Tensor:
+        header = read_header(source)
+        top, left, h, w = random_resized_crop_box(header.height, header.width, self.scale, self.ratio)
         # The decoded shorter side that keeps the box >= the output in both directions.
         need = max(self.size[0] / h, self.size[1] / w)
-        img = _reduced(source, math.ceil(min(width, height) * min(need, 1.0)))
-        sx, sy = img.width / width, img.height / height
-        box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
-        return img.resize(self.size[::-1], self.interpolation, box=box)
+        pixels = decode_pixels(source, header, math.ceil(min(header.width, header.height) * min(need, 1.0)))
+        return _resized_crop(pixels, header, (top, left, h, w), self.size, self.interpolation)
 
 
 class DecodeScaleCrop:
     """The paper's scale augmentation (He et al. 2015, 3.4): the shorter side resized to a size drawn uniformly from
-    ``[low, high]``, then a random ``size`` x ``size`` crop; decoded at the smallest scale that keeps that side."""
+    ``[low, high]``, then a random ``size`` x ``size`` crop; decoded at the smallest scale that keeps that side.
+    Returns uint8 CHW pixels."""
 
     def __init__(self, size: int, low: int = 256, high: int = 480, interpolation: str = "bilinear") -> None:
         if not size <= low <= high:
             raise BadInput(f"need size <= low <= high, got size={size}, low={low}, high={high}")
-        if interpolation not in INTERPOLATIONS:
-            raise BadInput(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
-        self.size, self.low, self.high, self.interpolation = size, low, high, INTERPOLATIONS[interpolation]
+        self.size, self.low, self.high, self.interpolation = size, low, high, _interpolation(interpolation)
 
-    def __call__(self, source: Source) -> Image.Image:
-        width, height = upright_size(source)
+    def __call__(self, source: Source) -> torch.Tensor:
+        header = read_header(source)
+        width, height = header.width, header.height
         side = int(torch.randint(self.low, self.high + 1, (1,)).item())
         ratio = side / min(width, height)
         # The resized size as torchvision's resize(side) gives it: the shorter side exact, the longer floored.
         w, h = (side, int(side * height / width)) if width <= height else (int(side * width / height), side)
         top = int(torch.randint(0, h - self.size + 1, (1,)).item())
         left = int(torch.randint(0, w - self.size + 1, (1,)).item())
-        img = _reduced(source, side)
-        sx, sy = img.width / width, img.height / height
-        box = (left / ratio * sx, top / ratio * sy, (left + self.size) / ratio * sx, (top + self.size) / ratio * sy)
-        return img.resize((self.size, self.size), self.interpolation, box=box)
+        pixels = decode_pixels(source, header, side)
+        box = (top / ratio, left / ratio, self.size / ratio, self.size / ratio)
+        return _resized_crop(pixels, header, box, (self.size, self.size), self.interpolation)
 
 
 def decode_jpeg_batch(data: Sequence[bytes], device: str | torch.device = "cuda") -> list[torch.Tensor]:
