@@ -36,6 +36,10 @@ FREEZE_MODES: tuple[str, ...] = ("none", "backbone", "bn")
 NORMALIZE_MODES: tuple[str, ...] = ("channel", "pixel", "weights")
 #: Where training data lives (``--data-mode``, ``TrainConfig.data_mode``): ``train/streaming.py``.
 DATA_MODES: tuple[str, ...] = ("auto", "memory", "stream")
+#: How training images are decoded (``--decode``, ``TrainConfig.decode``): ``train/augment.py``: ``resize`` to the
+#: recipe's square (once into memory, or per step) and crop from it; ``crop`` (streaming) at the size each image's
+#: random crop needs, the box drawn on the whole image.
+DECODE_MODES: tuple[str, ...] = ("resize", "crop")
 #: Device names every command understands: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 #: Per-image augmentation policies (``--auto-augment``, ``TrainConfig.auto_augment``): ``train/policies.py``;

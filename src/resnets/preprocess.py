@@ -72,11 +72,11 @@ class Preprocessing:
         if self.channel_order == "BGR":
             x = x.flip(-3)
         dtype = x.dtype if x.is_floating_point() else torch.float32
-        # x * (scale / std) - mean / std in place on the one new tensor: two passes that stay in the cache for a
-        # chunk of images (broadcast addcmul is several times slower on a CPU).
-        gain = torch.tensor([self.scale / s for s in self.std], dtype=dtype, device=x.device).view(3, 1, 1)
-        bias = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=dtype, device=x.device).view(3, 1, 1)
-        out = x.to(dtype, copy=True).mul_(gain).add_(bias)
+        # torchvision's arithmetic (ToDtype(scale=True), then Normalize), in place on the one new tensor: the same
+        # numbers as its reference transforms, and several times faster on a CPU than one broadcast addcmul.
+        mean = torch.tensor(self.mean, dtype=dtype, device=x.device).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=dtype, device=x.device).view(3, 1, 1)
+        out = x.to(dtype, copy=True).mul_(self.scale).sub_(mean).div_(std)
         if self.pixel_mean is not None:
             size = self.crop_size
             if tuple(x.shape[-2:]) != (size, size):

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..choices import (AUTO_AUGMENT, DATA_MODES, FREEZE_MODES, LOSSES, LR_WARMUP_METHODS, OPTIMIZERS, SCHEDULES,
-                       TRAIN_PRECISIONS)
+from ..choices import (AUTO_AUGMENT, DATA_MODES, DECODE_MODES, FREEZE_MODES, LOSSES, LR_WARMUP_METHODS, OPTIMIZERS,
+                       SCHEDULES, TRAIN_PRECISIONS)
 from .common import DEVICE_HELP, UsageError, add_progress_option, flags_in_errors, parse_device
 
 if TYPE_CHECKING:
@@ -135,6 +135,11 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-mode", choices=DATA_MODES,
                    help="memory: decode once into RAM; stream: decode image folders per batch with DataLoader "
                         "workers; auto: stream when the decoded training set would exceed 2 GiB (default: auto)")
+    p.add_argument("--decode", choices=DECODE_MODES,
+                   help="resize: each image decoded to the recipe's square (once, or per step when streaming) and "
+                        "cropped from it, the same pixels in both data modes; crop: streaming, each training image "
+                        "decoded at the size its random crop needs, the box drawn on the whole image as "
+                        "torchvision's RandomResizedCrop does (ImageNet-scale data) (default: resize)")
     p.add_argument("--workers", type=int,
                    help=f"DataLoader worker processes when streaming (default: {TrainConfig.workers})")
     p.add_argument("--tensorboard", action="store_true", default=None,

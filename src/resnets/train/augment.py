@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from ..data.decode import DecodeRandomResizedCrop, DecodeScaleCrop
+from ..data.train_input import TrainDecode
 from ..errors import UnknownName
 from ..preprocess import resize_crop
 from .policies import SamplePolicy
@@ -87,6 +89,17 @@ class RecipeTransforms:
     def decoder(self, split: str) -> Callable[[Image.Image], torch.Tensor]:
         """PIL image to uint8 CHW pixels at ``split``'s decode geometry (the cache's, or a streaming worker's)."""
         return resize_crop(*self.decode_sizes(split))
+
+    def crop_decoder(self, side: int) -> TrainDecode:
+        """A file to its augmented uint8 training crop of ``side`` (``decode="crop"``): the random crop drawn on the
+        whole image and decoded at the size it needs, the flip, then the per-image policy; all from torch's global
+        generator, which the caller seeds per image."""
+        if self.augmentation == "scale-crop":
+            low, high = (round(side * s / 224) for s in SCALE_RANGE)
+            crop: DecodeRandomResizedCrop | DecodeScaleCrop = DecodeScaleCrop(side, low, high)
+        else:
+            crop = DecodeRandomResizedCrop(side, RRC_SCALE, RRC_RATIO)
+        return TrainDecode(crop=crop, augment=self.policy.transform)
 
     @property
     def _geometry(self) -> int:

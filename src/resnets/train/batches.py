@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import torch
 from tqdm import tqdm
 
-from ..data.images import ImageBatch
+from ..data.images import ImageBatch, ImageFiles
 from ..data.source import ImageList
 from .config import TrainConfig
 from .data import RunData
@@ -29,7 +29,9 @@ from .mixing import batch_mixing, mix
 from .policies import draw_seeds
 from .progressive import resolution
 from .repeated import repeated_order, repeated_steps
-from .streaming import EpochBatches, EvalBatches, epoch_order, make_loader
+from .streaming import CropFiles, EpochBatches, EvalBatches, epoch_order, make_loader
+
+CROP_SEEDS = 7_919  # sets crop decoding's per-image seeds apart from the epoch's order, drawn from (seed, epoch) too
 
 
 class RunBatches:
@@ -42,10 +44,12 @@ class RunBatches:
             pin = ctx.device.type == "cuda"
             local = local_slice(config.batch_size, ctx)
             self.train_order = EpochBatches(len(data.train), config.batch_size, local)
-            self.train_loader = make_loader(data.train, data.transforms.decoder("train"), self.train_order,
-                                            config.workers, pin)
+            train_set = CropFiles(data.train.images, data.transforms) if config.decode == "crop" \
+                else ImageFiles(data.train.images, data.transforms.decoder("train"))
+            self.train_loader = make_loader(train_set, self.train_order, config.workers, pin)
             eval_order = EvalBatches(len(data.eval), config.eval_batch_size, ctx.rank, ctx.world_size)
-            self.eval_loader = make_loader(data.eval, data.transforms.decoder("eval"), eval_order, config.workers, pin)
+            eval_set = ImageFiles(data.eval.images, data.transforms.decoder("eval"))
+            self.eval_loader = make_loader(eval_set, eval_order, config.workers, pin)
         else:
             self.train_tensors = data.train.images.to(ctx.device), data.train.labels.to(ctx.device)
         self.mixing = batch_mixing(config.mixup_alpha, config.cutmix_alpha, len(data.train.classes)) \
@@ -85,8 +89,12 @@ class RunBatches:
         cfg, dev, data = self.config, self.ctx.device, self.data
         local = local_slice(cfg.batch_size, self.ctx)
         order = self.order(epoch)
+        cropped = cfg.decode == "crop"  # the workers crop, flip and run the policy
         if data.streaming:
-            self.train_order.set_epoch(order, start, steps)
+            # crop decoding: a seed per place in the epoch's order, from (seed, epoch) alone
+            seeds = draw_seeds(len(order), torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + CROP_SEEDS)) \
+                if cropped else None
+            self.train_order.set_epoch(order, start, steps, seeds, side or data.transforms.train_crop)
             batches: Iterator = iter(self.train_loader)
         else:
             images, labels = self.train_tensors
@@ -103,7 +111,9 @@ class RunBatches:
             if not len(y):
                 yield x, y
                 continue
-            x = data.transforms.erase(self.normalize(data.transforms.apply(x, params, side)), params)
+            if not cropped:
+                x = data.transforms.apply(x, params, side)
+            x = data.transforms.erase(self.normalize(x), params)
             if self.mixing is not None:
                 x, y = mix(self.mixing, x, y, mix_seed)
             yield (x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x), y

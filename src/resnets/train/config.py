@@ -84,6 +84,7 @@ class TrainConfig:
     cache_dir: str | None = None
     data_mode: str = "auto"  # "memory" (decoded once, cached) | "stream" (image folders, decoded per step) | "auto"
     workers: int = 2  # DataLoader worker processes when streaming
+    decode: str = "resize"  # "resize" | "crop" (streams; each training image decoded at the size its crop needs)
     # model
     weights: str | None = None
     num_classes: int | None = None

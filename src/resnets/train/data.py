@@ -12,7 +12,7 @@ from torchvision.transforms.v2.functional import center_crop
 
 from ..errors import BadInput
 from ..data.shards import sidecar
-from ..data.source import SPLIT_ALIASES, TAR_SUFFIXES, ImageList, read_split
+from ..data.source import SPLIT_ALIASES, TAR_SUFFIXES, ArrayImage, ImageList, read_split
 from ..data.tensors import ImageTensors, decode_split
 from ..preprocess import Preprocessing
 from ..weights.entry import WeightsEntry
@@ -82,7 +82,10 @@ def load_run_data(config: TrainConfig, ctx: DistContext, splits: Splits | None =
     transforms = RecipeTransforms(size, config.augmentation if config.augment else "none", config.eval_resize,
                                   train_size=config.train_crop_size, eval_size=config.val_crop_size,
                                   eval_resize_size=config.val_resize_size, policy=policy)
-    streaming = choose_data_mode(config.data_mode, len(train_list), transforms.decode_sizes("train")[1]) == "stream"
+    streaming = config.decode == "crop" or \
+        choose_data_mode(config.data_mode, len(train_list), transforms.decode_sizes("train")[1]) == "stream"
+    if config.decode == "crop":
+        _check_crop_decoding(train_list, transforms)
     if streaming and config.normalize == "pixel":
         raise BadInput("normalize='pixel' needs the per-pixel mean of the decoded training set; "
                          "use data_mode='memory' or channel normalisation when streaming")
@@ -107,6 +110,17 @@ def load_run_data(config: TrainConfig, ctx: DistContext, splits: Splits | None =
         preprocessing = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize_size=transforms.resize,
                                       crop_size=size, pixel_mean=tuple(mean.flatten().tolist()))
     return RunData(train_set, eval_set, split, transforms, preprocessing)
+
+
+def _check_crop_decoding(images: ImageList, transforms: RecipeTransforms) -> None:
+    """``decode="crop"`` needs a random crop to decode for, and image files (not decoded arrays) to decode."""
+    if transforms.augmentation not in ("random-resized-crop", "scale-crop"):
+        raise BadInput("decode='crop' is for random crops (augmentation='random-resized-crop' or 'scale-crop'); "
+                       f"this run's is {transforms.augmentation!r}: use decode='resize'")
+    arrays = next((ref for ref in images.images if isinstance(ref, ArrayImage)), None)
+    if arrays is not None:
+        raise BadInput(f"decode='crop' decodes image files, and {images.origin} holds decoded arrays ({arrays}): "
+                       "use decode='resize'")
 
 
 def _split_name(origin: Path) -> str:

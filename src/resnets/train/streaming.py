@@ -1,24 +1,28 @@
 """Streaming training data: images decoded per step by DataLoader workers, for sets too large for memory.
 
-Only the storage differs from the in-memory path: the workers decode each file to the recipe's
-geometry (:class:`~resnets.train.augment.RecipeTransforms`), and the trainer augments the batch as it
-does a cached one. The batches are the same epoch permutation in both modes, so neither the number
-of workers nor of processes changes what a run sees. Bad files are dropped from their batch
-(``collate_images``) and reported by the trainer.
+With ``decode="resize"`` only the storage differs from the in-memory path: the workers decode each file to the
+recipe's geometry (:class:`~resnets.train.augment.RecipeTransforms`), and the trainer augments the batch as it
+does a cached one. With ``decode="crop"`` the workers do the random crop, flip and policy themselves
+(:class:`CropFiles`), each image under a seed its place in the epoch decides. Either way the batches are the same
+epoch permutation, so neither the number of workers nor of processes changes what a run sees, and a resumed run
+goes on as if never stopped. Bad files are dropped from their batch (``collate_images``) and reported by the
+trainer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import UnknownName
 from ..choices import DATA_MODES
-from ..data.images import ImageFiles, collate_images
-from ..data.source import ImageList
+from ..data.images import ImageLoadError, ImageSample, collate_images
+from ..data.source import ImageRef
+from .augment import RecipeTransforms
+from .policies import kept_rng, reseed
 
 AUTO_MEMORY_LIMIT = 2 * 1024**3  # bytes of decoded uint8 pixels below which "auto" keeps the data in memory
 
@@ -37,23 +41,33 @@ def epoch_order(n: int, epoch_seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed))
 
 
-class EpochBatches(Sampler[list[int]]):
-    """This rank's share (``local``) of each global batch of an epoch, from step ``start`` on."""
+class EpochBatches(Sampler[list]):
+    """This rank's share (``local``) of each global batch of an epoch, from step ``start`` on: dataset indices, or
+    with ``seeds`` (one per place in the epoch's order) ``(index, seed, side)`` items for :class:`CropFiles`."""
 
     def __init__(self, n: int, batch_size: int, local: slice) -> None:
         self.n, self.batch_size, self.local = n, batch_size, local
         self.order, self.start, self.steps = torch.arange(n), 0, n // batch_size
+        self.seeds: torch.Tensor | None = None
+        self.side = 0
 
-    def set_epoch(self, order: torch.Tensor, start: int, steps: int) -> None:
-        """Call before iterating the loader: the epoch's permutation, the first step and the step count."""
-        self.order, self.start, self.steps = order, start, steps
+    def set_epoch(self, order: torch.Tensor, start: int, steps: int, seeds: torch.Tensor | None = None,
+                  side: int = 0) -> None:
+        """Call before iterating the loader: the epoch's permutation, the first step and the step count (and for
+        crop decoding each place's seed and the epoch's training side)."""
+        self.order, self.start, self.steps, self.seeds, self.side = order, start, steps, seeds, side
 
     def __len__(self) -> int:
         return self.steps - self.start
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list]:
         for i in range(self.start, self.steps):
-            yield self.order[i * self.batch_size:(i + 1) * self.batch_size][self.local].tolist()
+            places = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            indices = self.order[places][self.local].tolist()
+            if self.seeds is None:
+                yield indices
+            else:
+                yield [(j, seed, self.side) for j, seed in zip(indices, self.seeds[places][self.local].tolist())]
 
 
 class EvalBatches(Sampler[list[int]]):
@@ -70,12 +84,41 @@ class EvalBatches(Sampler[list[int]]):
             yield chunk.tolist()
 
 
-def make_loader(images: ImageList, transform: Callable[[Image.Image], torch.Tensor], batches: Sampler,
-                workers: int, pin_memory: bool) -> DataLoader:
-    """A DataLoader of ``ImageBatch``es over ``images``.
+class CropFiles(Dataset):
+    """Training files to augmented uint8 crops (``decode="crop"``): item ``(index, seed, side)`` is image ``index``
+    through :meth:`RecipeTransforms.crop_decoder` of ``side`` with torch's generator seeded by ``seed`` (and put
+    back afterwards), so the pixels depend on the seed alone, whichever worker decodes them. A bad file gives an
+    :class:`ImageSample` with its error, named."""
+
+    def __init__(self, images: Sequence[ImageRef], transforms: RecipeTransforms) -> None:
+        self.images, self.transforms = images, transforms
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, item: tuple[int, int, int]) -> ImageSample:
+        index, seed, side = item
+        ref = self.images[index]
+        try:
+            data = ref.read_bytes() if isinstance(ref, Path) else ref.encoded()
+            with kept_rng(CPU):
+                reseed(seed, CPU)
+                return ImageSample(self.transforms.crop_decoder(side)(data), index, None)
+        except OSError as e:
+            return ImageSample(None, index, f"{ref}: cannot read file: {e.strerror or e}")
+        except ImageLoadError as e:
+            return ImageSample(None, index, f"{ref}: {e.reason}")
+
+
+CPU = torch.device("cpu")
+
+
+def make_loader(dataset: Dataset, batches: Sampler, workers: int, pin_memory: bool) -> DataLoader:
+    """A DataLoader of ``ImageBatch``es over ``dataset`` (:class:`~resnets.data.images.ImageFiles` or
+    :class:`CropFiles`).
 
     Workers live as long as one pass (an epoch's iterator): persistent workers outliving the loop
     are shut down by interpreter-exit hooks, a known source of hangs at the end of a run.
     """
-    return DataLoader(ImageFiles(images.images, transform), batch_sampler=batches, num_workers=workers,
-                      collate_fn=collate_images, pin_memory=pin_memory)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_images,
+                      pin_memory=pin_memory)

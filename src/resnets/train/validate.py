@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 
-from ..choices import (AUTO_AUGMENT, DATA_MODES, DEVICE_PATTERN, FREEZE_MODES, LOSSES, LR_WARMUP_METHODS,
+from ..choices import (AUTO_AUGMENT, DATA_MODES, DECODE_MODES, DEVICE_PATTERN, FREEZE_MODES, LOSSES, LR_WARMUP_METHODS,
                        NORMALIZE_MODES, OPTIMIZERS, SCHEDULES, TRAIN_PRECISIONS)
 from ..errors import BadInput, MissingExtra, UnknownName
 from ..registry import model_builder
@@ -18,7 +18,7 @@ def check_config(config: TrainConfig) -> None:
     listed or weights read, so a typo costs nothing."""
     for name, choices in (("recipe", tuple(RECIPES)), ("precision", TRAIN_PRECISIONS), ("freeze", FREEZE_MODES),
                           ("normalize", NORMALIZE_MODES), ("augmentation", AUGMENTATIONS), ("schedule", SCHEDULES),
-                          ("data_mode", DATA_MODES)):
+                          ("data_mode", DATA_MODES), ("decode", DECODE_MODES)):
         if getattr(config, name) not in choices and not (name == "augmentation" and config.augmentation is None):
             raise UnknownName(f"{name} must be one of {', '.join(choices)}, got {getattr(config, name)!r}")
     if config.model is not None:
@@ -66,6 +66,13 @@ def check_config(config: TrainConfig) -> None:
     if config.backbone_lr_scale == 0:
         raise BadInput("backbone_lr_scale=0 would train the classifier alone with the backbone's BatchNorm "
                        "statistics still moving: use freeze='backbone'")
+    if config.decode == "crop":
+        if config.data_mode == "memory":
+            raise BadInput("decode='crop' decodes each training image per step at the size its crop needs: it "
+                           "streams; give data_mode='stream' or 'auto'")
+        if config.augmentation not in (None, "random-resized-crop", "scale-crop") or not config.augment:
+            raise BadInput("decode='crop' is for random crops (augmentation='random-resized-crop' or 'scale-crop'), "
+                           f"got augmentation={config.augmentation!r}{'' if config.augment else ' with augment=False'}")
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise MissingExtra("tensorboard=True needs the tensorboard package: pip install 'resnets[tensorboard]'")
     check_components(config)
