@@ -8,10 +8,11 @@ to float and normalised, RandomErasing 0.1, collated into a batch of the model's
   ``v2.Compose([RandomResizedCrop(176, antialias=True), RandomHorizontalFlip(), TrivialAugmentWide(bilinear),
   PILToTensor(), ToDtype(float32, scale=True), Normalize(mean, std), RandomErasing(0.1)])`` per image and
   ``default_collate``;
-* ours: :class:`resnets.data.train_input.TrainDecode` per image (the crop drawn on the header's size, the JPEG
-  decoded by libjpeg-turbo through simplejpeg at the smallest DCT scale that keeps it, crop and antialiased resize
-  in one step on the uint8 tensor, flip and TrivialAugmentWide on the uint8 crop), uint8 collation, then
-  :class:`~resnets.data.train_input.BatchFinish` on the batch (one normalisation pass, RandomErasing per image).
+* ours: what ``resnets train --decode crop`` runs: :class:`resnets.train.streaming.CropFiles` per image under its
+  seed (the crop drawn on the header's size, the JPEG decoded by libjpeg-turbo through simplejpeg at the smallest
+  DCT scale that keeps it, crop and antialiased resize in one step on the uint8 tensor, flip and
+  TrivialAugmentWide on the uint8 crop), uint8 collation, then the trainer's batch steps: the recorded
+  preprocessing's normalisation (torchvision's arithmetic, in place) and RandomErasing per image under its seed.
 
 One process, one thread (``torch.set_num_threads(1)``): images per second per core. Rounds alternate which pipeline
 runs first; each round reports both rates and their ratio; the JSON goes to ``benchmarks/results/``.
@@ -33,8 +34,11 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from resnets.cpu import cpu_info
-from resnets.data.images import find_images
-from resnets.data.train_input import BatchFinish, TrainDecode
+from resnets.data.images import collate_images, find_images
+from resnets.preprocess import Preprocessing
+from resnets.train.augment import RecipeTransforms
+from resnets.train.policies import SamplePolicy, draw_seeds
+from resnets.train.streaming import CropFiles
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
@@ -58,10 +62,14 @@ def reference(paths: list[Path], batch_size: int) -> int:
 
 def ours(paths: list[Path], batch_size: int) -> int:
     """Our pipeline over ``paths``, in batches; returns the images done."""
-    sample = TrainDecode(176, augment=v2.TrivialAugmentWide(interpolation=v2.InterpolationMode.BILINEAR))
-    finish = BatchFinish(MEAN, STD, erasing=0.1)
+    policy = SamplePolicy("ta_wide", random_erase=0.1)
+    files, normalize = CropFiles(paths, RecipeTransforms(176, "random-resized-crop", policy=policy)), Preprocessing(
+        MEAN, STD).normalize
+    seeds = draw_seeds(len(paths), torch.Generator().manual_seed(0))
     for start in range(0, len(paths), batch_size):
-        finish(torch.stack([sample(path) for path in paths[start:start + batch_size]]))
+        batch = collate_images([files[(i, int(seeds[i]), 176)] for i in range(start, min(start + batch_size,
+                                                                                           len(paths)))])
+        policy.erase(normalize(batch.images), seeds[batch.indices, None])
     return len(paths)
 
 

@@ -31,6 +31,8 @@ from .images import ImageLoadError, load_img
 #: EXIF orientations that turn the image a quarter, so the header's width and height swap once it is upright.
 _QUARTER_TURNS = {5, 6, 7, 8}
 Source = str | os.PathLike | bytes
+#: Bytes of a JPEG's start searched for an EXIF block (APP1 segments are at most 64 KiB and come first).
+_EXIF_REACH = 65_536
 
 
 def random_resized_crop_box(height: int, width: int, scale: Sequence[float] = (0.08, 1.0),
@@ -83,7 +85,16 @@ class Header(NamedTuple):
 
 
 def read_header(source: Source) -> Header:
-    """The :class:`Header` of a file, read without decoding its pixels."""
+    """The :class:`Header` of a file, read without decoding its pixels: a JPEG's bytes without EXIF by libjpeg-turbo
+    alone, anything else by PIL (EXIF orientation, every other format)."""
+    if isinstance(source, bytes) and source[:2] == b"\xff\xd8" and b"Exif\x00\x00" not in source[:_EXIF_REACH]:
+        try:
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(source)
+        except ValueError:
+            pass  # PIL names the fault
+        else:
+            if colorspace in ("YCbCr", "Gray", "RGB") and width * height <= (Image.MAX_IMAGE_PIXELS or math.inf):
+                return Header(width, height, True)
     with _open(source) as img:
         w, h = img.size
         orientation = img.getexif().get(0x0112)

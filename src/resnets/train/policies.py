@@ -109,7 +109,16 @@ class SamplePolicy:
         return images if self.transform is None else seeded(self.transform, images, seeds[:, 0])
 
     def erase(self, x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        """Random erasing (torchvision's defaults: scale 0.02-0.33, ratio 0.3-3.3, value 0) on a normalised batch."""
+        """Random erasing (torchvision's defaults: scale 0.02-0.33, ratio 0.3-3.3, value 0) on a normalised batch,
+        in place."""
         if self.random_erase <= 0:
             return x
-        return seeded(v2.RandomErasing(p=self.random_erase), x, seeds[:, -1])
+        seeds = seeds[:, -1]
+        # RandomErasing's first draw under an image's seed decides whether it erases: only those images go
+        # through the transform (the same seed again, so the same draws), not the nine in ten it leaves alone.
+        with kept_rng(x.device):
+            erased = [i for i, seed in enumerate(seeds.tolist())
+                      if (reseed(seed, x.device), torch.rand(1).item())[1] < self.random_erase]
+        if erased:
+            x[erased] = seeded(v2.RandomErasing(p=self.random_erase), x[erased], seeds[erased])
+        return x
