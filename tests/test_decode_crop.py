@@ -181,3 +181,20 @@ def test_plain_jpegs_decode_to_pils_pixels_and_the_rest_go_through_pil(tmp_path)
         expected = np.array(load_img(path))
         assert x.shape == (3, *expected.shape[:2]) and (x.shape[1], x.shape[2]) == (header.height, header.width)
         assert torch.equal(x, torch.from_numpy(expected).permute(2, 0, 1)), name
+
+
+def test_headers_read_without_pil_agree_with_pil_and_refuse_bombs(monkeypatch):
+    from resnets.data.images import ImageLoadError
+
+    rgb = Image.open(io.BytesIO(_photo(160, 120))).convert("RGB")
+    plain = None
+    for mode, subsampling in (("RGB", 2), ("RGB", 0), ("L", 0), ("CMYK", 0)):
+        out = io.BytesIO()
+        rgb.convert(mode).save(out, "JPEG", subsampling=subsampling)  # no EXIF block: libjpeg-turbo reads it
+        data = out.getvalue()
+        assert b"Exif" not in data
+        assert decode.read_header(data) == decode.Header(160, 120, mode != "CMYK"), mode
+        plain = plain or data
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 160 * 120 - 1)  # PIL refuses it then: so does the fast path
+    with pytest.raises(ImageLoadError, match="decompression bomb"):
+        decode.read_header(plain)
