@@ -22,12 +22,13 @@ from ..weights.loading import ALIASES
 CIFAR_MEAN, CIFAR_STD = CIFAR10.mean, CIFAR10.std
 # torchvision's references/classification (https://github.com/pytorch/vision/tree/main/references/classification):
 # the V1 command (every default: 90 epochs, 8 GPUs x batch 32, lr 0.1 / 10 every 30 epochs, SGD momentum 0.9, weight
-# decay 1e-4, RandomResizedCrop 224 + flip, evaluation resize 256 crop 224, fp32: no --amp).
+# decay 1e-4, RandomResizedCrop 224 + flip, evaluation resize 256 crop 224, fp32: no --amp). The ImageNet recipes
+# crop from the whole image as their sources do (decode="crop", streaming).
 _TV_V1 = dict(
     epochs=90, max_steps=None, batch_size=256, lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4,
     schedule="step", milestones=(1 / 3, 2 / 3), gamma=0.1, label_smoothing=0.0, normalize="channel",
     mean=IMAGENET_TORCH.mean, std=IMAGENET_TORCH.std, augmentation="random-resized-crop", eval_resize=256 / 224,
-    precision="fp32",
+    precision="fp32", decode="crop",
 )
 # "ResNet strikes back" (Wightman, Touvron, Jegou 2021, https://arxiv.org/abs/2110.00476, Table 1), as timm's
 # train.py runs it: LAMB, binary cross-entropy, cosine after 5 warm-up epochs, no weight decay on norms and biases
@@ -38,6 +39,7 @@ _RSB = dict(
     lr_warmup_method="linear", norm_weight_decay=0.0, bias_weight_decay=0.0, label_smoothing=0.0,
     normalize="channel", mean=IMAGENET_TORCH.mean, std=IMAGENET_TORCH.std, augmentation="random-resized-crop",
     auto_augment="ra", cutmix_alpha=1.0, val_crop_size=224, val_resize_size=235, precision="auto", max_steps=None,
+    decode="crop",
 )
 
 
@@ -227,7 +229,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         schedule="triangular", lr_peak_epoch=2.0, label_smoothing=0.1, normalize="channel",
         mean=IMAGENET_TORCH.mean, std=IMAGENET_TORCH.std, augmentation="random-resized-crop", eval_resize=256 / 224,
         min_res=160, max_res=192, res_step=32, val_crop_size=256, val_resize_size=293,
-        model_kwargs={"aa": "blur"}, precision="auto",
+        model_kwargs={"aa": "blur"}, precision="auto", decode="crop",
     ),
 }
 #: How a recipe's learning rate follows a global batch other than its own: "linear" (Goyal et al. 2017, as
