@@ -20,8 +20,10 @@ SHARED_TEST_TAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cif
 CLASSES = tuple(f"class{i}" for i in range(10))
 
 
-def write_fake_cifar(root: Path, per_batch: int = 64, n_test: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
-    """Official-format ``cifar-10-batches-py`` with random, class-tinted images; returns what was written."""
+def write_fake_cifar(root: Path, per_batch: int = 64, n_test: int = 64, seed: int = 0,
+                     classes: tuple[str, ...] = CLASSES) -> dict[str, np.ndarray]:
+    """Official-format ``cifar-10-batches-py`` with random, class-tinted images and ``classes`` as its label names;
+    returns what was written."""
     rng = np.random.default_rng(seed)
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
@@ -37,7 +39,7 @@ def write_fake_cifar(root: Path, per_batch: int = 64, n_test: int = 64, seed: in
     for i in range(1, 6):
         batch(f"data_batch_{i}", per_batch, "train")
     batch("test_batch", n_test, "test")
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CLASSES]}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in classes]}))
     return {k: np.concatenate(v) for k, v in written.items()}
 
 

@@ -23,7 +23,8 @@ from test_cifar_data import write_fake_cifar
 @pytest.fixture(scope="module")
 def cifar(tmp_path_factory):
     root = tmp_path_factory.mktemp("cifar")
-    return root, write_fake_cifar(root, per_batch=26, n_test=64)  # 130 training images: 2 steps of 64
+    # 130 training images (2 steps of 64) named as CIFAR-10's classes, so resnet20.cifar10 keeps its classifier
+    return root, write_fake_cifar(root, per_batch=26, n_test=64, classes=get_weights("resnet20.cifar10").classes)
 
 
 def finetune(root, out, **kw):
@@ -134,3 +135,31 @@ def test_the_backbone_learns_at_a_share_of_the_heads_learning_rate(cifar, tmp_pa
 def test_fine_tuning_options_are_checked_first(tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         train(finetune(tmp_path / "nowhere", tmp_path / "run", **options))
+
+
+def test_weights_for_other_classes_of_the_same_count_get_a_fresh_classifier(cifar, tmp_path):
+    """resnet20.cifar10 onto ten classes of other names: its classifier would score them as CIFAR-10's, so a fresh
+    one replaces it (said); onto CIFAR-10's own classes it stays."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "other"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 7), ("test", 2)):
+        for c in range(10):
+            (folder / split / f"kind{c}").mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+                    folder / split / f"kind{c}" / f"{i}.png")
+    pretrained = resnets.create_model(weights="resnet20.cifar10").state_dict()
+    with pytest.warns(UserWarning, match=r"resnet20.cifar10 scores other classes \(airplane, automobile, bird, "
+                                         r"cat and 6 more\) than .*other \(kind0, kind1, kind2, kind3 and 6 more\)"):
+        train(finetune(folder, tmp_path / "a", weights="resnet20.cifar10", freeze="backbone", lr=0.0, max_steps=1,
+                       cache_dir=str(tmp_path / "cache")))
+    fresh = resnets.create_model(weights=tmp_path / "a" / "model.safetensors").state_dict()
+    assert not torch.equal(fresh["fc.weight"], pretrained["fc.weight"])
+    assert torch.equal(fresh["layer1.0.conv1.weight"], pretrained["layer1.0.conv1.weight"])
+    root, _ = cifar
+    train(finetune(root, tmp_path / "b", weights="resnet20.cifar10", freeze="backbone", lr=0.0, max_steps=1))
+    kept = resnets.create_model(weights=tmp_path / "b" / "model.safetensors").state_dict()
+    assert torch.equal(kept["fc.weight"], pretrained["fc.weight"])

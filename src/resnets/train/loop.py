@@ -53,7 +53,8 @@ def train(config: TrainConfig | None = None, /, *, model: str | nn.Module | None
             config = dataclasses.replace(config, precision=resolve_precision(config.precision, ctx.device))
             splits = list_splits(config)  # the classes, before the weights are read for them
             torch.manual_seed(config.seed)  # a new classifier on pretrained weights starts from the run's seed
-            pretrained = load_weights(config, classifier_size(config, len(splits.train.classes)))  # read once
+            pretrained = load_weights(config, classifier_size(config, len(splits.train.classes)),  # read once
+                                      splits.train.classes)
             config = for_weights(config, pretrained.pretrained_cfg if pretrained is not None else None)
             with run_folder(Path(config.out), config.resume, ctx.is_main):
                 return Trainer(config, ctx, module, pretrained, splits).run()

@@ -5,6 +5,8 @@ data's classes; and what fine-tuning holds still: the backbone and its BatchNorm
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -25,13 +27,25 @@ def classifier_size(config: TrainConfig, classes: int) -> int:
     return config.num_classes or classes
 
 
-def load_weights(config: TrainConfig, num_classes: int) -> nn.Module | None:
-    """The network of ``config.weights`` with them loaded and a classifier of ``num_classes`` (the weights' own if
-    the counts agree, else a fresh one: ``create_model``'s rule), or None without weights. Its ``pretrained_cfg``
-    says what the weights are (network, preprocessing). The one place a run reads its starting weights."""
+def load_weights(config: TrainConfig, num_classes: int, classes: Sequence[str] = ()) -> nn.Module | None:
+    """The network of ``config.weights`` with them loaded and a classifier of ``num_classes``, or None without
+    weights. The weights' own classifier is kept only where it scores these ``classes`` (the data's, in order): the
+    same count (``create_model``'s rule) and, where the weights name their classes, the same names; otherwise a
+    fresh one, said in one line (five new classes must not start as five old ones). Its ``pretrained_cfg`` says
+    what the weights are (network, preprocessing). The one place a run reads its starting weights."""
     if not config.weights:
         return None
-    return create_model(config.model, weights=config.weights, **{**config.model_kwargs, "num_classes": num_classes})
+    model = create_model(config.model, weights=config.weights, **{**config.model_kwargs, "num_classes": num_classes})
+    own = getattr(model, "pretrained_cfg", None) and model.pretrained_cfg.classes
+    if own and classes and len(own) == num_classes and tuple(own[:len(classes)]) != tuple(classes):
+        warnings.warn(f"{config.weights} scores other classes ({_names(own)}) than {config.data} "
+                      f"({_names(classes)}): its classifier is replaced by a fresh one", stacklevel=2)
+        model.reset_classifier(num_classes)
+    return model
+
+
+def _names(classes: Sequence[str]) -> str:
+    return ", ".join(classes[:4]) + (f" and {len(classes) - 4} more" if len(classes) > 4 else "")
 
 
 def build_model(config: TrainConfig, num_classes: int, pretrained: nn.Module | None = None) -> nn.Module:
