@@ -139,7 +139,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                    help="resize: each image decoded to the recipe's square (once, or per step when streaming) and "
                         "cropped from it, the same pixels in both data modes; crop: streaming, each training image "
                         "decoded at the size its random crop needs, the box drawn on the whole image as "
-                        "torchvision's RandomResizedCrop does (ImageNet-scale data) (default: resize)")
+                        "torchvision's RandomResizedCrop does (default: the recipe's: crop for the ImageNet recipes, else resize)")
     p.add_argument("--workers", type=int,
                    help=f"DataLoader worker processes when streaming (default: {TrainConfig.workers})")
     p.add_argument("--tensorboard", action="store_true", default=None,
