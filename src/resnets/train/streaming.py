@@ -84,6 +84,9 @@ class EvalBatches(Sampler[list[int]]):
             yield chunk.tolist()
 
 
+CPU = torch.device("cpu")
+
+
 class CropFiles(Dataset):
     """Training files to augmented uint8 crops (``decode="crop"``): item ``(index, seed, side)`` is image ``index``
     through :meth:`RecipeTransforms.crop_decoder` of ``side`` with torch's generator seeded by ``seed`` (and put
@@ -109,8 +112,6 @@ class CropFiles(Dataset):
         except ImageLoadError as e:
             return ImageSample(None, index, f"{ref}: {e.reason}")
 
-
-CPU = torch.device("cpu")
 
 
 def make_loader(dataset: Dataset, batches: Sampler, workers: int, pin_memory: bool) -> DataLoader:
