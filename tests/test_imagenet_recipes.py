@@ -158,10 +158,11 @@ def tiny_imagenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-# small sizes for every recipe: 2 steps of 128 per epoch over 256 images, 16-pixel crops
+# small sizes for every recipe: 2 steps of 128 per epoch over 256 images, 16-pixel crops, decoded once into memory
+# (the recipes' own crop decoding streams: tests/test_train_crop_decode.py)
 SMALL = dict(model="resnet18", batch_size=128, eval_batch_size=16, image_size=16, train_crop_size=16,
-             val_crop_size=16, val_resize_size=18, precision="fp32", device="cpu", data_mode="stream", workers=0,
-             progress=False, threads=2)
+             val_crop_size=16, val_resize_size=18, precision="fp32", device="cpu", data_mode="memory",
+             decode="resize", workers=0, progress=False, threads=2)
 
 
 def _small(recipe: str, cache: Path) -> dict:

@@ -77,7 +77,7 @@ def test_report_numbers_equal_scikit_learn_and_torchmetrics(full, model, capsys)
     y = torch.from_numpy(labels)
     for key, norm in (("ece", "l1"), ("mce", "max")):
         reference = MulticlassCalibrationError(num_classes=10, n_bins=15, norm=norm)(probs.float(), y)
-        assert report[key] == pytest.approx(float(reference), abs=1e-6)
+        assert report[key] == pytest.approx(float(reference), abs=1e-5)  # float32 inputs, as nll and brier above
     assert sum(report["reliability"]["count"]) == 60
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-probs.max(1).values.numpy()[wrong], kind="stable")][:16]

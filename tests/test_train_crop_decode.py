@@ -93,6 +93,16 @@ def test_killed_after_an_epoch_resumes_exactly_and_workers_change_nothing(tiny_i
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("recipe", ["paper-imagenet", "ffcv-rn50"])
+def test_scale_augmentation_and_progressive_resizing_crop_as_they_decode(recipe, tiny_imagenet, tmp_path):  # noqa: F811
+    """The paper's scale augmentation and FFCV's epoch sides through crop decoding: two epochs of two steps."""
+    extra = dict(min_res=32, max_res=32, image_size=32, train_crop_size=32, val_crop_size=32, val_resize_size=36) \
+        if recipe == "ffcv-rn50" else {}
+    result = train(make_config(recipe, data=str(tiny_imagenet), epochs=2, out=str(tmp_path / "run"),
+                               **{**CROP, **extra, "cache_dir": str(tmp_path / "cache")}))
+    assert [r["step"] for r in result["history"]] == [2, 4] and result["skipped_images"] == 0
+
+
 def test_crop_decoding_is_refused_where_it_cannot_work(tiny_imagenet, tmp_path):  # noqa: F811
     with pytest.raises(BadInput, match="data_mode='stream'"):
         train(make_config("tv-v2", data=str(tiny_imagenet), out=str(tmp_path / "a"), **{**CROP,
