@@ -176,6 +176,35 @@ class _Killed(Exception):
     pass
 
 
+KEYS = ("step", "train_loss", "eval_loss", "eval_error", "lr")
+
+
+def killed_and_resumed(config, out: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """``config`` run into ``out``, killed after its first epoch, then resumed: the resumed run's result."""
+    end_epoch = Trainer._end_epoch
+
+    def killed_after_first(self: Trainer, *args: object) -> dict:
+        row = end_epoch(self, *args)
+        if self.epoch == 1:
+            raise _Killed
+        return row
+
+    monkeypatch.setattr(Trainer, "_end_epoch", killed_after_first)
+    with pytest.raises(_Killed):
+        train(dataclasses.replace(config, out=str(out)))
+    monkeypatch.setattr(Trainer, "_end_epoch", end_epoch)
+    return train(dataclasses.replace(config, out=str(out), resume=True))
+
+
+def same_run(a: dict, b: dict) -> None:
+    """Two runs' metrics (every epoch's, as written) and final weights are equal."""
+    assert [{k: r[k] for k in KEYS} for r in read_metrics(b["run_dir"])] == \
+        [{k: r[k] for k in KEYS} for r in read_metrics(a["run_dir"])]
+    first = torch.load(Path(a["run_dir"]) / "last.pt", weights_only=True)["state_dict"]
+    second = torch.load(Path(b["run_dir"]) / "last.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", IMAGENET_RECIPES)
 def test_recipe_trains_and_resumes_exactly(recipe: str, tiny_imagenet: Path, tmp_path: Path,
@@ -186,27 +215,7 @@ def test_recipe_trains_and_resumes_exactly(recipe: str, tiny_imagenet: Path, tmp
                          **_small(recipe, tmp_path / "cache"))
     straight = train(config)
     assert [r["step"] for r in straight["history"]] == [2, 4]
-
-    end_epoch = Trainer._end_epoch
-
-    def killed_after_first(self: Trainer, *args: object) -> dict:
-        row = end_epoch(self, *args)
-        if self.epoch == 1:
-            raise _Killed
-        return row
-
-    out = str(tmp_path / "resumed")
-    monkeypatch.setattr(Trainer, "_end_epoch", killed_after_first)
-    with pytest.raises(_Killed):
-        train(dataclasses.replace(config, out=out))
-    monkeypatch.setattr(Trainer, "_end_epoch", end_epoch)
-    resumed = train(dataclasses.replace(config, out=out, resume=True))
-    keys = ("step", "train_loss", "eval_loss", "eval_error", "lr")
-    assert [{k: r[k] for k in keys} for r in read_metrics(out)] == \
-        [{k: r[k] for k in keys} for r in straight["history"]]
-    a = torch.load(Path(straight["run_dir"]) / "last.pt", weights_only=True)["state_dict"]
-    b = torch.load(Path(resumed["run_dir"]) / "last.pt", weights_only=True)["state_dict"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    same_run(straight, killed_and_resumed(config, tmp_path / "resumed", monkeypatch))
 
 
 def test_dry_run_prints_the_recipe_steps_and_estimate_and_writes_nothing(

@@ -6,7 +6,6 @@ exactly; the number of workers changes nothing."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,11 +17,9 @@ from resnets.data.source import read_split
 from resnets.errors import BadInput
 from resnets.train import make_config, train
 from resnets.train.augment import RecipeTransforms
-from resnets.train.metrics import read_metrics
 from resnets.train.policies import SamplePolicy
 from resnets.train.streaming import CropFiles
-from resnets.train.trainer import Trainer
-from test_imagenet_recipes import SMALL, tiny_imagenet  # noqa: F401 (the fixture)
+from test_imagenet_recipes import SMALL, killed_and_resumed, same_run, tiny_imagenet  # noqa: F401 (the fixture)
 
 CROP = {**SMALL, "data_mode": "stream", "decode": "crop"}
 
@@ -54,10 +51,6 @@ def test_a_bad_file_is_named_and_skipped(tiny_imagenet, tmp_path):  # noqa: F811
         assert got.image is None and name in got.error
 
 
-class _Killed(Exception):
-    pass
-
-
 @pytest.mark.slow
 def test_killed_after_an_epoch_resumes_exactly_and_workers_change_nothing(tiny_imagenet, tmp_path,  # noqa: F811
                                                                           monkeypatch):
@@ -68,29 +61,8 @@ def test_killed_after_an_epoch_resumes_exactly_and_workers_change_nothing(tiny_i
     two_workers = train(dataclasses.replace(config, out=str(tmp_path / "workers"), workers=2))
     resized = train(dataclasses.replace(config, out=str(tmp_path / "resize"), decode="resize"))
     assert resized["history"][0]["train_loss"] != straight["history"][0]["train_loss"]  # the crops are not the square's
-
-    end_epoch = Trainer._end_epoch
-
-    def killed_after_first(self: Trainer, *args: object) -> dict:
-        row = end_epoch(self, *args)
-        if self.epoch == 1:
-            raise _Killed
-        return row
-
-    out = str(tmp_path / "resumed")
-    monkeypatch.setattr(Trainer, "_end_epoch", killed_after_first)
-    with pytest.raises(_Killed):
-        train(dataclasses.replace(config, out=out))
-    monkeypatch.setattr(Trainer, "_end_epoch", end_epoch)
-    resumed = train(dataclasses.replace(config, out=out, resume=True))
-    keys = ("step", "train_loss", "eval_loss", "eval_error", "lr")
-    rows = [{k: r[k] for k in keys} for r in straight["history"]]
-    assert [{k: r[k] for k in keys} for r in read_metrics(out)] == rows
-    assert [{k: r[k] for k in keys} for r in two_workers["history"]] == rows
-    for run in (resumed, two_workers):
-        a = torch.load(Path(straight["run_dir"]) / "last.pt", weights_only=True)["state_dict"]
-        b = torch.load(Path(run["run_dir"]) / "last.pt", weights_only=True)["state_dict"]
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    same_run(straight, two_workers)
+    same_run(straight, killed_and_resumed(config, tmp_path / "resumed", monkeypatch))
 
 
 @pytest.mark.parametrize("recipe", ["paper-imagenet", "ffcv-rn50"])

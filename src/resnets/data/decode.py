@@ -102,12 +102,6 @@ def read_header(source: Source) -> Header:
         return Header(h, w, plain) if orientation in _QUARTER_TURNS else Header(w, h, plain)
 
 
-def upright_size(source: Source) -> tuple[int, int]:
-    """``(width, height)`` of the image once its EXIF orientation is applied, read from the header alone."""
-    header = read_header(source)
-    return header.width, header.height
-
-
 def decode_pixels(source: Source, header: Header, min_side: int) -> torch.Tensor:
     """Upright RGB uint8 CHW pixels, decoded at the smallest power-of-two DCT scale (1/2, 1/4, 1/8) whose shorter
     side is still >= ``min_side``. Plain JPEGs go to libjpeg-turbo directly (simplejpeg: the same pixels as PIL's

@@ -48,10 +48,11 @@ def _names(classes: Sequence[str]) -> str:
     return ", ".join(classes[:4]) + (f" and {len(classes) - 4} more" if len(classes) > 4 else "")
 
 
-def build_model(config: TrainConfig, num_classes: int, pretrained: nn.Module | None = None) -> nn.Module:
-    """The model of ``config`` for ``num_classes``: ``pretrained`` (default: :func:`load_weights`), or fresh without
-    weights; with ``freeze="backbone"`` only the classifier trains."""
-    model = pretrained if pretrained is not None else load_weights(config, num_classes)
+def build_model(config: TrainConfig, num_classes: int, pretrained: nn.Module | None = None,
+                classes: Sequence[str] = ()) -> nn.Module:
+    """The model of ``config`` for ``num_classes`` (the data's ``classes``): ``pretrained`` (default:
+    :func:`load_weights`), or fresh without weights; with ``freeze="backbone"`` only the classifier trains."""
+    model = pretrained if pretrained is not None else load_weights(config, num_classes, classes)
     if model is None:
         model = create_model(config.model, **{**config.model_kwargs, "num_classes": num_classes})
     if config.freeze == "backbone":

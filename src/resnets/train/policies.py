@@ -116,9 +116,12 @@ class SamplePolicy:
         seeds = seeds[:, -1]
         # RandomErasing's first draw under an image's seed decides whether it erases: only those images go
         # through the transform (the same seed again, so the same draws), not the nine in ten it leaves alone.
+        erased = []
         with kept_rng(x.device):
-            erased = [i for i, seed in enumerate(seeds.tolist())
-                      if (reseed(seed, x.device), torch.rand(1).item())[1] < self.random_erase]
+            for i, seed in enumerate(seeds.tolist()):
+                reseed(seed, x.device)
+                if torch.rand(1).item() < self.random_erase:
+                    erased.append(i)
         if erased:
             x[erased] = seeded(v2.RandomErasing(p=self.random_erase), x[erased], seeds[erased])
         return x

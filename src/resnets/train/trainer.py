@@ -64,8 +64,9 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         self.data = load_run_data(config, ctx, splits, pretrained.pretrained_cfg if pretrained is not None else None)
         torch.manual_seed(config.seed)  # after the data: decoding (DataLoader workers) draws from the global RNG
+        classes = self.data.train.classes
         self.model = model if model is not None else build_model(
-            config, classifier_size(config, len(self.data.train.classes)), pretrained)
+            config, classifier_size(config, len(classes)), pretrained, classes)
         if config.sync_bn and ctx.enabled:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         fmt = torch.channels_last if config.channels_last else torch.contiguous_format
