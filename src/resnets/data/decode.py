@@ -10,6 +10,7 @@ a random crop). Both take a file (a path or its bytes) rather than pixels, since
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -40,10 +41,10 @@ def random_resized_crop_box(height: int, width: int, scale: Sequence[float] = (0
     """``(top, left, height, width)`` of a crop of an image of that size: torchvision's
     ``RandomResizedCrop.get_params``, draw for draw (torch's global generator), without needing the pixels."""
     area = height * width
-    log_ratio = torch.log(torch.tensor(ratio))
+    log_ratio = _log_ratio(tuple(ratio))
     for _ in range(10):
         target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
-        aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
+        aspect_ratio = torch.exp(torch.empty(1).uniform_(*log_ratio)).item()
         w = int(round(math.sqrt(target_area * aspect_ratio)))
         h = int(round(math.sqrt(target_area / aspect_ratio)))
         if 0 < w <= width and 0 < h <= height:
@@ -58,6 +59,13 @@ def random_resized_crop_box(height: int, width: int, scale: Sequence[float] = (0
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+@functools.cache
+def _log_ratio(ratio: tuple[float, float]) -> tuple[float, float]:
+    """The bounds torchvision draws the log aspect ratio between (float32 logs, as ``torch.log`` gives them)."""
+    low, high = torch.log(torch.tensor(ratio)).tolist()
+    return low, high
 
 
 def _open(source: Source) -> Image.Image:
@@ -87,7 +95,8 @@ class Header(NamedTuple):
 def read_header(source: Source) -> Header:
     """The :class:`Header` of a file, read without decoding its pixels: a JPEG's bytes without EXIF by libjpeg-turbo
     alone, anything else by PIL (EXIF orientation, every other format)."""
-    if isinstance(source, bytes) and source[:2] == b"\xff\xd8" and b"Exif\x00\x00" not in source[:_EXIF_REACH]:
+    exif = isinstance(source, bytes) and source.find(b"Exif\x00\x00", 0, _EXIF_REACH) >= 0  # no copy of the bytes
+    if isinstance(source, bytes) and source[:2] == b"\xff\xd8" and not exif:
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(source)
         except ValueError:
