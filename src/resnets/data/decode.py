@@ -95,8 +95,8 @@ class Header(NamedTuple):
 def read_header(source: Source) -> Header:
     """The :class:`Header` of a file, read without decoding its pixels: a JPEG's bytes without EXIF by libjpeg-turbo
     alone, anything else by PIL (EXIF orientation, every other format)."""
-    exif = isinstance(source, bytes) and source.find(b"Exif\x00\x00", 0, _EXIF_REACH) >= 0  # no copy of the bytes
-    if isinstance(source, bytes) and source[:2] == b"\xff\xd8" and not exif:
+    # find() with bounds searches in place: slicing first would copy the 64 KiB
+    if isinstance(source, bytes) and source[:2] == b"\xff\xd8" and source.find(b"Exif\x00\x00", 0, _EXIF_REACH) < 0:
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(source)
         except ValueError:
