@@ -113,7 +113,6 @@ class CropFiles(Dataset):
             return ImageSample(None, index, f"{ref}: {e.reason}")
 
 
-
 def make_loader(dataset: Dataset, batches: Sampler, workers: int, pin_memory: bool) -> DataLoader:
     """A DataLoader of ``ImageBatch``es over ``dataset`` (:class:`~resnets.data.images.ImageFiles` or
     :class:`CropFiles`).
