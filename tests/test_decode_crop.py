@@ -4,6 +4,7 @@ from a JPEG decoded at a reduced DCT scale where the box allows it."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,20 +82,93 @@ def test_crop_equals_torchvision_on_the_full_decode(orientation):
 
 
 def test_decodes_at_the_smallest_scale_that_keeps_the_box(monkeypatch):
-    sizes = []
+    factors = []
 
-    def pixels(source, header, side):
-        x = real(source, header, side)
-        sizes.append((x.shape[2], x.shape[1]))
-        return x
+    def factor(header, side):
+        factors.append(real(header, side))
+        return factors[-1]
 
-    real = decode.decode_pixels
-    monkeypatch.setattr(decode, "decode_pixels", pixels)
+    real = decode._dct_factor
+    monkeypatch.setattr(decode, "_dct_factor", factor)
     data = _photo(2048, 1536)
     DecodeRandomResizedCrop(224, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3))(data)  # the whole image: 1536 rows -> 224
     DecodeRandomResizedCrop(224, scale=(0.1, 0.1), ratio=(1.0, 1.0))(data)  # a 561-pixel box: 1/4 would be 140
     DecodeRandomResizedCrop(224, scale=(0.05, 0.05), ratio=(1.0, 1.0))(data)  # a 397-pixel box: 1/2 would be 198
-    assert sizes == [(512, 384), (1024, 768), (2048, 1536)]  # 1/4 (1/8 leaves 192 rows < 224), 1/2, in full
+    assert factors == [4, 2, 1]  # 1/4 (1/8 leaves 192 rows < 224), 1/2, in full
+
+
+def _jpegs() -> dict[str, bytes]:
+    """Every layout the partial decoder meets: 4:2:0, 4:2:2 and 4:4:4 chroma, grayscale, progressive, restart
+    markers, sizes that are not whole MCUs; and two real photos."""
+    rgb = Image.open(io.BytesIO(_photo(333, 251))).convert("RGB")
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (77, 130, 3), dtype=np.uint8))
+    files = {}
+    for name, img, options in [("420", rgb, {"subsampling": 2}), ("422", rgb, {"subsampling": 1}),
+                               ("444", rgb, {"subsampling": 0}), ("gray", rgb.convert("L"), {}),
+                               ("progressive", rgb, {"progressive": True}), ("noise", noise, {"subsampling": 2}),
+                               ("restarts", rgb, {"subsampling": 2, "restart_marker_blocks": 3})]:
+        out = io.BytesIO()
+        img.save(out, "JPEG", quality=90, **options)
+        files[name] = out.getvalue()
+    for photo in sorted(SAMPLES.glob("*.JPEG"))[:2] if SAMPLES.is_dir() else []:
+        files[photo.name] = photo.read_bytes()
+    return files
+
+
+SAMPLES = Path(__file__).parents[1] / ".." / "shared" / "data" / "imagenet-samples"
+needs_extension = pytest.mark.skipif(decode._jpegcrop is None, reason="resnets.data._jpegcrop not built")
+
+
+@needs_extension
+def test_partial_decoding_gives_the_whole_decodes_pixels():
+    """libjpeg-turbo's partial decode (rows skipped, columns cropped) against simplejpeg's whole decode (PIL's
+    pixels) cut to the same box, at every DCT scale, boxes at the edges and inside iMCUs included."""
+    import simplejpeg
+
+    rng = np.random.default_rng(0)
+    for name, data in _jpegs().items():
+        height, width = Image.open(io.BytesIO(data)).size[::-1]
+        for denom in (1, 2, 4, 8):
+            whole = simplejpeg.decode_jpeg(data, "RGB", min_height=-(-height // denom), min_width=-(-width // denom))
+            rows, cols = whole.shape[:2]
+            boxes = [(0, 0, rows, cols), (rows - 1, cols - 1, 1, 1)]
+            for _ in range(12):
+                h, w = int(rng.integers(1, rows + 1)), int(rng.integers(1, cols + 1))
+                boxes.append((int(rng.integers(0, rows - h + 1)), int(rng.integers(0, cols - w + 1)), h, w))
+            for top, left, h, w in boxes:
+                ours = np.frombuffer(decode._jpegcrop.decode_crop(data, denom, top, left, h, w), np.uint8)
+                assert np.array_equal(ours.reshape(h, w, 3), whole[top:top + h, left:left + w]), (name, denom, top,
+                                                                                                   left, h, w)
+
+
+@needs_extension
+def test_crops_are_the_same_with_and_without_partial_decoding(monkeypatch):
+    jpegs = list(_jpegs().values())
+    for transform in (DecodeRandomResizedCrop(64), DecodeScaleCrop(96, 100, 180)):
+        outputs = []
+        for extension in (decode._jpegcrop, None):
+            monkeypatch.setattr(decode, "_jpegcrop", extension)
+            torch.manual_seed(0)
+            outputs.append([transform(data) for data in jpegs for _ in range(4)])
+        assert all(torch.equal(a, b) for a, b in zip(*outputs))
+
+
+@needs_extension
+def test_partial_decoding_refuses_corrupt_data_and_boxes_outside():
+    data = _photo(64, 48)
+    with pytest.raises(ValueError, match="libjpeg"):
+        decode._jpegcrop.decode_crop(data[:300], 1, 0, 0, 8, 8)  # truncated: libjpeg's warning, not grey rows
+    with pytest.raises(ValueError, match="libjpeg"):
+        decode._jpegcrop.decode_crop(b"not a jpeg", 1, 0, 0, 8, 8)
+    with pytest.raises(ValueError, match="outside the 64x48 image"):
+        decode._jpegcrop.decode_crop(data, 1, 40, 0, 9, 8)
+    with pytest.raises(ValueError, match="denom"):
+        decode._jpegcrop.decode_crop(data, 3, 0, 0, 8, 8)
+
+
+@pytest.mark.skipif(not Path("/usr/include/jpeglib.h").is_file(), reason="no libjpeg headers to build against")
+def test_the_extension_is_built_where_libjpeg_is():
+    assert decode._jpegcrop is not None, "libjpeg's headers are here but resnets.data._jpegcrop was not built"
 
 
 def test_a_corrupt_jpeg_is_named(tmp_path):

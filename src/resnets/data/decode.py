@@ -1,5 +1,7 @@
 """Decoding at the size the crop needs: the training crops pick their box from the JPEG header first, then let
-libjpeg decode at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the box at least the output size.
+libjpeg decode at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the box at least the output size, and only the
+rows and columns the box covers (libjpeg-turbo's partial decoding, through the small ``_jpegcrop`` extension where it
+was built; whole images otherwise, the same pixels either way).
 
 :class:`DecodeRandomResizedCrop` draws its box exactly as torchvision's ``RandomResizedCrop.get_params`` does
 (the same draws from torch's generator, so the same boxes under the same seed), on the upright full-size
@@ -28,6 +30,11 @@ from torchvision.transforms.v2 import functional as F
 
 from ..errors import BadInput
 from .images import ImageLoadError, load_img
+
+try:
+    from . import _jpegcrop
+except ImportError:  # not built (no libjpeg headers where it was installed): whole images are decoded and cut
+    _jpegcrop = None
 
 #: EXIF orientations that turn the image a quarter, so the header's width and height swap once it is upright.
 _QUARTER_TURNS = {5, 6, 7, 8}
@@ -111,6 +118,11 @@ def read_header(source: Source) -> Header:
         return Header(h, w, plain) if orientation in _QUARTER_TURNS else Header(w, h, plain)
 
 
+def _dct_factor(header: Header, min_side: int) -> int:
+    """The largest DCT down-scaling (8, 4, 2 or 1) that keeps the image's shorter side >= ``min_side``."""
+    return next(k for k in (8, 4, 2, 1) if k == 1 or -(-min(header.width, header.height) // k) >= min_side)
+
+
 def decode_pixels(source: Source, header: Header, min_side: int) -> torch.Tensor:
     """Upright RGB uint8 CHW pixels, decoded at the smallest power-of-two DCT scale (1/2, 1/4, 1/8) whose shorter
     side is still >= ``min_side``. Plain JPEGs go to libjpeg-turbo directly (simplejpeg: the same pixels as PIL's
@@ -118,7 +130,7 @@ def decode_pixels(source: Source, header: Header, min_side: int) -> torch.Tensor
     names the file if it cannot be decoded at all."""
     if header.plain_jpeg:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        factor = next(k for k in (8, 4, 2, 1) if k == 1 or -(-min(header.width, header.height) // k) >= min_side)
+        factor = _dct_factor(header, min_side)
         try:
             pixels = simplejpeg.decode_jpeg(data, "RGB", min_height=-(-header.height // factor),
                                             min_width=-(-header.width // factor))
@@ -129,15 +141,32 @@ def decode_pixels(source: Source, header: Header, min_side: int) -> torch.Tensor
     return torch.from_numpy(np.array(img)).permute(2, 0, 1)
 
 
-def _resized_crop(pixels: torch.Tensor, header: Header, box: tuple[float, float, float, float],
-                  size: tuple[int, int], interpolation: InterpolationMode) -> torch.Tensor:
-    """``box`` (top, left, height, width on the full-size upright image) cut from ``pixels`` (decoded at any scale)
-    and resized to ``size`` with antialiasing."""
-    sy, sx = pixels.shape[1] / header.height, pixels.shape[2] / header.width
-    top, left = min(round(box[0] * sy), pixels.shape[1] - 1), min(round(box[1] * sx), pixels.shape[2] - 1)
-    height = max(1, min(round(box[2] * sy), pixels.shape[1] - top))
-    width = max(1, min(round(box[3] * sx), pixels.shape[2] - left))
-    return F.resized_crop(pixels, top, left, height, width, list(size), interpolation, antialias=True)
+def _scaled_box(box: tuple[float, float, float, float], header: Header,
+                shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``box`` (top, left, height, width on the full-size upright image) in the pixels of the image decoded to
+    ``shape`` (height, width), at least one pixel and inside it."""
+    sy, sx = shape[0] / header.height, shape[1] / header.width
+    top, left = min(round(box[0] * sy), shape[0] - 1), min(round(box[1] * sx), shape[1] - 1)
+    return top, left, max(1, min(round(box[2] * sy), shape[0] - top)), max(1, min(round(box[3] * sx), shape[1] - left))
+
+
+def decode_box(source: Source, header: Header, box: tuple[float, float, float, float], min_side: int) -> torch.Tensor:
+    """The pixels (RGB uint8 CHW) of ``box`` (top, left, height, width on the full-size upright image), from the
+    image decoded as :func:`decode_pixels` decodes it. A plain JPEG is decoded only where the box is (libjpeg-turbo
+    skips the rows below it, entropy-decodes those above without transforming them, and transforms only the
+    columns beside it): the same pixels as the whole decode cut to the box."""
+    if header.plain_jpeg and _jpegcrop is not None:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        factor = _dct_factor(header, min_side)
+        top, left, height, width = _scaled_box(box, header, (-(-header.height // factor), -(-header.width // factor)))
+        try:
+            pixels = _jpegcrop.decode_crop(data, factor, top, left, height, width)
+            return torch.frombuffer(pixels, dtype=torch.uint8).view(height, width, 3).permute(2, 0, 1)
+        except ValueError:
+            pass  # corrupt, truncated, arithmetic-coded...: the whole decode below decodes it or names the file
+    pixels = decode_pixels(source, header, min_side)
+    top, left, height, width = _scaled_box(box, header, (pixels.shape[1], pixels.shape[2]))
+    return pixels[:, top:top + height, left:left + width]
 
 
 def _interpolation(name: str) -> InterpolationMode:
@@ -168,8 +197,9 @@ class DecodeRandomResizedCrop:
         top, left, h, w = random_resized_crop_box(header.height, header.width, self.scale, self.ratio)
         # The decoded shorter side that keeps the box >= the output in both directions.
         need = max(self.size[0] / h, self.size[1] / w)
-        pixels = decode_pixels(source, header, math.ceil(min(header.width, header.height) * min(need, 1.0)))
-        return _resized_crop(pixels, header, (top, left, h, w), self.size, self.interpolation)
+        pixels = decode_box(source, header, (top, left, h, w),
+                            math.ceil(min(header.width, header.height) * min(need, 1.0)))
+        return F.resize(pixels, list(self.size), self.interpolation, antialias=True)
 
 
 class DecodeScaleCrop:
@@ -191,9 +221,8 @@ class DecodeScaleCrop:
         w, h = (side, int(side * height / width)) if width <= height else (int(side * width / height), side)
         top = int(torch.randint(0, h - self.size + 1, (1,)).item())
         left = int(torch.randint(0, w - self.size + 1, (1,)).item())
-        pixels = decode_pixels(source, header, side)
-        box = (top / ratio, left / ratio, self.size / ratio, self.size / ratio)
-        return _resized_crop(pixels, header, box, (self.size, self.size), self.interpolation)
+        pixels = decode_box(source, header, (top / ratio, left / ratio, self.size / ratio, self.size / ratio), side)
+        return F.resize(pixels, [self.size, self.size], self.interpolation, antialias=True)
 
 
 def decode_jpeg_batch(data: Sequence[bytes], device: str | torch.device = "cuda") -> list[torch.Tensor]:
