@@ -127,6 +127,8 @@ def main() -> None:
     p.add_argument("--teacher", help="distill: the teacher's weights (default: train one first)")
     p.add_argument("--teacher-model", default="resnet56", help="distill: the network of a teacher trained here")
     p.add_argument("--teacher-budget", type=float, default=60, help="distill: minutes for the teacher (default: 60)")
+    p.add_argument("--taught-only", action="store_true",
+                   help="distill: only the taught arm (the untaught one already run, e.g. by the recipes proof)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the new recipe (recipes) or of both arms (distill), e.g. --set random_erase=0.25")
     p.add_argument("--out", default="runs/proof", help="run directories (default: runs/proof)")
@@ -167,7 +169,7 @@ def main() -> None:
             print(json.dumps(trained), flush=True)
         for budget in budgets:
             for seed in seeds:
-                for with_teacher in (False, True):
+                for with_teacher in (True,) if args.taught_only else (False, True):
                     options = {**common, "model": args.student, "recipe": args.student_recipe, "seed": seed, **extra,
                                **({"teacher": teacher} if with_teacher else {})}
                     runs.append(sized_run(options, budget, images, out))
