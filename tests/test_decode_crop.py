@@ -84,12 +84,13 @@ def test_crop_equals_torchvision_on_the_full_decode(orientation):
 def test_decodes_at_the_smallest_scale_that_keeps_the_box(monkeypatch):
     factors = []
 
-    def factor(header, side):
-        factors.append(real(header, side))
-        return factors[-1]
+    def scale(header, side):
+        result = real(header, side)
+        factors.append(result[0])
+        return result
 
-    real = decode._dct_factor
-    monkeypatch.setattr(decode, "_dct_factor", factor)
+    real = decode._dct_scale
+    monkeypatch.setattr(decode, "_dct_scale", scale)
     data = _photo(2048, 1536)
     DecodeRandomResizedCrop(224, scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3))(data)  # the whole image: 1536 rows -> 224
     DecodeRandomResizedCrop(224, scale=(0.1, 0.1), ratio=(1.0, 1.0))(data)  # a 561-pixel box: 1/4 would be 140

@@ -118,9 +118,11 @@ def read_header(source: Source) -> Header:
         return Header(h, w, plain) if orientation in _QUARTER_TURNS else Header(w, h, plain)
 
 
-def _dct_factor(header: Header, min_side: int) -> int:
-    """The largest DCT down-scaling (8, 4, 2 or 1) that keeps the image's shorter side >= ``min_side``."""
-    return next(k for k in (8, 4, 2, 1) if k == 1 or -(-min(header.width, header.height) // k) >= min_side)
+def _dct_scale(header: Header, min_side: int) -> tuple[int, int, int]:
+    """The largest DCT down-scaling (8, 4, 2 or 1) that keeps the image's shorter side >= ``min_side``, and the
+    (height, width) libjpeg decodes to at it (each side divided, rounded up)."""
+    factor = next(k for k in (8, 4, 2, 1) if k == 1 or -(-min(header.width, header.height) // k) >= min_side)
+    return factor, -(-header.height // factor), -(-header.width // factor)
 
 
 def decode_pixels(source: Source, header: Header, min_side: int) -> torch.Tensor:
@@ -130,10 +132,9 @@ def decode_pixels(source: Source, header: Header, min_side: int) -> torch.Tensor
     names the file if it cannot be decoded at all."""
     if header.plain_jpeg:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        factor = _dct_factor(header, min_side)
+        _, height, width = _dct_scale(header, min_side)
         try:
-            pixels = simplejpeg.decode_jpeg(data, "RGB", min_height=-(-header.height // factor),
-                                            min_width=-(-header.width // factor))
+            pixels = simplejpeg.decode_jpeg(data, "RGB", min_height=height, min_width=width)
             return torch.from_numpy(pixels).permute(2, 0, 1)
         except ValueError:
             pass  # not libjpeg-turbo's (arithmetic coding, truncated...): PIL decodes it or names the fault
@@ -157,8 +158,8 @@ def decode_box(source: Source, header: Header, box: tuple[float, float, float, f
     columns beside it): the same pixels as the whole decode cut to the box."""
     if header.plain_jpeg and _jpegcrop is not None:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        factor = _dct_factor(header, min_side)
-        top, left, height, width = _scaled_box(box, header, (-(-header.height // factor), -(-header.width // factor)))
+        factor, *shape = _dct_scale(header, min_side)
+        top, left, height, width = _scaled_box(box, header, shape)
         try:
             pixels = _jpegcrop.decode_crop(data, factor, top, left, height, width)
             return torch.frombuffer(pixels, dtype=torch.uint8).view(height, width, 3).permute(2, 0, 1)
