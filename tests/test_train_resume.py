@@ -56,3 +56,14 @@ def test_a_longer_resumed_run_recomputes_the_schedule_as_timm_does_and_says_so(c
     # shorter than what it trained: refused, naming the option
     with pytest.raises(BadInput, match=r"already trained 3 epochs, more than the 2 epochs asked for: .* with epochs= above 3"):
         train(config(cifar, tmp_path, epochs=2, resume=True))
+
+
+def test_a_run_stopped_by_on_epoch_end_resumes_to_the_uninterrupted_runs_numbers(cifar, tmp_path):
+    whole = train(config(cifar, tmp_path / "whole", epochs=3))
+    seen: list[int] = []
+    stopped = train(config(cifar, tmp_path / "cut", epochs=3), on_epoch_end=lambda row: seen.append(row["epoch"]) or
+                    row["epoch"] == 1)
+    assert seen == [1] and stopped["epoch"] == 1 and (tmp_path / "cut" / "last.pt").is_file()
+    resumed = train(config(cifar, tmp_path / "cut", epochs=3, resume=True))
+    keys = ("epoch", "step", "lr", "train_loss", "eval_loss", "eval_error")
+    assert [{k: r[k] for k in keys} for r in resumed["history"]] == [{k: r[k] for k in keys} for r in whole["history"]]

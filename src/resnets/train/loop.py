@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,18 @@ from .trainer import Trainer
 from .validate import check_config
 
 
-def train(config: TrainConfig | None = None, /, *, model: str | nn.Module | None = None, **options: Any
-          ) -> dict[str, Any]:
+def train(config: TrainConfig | None = None, /, *, model: str | nn.Module | None = None,
+          on_epoch_end: Callable[[dict[str, Any]], bool | None] | None = None, **options: Any) -> dict[str, Any]:
     """Train a model and return the run's metrics: the last epoch's, with ``history`` (one row per epoch).
 
     ``train(model="resnet20", data="DATA", epochs=30)`` takes the options of ``resnets train`` by their
     :class:`TrainConfig` names (``recipe="paper-cifar"``, ``resume=True, out="runs/x"``...); or pass a whole
     ``TrainConfig``. ``model`` is a registry name or an ``nn.Module`` to train as is. A progress bar shows
     on a terminal and in a notebook (``progress=False`` hides it).
+
+    ``on_epoch_end(row)`` is called with each epoch's metrics row once its checkpoint is written; a true answer
+    stops the run there (Keras' ``stop_training``), and ``resume=True`` continues it later, with another length
+    if ``epochs=`` says so. Under torchrun one rank's true answer stops every rank.
 
     Under ``torchrun`` every process calls this; they train one model with DDP and rank 0 writes.
     torch's global settings that a run changes (threads, deterministic algorithms, the RNG) are
@@ -57,7 +61,7 @@ def train(config: TrainConfig | None = None, /, *, model: str | nn.Module | None
                                       splits.train.classes)
             config = for_weights(config, pretrained.pretrained_cfg if pretrained is not None else None)
             with run_folder(Path(config.out), config.resume, ctx.is_main):
-                return Trainer(config, ctx, module, pretrained, splits).run()
+                return Trainer(config, ctx, module, pretrained, splits).run(on_epoch_end)
         finally:
             teardown(ctx)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +216,8 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self, on_epoch_end: Callable[[dict[str, Any]], bool | None] | None = None) -> dict[str, Any]:
+        """Train to the run's length, or until ``on_epoch_end(row)`` answers true after an epoch (any rank)."""
         cfg, ctx = self.config, self.ctx
         if self.step >= self.total_steps:
             return self._finished_already()
@@ -254,6 +256,8 @@ class Trainer:
             bar.close()
             elapsed = time.perf_counter() - start
             row = self._end_epoch(elapsed, seen)
+            if on_epoch_end is not None and all_sum([float(bool(on_epoch_end(row)))], ctx)[0]:
+                break
         if ctx.is_main:
             self._plot()
             if self.tb is not None:
