@@ -3,9 +3,13 @@ distillation against the same student recipe without a teacher (issue 31, proofs
 
 Each run is sized to its budget: a short probe of the same recipe and model (two epochs on a subset, the full
 test set) measures the training speed and the per-epoch evaluation and start-up costs, and the run gets as many
-epochs as fit, so its whole schedule (warm-up and decay) ends inside the budget; the run's own wall clock
-(``wall_s``: decoding into its own cache, evaluation and checkpoints included) is recorded beside it. A run left
-unfinished (a session that ended) continues with ``--resume`` on the next call. Run it alone on the machine.
+epochs as fit, so its whole schedule (warm-up and decay) ends inside the budget. A shared host's speed drifts
+within minutes, so the run re-plans its length from its own epochs at a fifth and at half of its plan (the
+median epoch's wall clock, evaluation and checkpoint included): it stops there (``on_epoch_end``) and resumes with
+the new length, the learning-rate schedule recomputed from where it is, as timm's ``--resume`` does (the plans
+are in the results). The run's own wall clock (``wall_s``: decoding into its own cache, evaluation, checkpoints
+and the restarts included) is recorded beside it. A run left unfinished (a session that ended) continues on the
+next call. Run it alone on the machine.
 
     python benchmarks/train_recipes.py recipes --data ../shared/data/cifar10-jpeg --models resnet20,resnet56 \\
         --budgets 30,60 --seeds 0,1 --save benchmarks/results/train-recipes.json
@@ -59,6 +63,20 @@ def fitted_epochs(costs: dict[str, float], train_images: int, budget_s: float) -
     return max(1, math.floor((budget_s - costs["startup_s"]) / per_epoch))
 
 
+def replan_epochs(planned: int) -> list[int]:
+    """The epochs after which a run of ``planned`` epochs re-plans its length: a fifth and half of the way (two
+    epochs at least, so that one epoch without the start-up is measured), before its last epoch."""
+    return sorted({c for c in (max(2, round(planned / 5)), max(2, round(planned / 2))) if c < planned})
+
+
+def replanned(rows: list[dict[str, Any]], budget_s: float) -> int:
+    """The run's length from its own epochs so far: those done and as many more as fit what is left of
+    ``budget_s`` at the median epoch's wall clock (the first excluded: it holds the start-up), one at least."""
+    walls = [b["wall_s"] - a["wall_s"] for a, b in zip(rows, rows[1:])]
+    per_epoch = statistics.median(walls)
+    return rows[-1]["epoch"] + max(1, math.floor((budget_s - rows[-1]["wall_s"]) / per_epoch))
+
+
 def sized_run(options: dict[str, Any], budget_min: float, images: tuple[int, int], out: Path) -> dict[str, Any]:
     """One run of ``options`` sized to ``budget_min`` minutes, its clock counting its own data decoding: its epochs,
     wall clock and top-1 (last and best). A run left unfinished (a session that ended) is resumed with its epochs,
@@ -76,9 +94,17 @@ def sized_run(options: dict[str, Any], budget_min: float, images: tuple[int, int
         run.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(sizing))
     rows = read_metrics(run)
-    if not rows or rows[-1]["epoch"] < sizing["epochs"]:
-        resnets.train(**options, epochs=sizing["epochs"], resume=(run / "last.pt").is_file())
+    while not rows or rows[-1]["epoch"] < sizing["epochs"]:
+        done = rows[-1]["epoch"] if rows else 0
+        check = next((c for c in replan_epochs(sizing["epochs"]) if c > done), None)
+        resnets.train(**options, epochs=sizing["epochs"], resume=(run / "last.pt").is_file(),
+                      on_epoch_end=lambda row: row["epoch"] == check)
         rows = read_metrics(run)
+        if rows[-1]["epoch"] == check:
+            sizing["epochs"] = replanned(rows, budget_min * 60)
+            sizing.setdefault("plans", []).append({"after_epoch": check, "epochs": sizing["epochs"],
+                                                   "wall_s": rows[-1]["wall_s"]})
+            saved.write_text(json.dumps(sizing))
     last = rows[-1]
     return {
         "model": options["model"], "recipe": options["recipe"], "seed": options["seed"], "budget_min": budget_min,
