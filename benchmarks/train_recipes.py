@@ -18,6 +18,9 @@ next call. Run it alone on the machine.
     python benchmarks/train_recipes.py recipes --data ../shared/data/cifar10-jpeg --smoke   # a minute or two
 
 ``--set KEY=VALUE`` overrides an option of the new recipe (or of both distillation arms) for trying variants.
+``--epochs N`` gives every run N epochs instead of a wall-clock budget (no probe, no re-plans): arms compared at an
+equal number of training steps, each run's wall clock still recorded (distillation at an equal student budget in
+steps, the teacher's forward passes outside it).
 """
 
 from __future__ import annotations
@@ -77,11 +80,13 @@ def replanned(rows: list[dict[str, Any]], budget_s: float) -> int:
     return rows[-1]["epoch"] + max(1, math.floor((budget_s - rows[-1]["wall_s"]) / per_epoch))
 
 
-def sized_run(options: dict[str, Any], budget_min: float, images: tuple[int, int], out: Path) -> dict[str, Any]:
-    """One run of ``options`` sized to ``budget_min`` minutes, its clock counting its own data decoding: its epochs,
-    wall clock and top-1 (last and best). A run left unfinished (a session that ended) is resumed with its epochs,
-    a finished one read back."""
-    run = out / (f"{options['model']}-{options['recipe']}-{budget_min:g}m-s{options['seed']}"
+def sized_run(options: dict[str, Any], budget_min: float | None, images: tuple[int, int], out: Path,
+              epochs: int | None = None) -> dict[str, Any]:
+    """One run of ``options`` sized to ``budget_min`` minutes (or of ``epochs`` epochs), its clock counting its own
+    data decoding: its epochs, wall clock and top-1 (last and best). A run left unfinished (a session that ended) is
+    resumed with its epochs, a finished one read back."""
+    budget = f"{epochs}ep" if epochs else f"{budget_min:g}m"
+    run = out / (f"{options['model']}-{options['recipe']}-{budget}-s{options['seed']}"
                  + ("-teacher" if options.get("teacher") else ""))
     options = {**options, "out": str(run), "progress": False, "cache_dir": options.get("cache_dir") or str(run / "cache")}
     saved = run / "run.json"
@@ -89,14 +94,17 @@ def sized_run(options: dict[str, Any], budget_min: float, images: tuple[int, int
         sizing = json.loads(saved.read_text())
     else:
         shutil.rmtree(run, ignore_errors=True)
-        costs = probe(options, out, *images)
-        sizing = {"probe": costs, "epochs": fitted_epochs(costs, images[0], budget_min * 60)}
+        if epochs:
+            sizing = {"epochs": epochs}
+        else:
+            costs = probe(options, out, *images)
+            sizing = {"probe": costs, "epochs": fitted_epochs(costs, images[0], budget_min * 60)}
         run.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(sizing))
     rows = read_metrics(run)
     while not rows or rows[-1]["epoch"] < sizing["epochs"]:
         done = rows[-1]["epoch"] if rows else 0
-        check = next((c for c in replan_epochs(sizing["epochs"]) if c > done), None)
+        check = None if epochs else next((c for c in replan_epochs(sizing["epochs"]) if c > done), None)
         resnets.train(**options, epochs=sizing["epochs"], resume=(run / "last.pt").is_file(),
                       on_epoch_end=lambda row: row["epoch"] == check)
         rows = read_metrics(run)
@@ -107,7 +115,7 @@ def sized_run(options: dict[str, Any], budget_min: float, images: tuple[int, int
             saved.write_text(json.dumps(sizing))
     last = rows[-1]
     return {
-        "model": options["model"], "recipe": options["recipe"], "seed": options["seed"], "budget_min": budget_min,
+        "model": options["model"], "recipe": options["recipe"], "seed": options["seed"], "budget": budget,
         "teacher": options.get("teacher"), "overrides": {k: v for k, v in options.items() if k not in BASE_KEYS},
         **sizing, "wall_s": last["wall_s"], "top1": round(100 * (1 - last["eval_error"]), 2),
         "best_top1": round(100 * (1 - min(r["eval_error"] for r in rows)), 2), "run_dir": str(run),
@@ -134,8 +142,8 @@ def summary(runs: list[dict[str, Any]], arm: str) -> list[dict[str, Any]]:
     """Mean and per-seed top-1 of each (model, budget, ``arm``) group."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in runs:
-        groups.setdefault((r["model"], r["budget_min"], r[arm] or "none"), []).append(r)
-    return [{"model": m, "budget_min": b, arm: a, "top1": [r["top1"] for r in rs],
+        groups.setdefault((r["model"], r["budget"], r[arm] or "none"), []).append(r)
+    return [{"model": m, "budget": b, arm: a, "top1": [r["top1"] for r in rs],
              "mean_top1": round(statistics.mean(r["top1"] for r in rs), 2),
              "wall_min": [round(r["wall_s"] / 60, 1) for r in rs]} for (m, b, a), rs in groups.items()]
 
@@ -147,6 +155,8 @@ def main() -> None:
     p.add_argument("--models", default="resnet20,resnet56", help="recipes: the networks (default: resnet20,resnet56)")
     p.add_argument("--recipes", default="fast-cifar,cifar-modern", help="recipes: the two compared")
     p.add_argument("--budgets", default="30,60", help="wall-clock minutes per run (default: 30,60)")
+    p.add_argument("--epochs", type=int,
+                   help="every run this many epochs instead of a wall-clock budget (arms at equal steps)")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--student", default="resnet20", help="distill: the student network (default: resnet20)")
     p.add_argument("--student-recipe", default="cifar-modern", help="distill: the recipe of both arms")
@@ -165,7 +175,7 @@ def main() -> None:
                         "training and 500 test images, in OUT/smoke")
     args = p.parse_args()
     out = Path(args.out)
-    budgets = [float(b) for b in args.budgets.split(",")]
+    budgets: list[float | None] = [None] if args.epochs else [float(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     common: dict[str, Any] = {"data": args.data, "cache_dir": args.cache_dir}
     images = (50_000, 10_000)  # CIFAR-10's training and test images
@@ -182,7 +192,7 @@ def main() -> None:
                     for recipe in args.recipes.split(","):
                         options = {**common, "model": model, "recipe": recipe, "seed": seed,
                                    **(extra if recipe == new else {})}
-                        runs.append(sized_run(options, budget, images, out))
+                        runs.append(sized_run(options, budget, images, out, args.epochs))
                         print(json.dumps(runs[-1]), flush=True)
         results = {"summary": summary(runs, "recipe")}
     else:
@@ -198,7 +208,7 @@ def main() -> None:
                 for with_teacher in (True,) if args.taught_only else (False, True):
                     options = {**common, "model": args.student, "recipe": args.student_recipe, "seed": seed, **extra,
                                **({"teacher": teacher} if with_teacher else {})}
-                    runs.append(sized_run(options, budget, images, out))
+                    runs.append(sized_run(options, budget, images, out, args.epochs))
                     print(json.dumps(runs[-1]), flush=True)
         students = [r for r in runs if r["model"] == args.student]
         results = {"teacher": teacher, "summary": summary(students, "teacher")}
